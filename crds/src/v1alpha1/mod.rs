@@ -1,0 +1,13 @@
+//! `gantry.dev/v1alpha1`: the four kinds of the ECS model.
+
+mod common;
+mod container_instance;
+mod service;
+mod task;
+mod task_definition;
+
+pub use common::*;
+pub use container_instance::*;
+pub use service::*;
+pub use task::*;
+pub use task_definition::*;

@@ -1,0 +1,338 @@
+//! TaskDefinition: the blueprint of a task, one ECS task definition family.
+//!
+//! The object's name is the family; every change of its spec is a new
+//! revision, counted by `metadata.generation` and reported in
+//! `status.revision`.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{DNS1123_LABEL, KeyValuePair, NAME_IS_DNS_LABEL, PlacementConstraint};
+
+/// The spec of a TaskDefinition, as in `aws ecs register-task-definition`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "TaskDefinition",
+    plural = "taskdefinitions",
+    namespaced,
+    status = "TaskDefinitionStatus",
+    shortname = "td",
+    shortname = "taskdef",
+    category = "gantry",
+    printcolumn = r#"{"name":"Revision","type":"integer","jsonPath":".metadata.generation"}"#,
+    printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type==\"Valid\")].status"}"#,
+    printcolumn = r#"{"name":"Network","type":"string","jsonPath":".spec.networkMode"}"#,
+    printcolumn = r#"{"name":"CPU","type":"integer","jsonPath":".spec.cpu"}"#,
+    printcolumn = r#"{"name":"Memory","type":"integer","jsonPath":".spec.memory"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new(NAME_IS_DNS_LABEL).message("metadata.name must be a DNS-1123 label of at most 63 characters (a-z, 0-9, '-'): it names the task definition family")
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.containerDefinitions.exists(c, c.essential)")
+    .message("at least one container must be essential").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
+    "self.containerDefinitions.all(c, !has(c.portMappings) || c.portMappings.all(p, p.hostPort == 0 || (self.containerDefinitions.filter(d, has(d.portMappings) && d.portMappings.exists(q, q.hostPort == p.hostPort && q.protocol == p.protocol)).size() == 1 && c.portMappings.filter(q, q.hostPort == p.hostPort && q.protocol == p.protocol).size() == 1)))"
+).message("hostPort must be unique within a task (per protocol)").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
+    "self.networkMode != 'host' || self.containerDefinitions.all(c, !has(c.portMappings) || c.portMappings.all(p, p.hostPort == 0 || p.hostPort == p.containerPort))"
+).message("in host network mode hostPort must be omitted, 0, or equal to containerPort").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
+    "has(self.memory) || self.containerDefinitions.all(c, has(c.memory) || has(c.memoryReservation))"
+).message("set task-level memory, or memory or memoryReservation on every container").field_path(".memory"))]
+#[x_kube(validation = Rule::new(
+    "self.containerDefinitions.all(c, !has(c.dependsOn) || c.dependsOn.all(d, d.containerName != c.name && self.containerDefinitions.exists(e, e.name == d.containerName)))"
+).message("dependsOn must name another container of this task definition").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
+    "self.containerDefinitions.all(c, !has(c.dependsOn) || c.dependsOn.all(d, !(d.condition in ['COMPLETE', 'SUCCESS']) || self.containerDefinitions.exists(e, e.name == d.containerName && !e.essential)))"
+).message("a COMPLETE or SUCCESS dependency must be on a non-essential container").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
+    "self.containerDefinitions.all(c, !has(c.dependsOn) || c.dependsOn.all(d, d.condition != 'HEALTHY' || self.containerDefinitions.exists(e, e.name == d.containerName && has(e.healthCheck))))"
+).message("a HEALTHY dependency must be on a container with a healthCheck").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
+    "self.containerDefinitions.all(c, !has(c.mountPoints) || c.mountPoints.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.sourceVolume)))"
+).message("mountPoints[].sourceVolume must name one of volumes[]").field_path(".volumes"))]
+#[x_kube(validation = Rule::new("!has(self.placementConstraints) || self.placementConstraints.all(p, p.type == 'memberOf')")
+    .message("a task definition allows only memberOf constraints").field_path(".placementConstraints"))]
+pub struct TaskDefinitionSpec {
+    /// The containers of the task, 1 to 10, names unique.
+    #[schemars(length(min = 1, max = 10))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub container_definitions: Vec<ContainerDefinition>,
+
+    /// Volumes the containers may mount.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub volumes: Vec<Volume>,
+
+    /// Task-level CPU units (1024 = one vCPU); when set it is what placement
+    /// reserves instead of the containers' sum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 128, max = 196_608))]
+    pub cpu: Option<u32>,
+
+    /// Task-level memory in MiB; when set it is what placement reserves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 6))]
+    pub memory: Option<u32>,
+
+    /// Docker networking of the task's containers.
+    #[serde(default)]
+    pub network_mode: NetworkMode,
+
+    /// `memberOf` constraints every task of this definition obeys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub placement_constraints: Vec<PlacementConstraint>,
+}
+
+/// Docker network mode for every container of a task.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Docker's bridge network; host ports are mapped, 0 picks one.
+    #[default]
+    Bridge,
+    /// The host's network stack; container ports are host ports.
+    Host,
+}
+
+/// One container of a task definition.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "!has(self.memoryReservation) || !has(self.memory) || self.memoryReservation <= self.memory"
+).message("memoryReservation must not exceed memory").field_path(".memoryReservation"))]
+pub struct ContainerDefinition {
+    /// Unique within the task; a DNS-1123 label.
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
+    pub name: String,
+
+    /// Image reference, e.g. `busybox:stable` or `registry.local/web:1.2`.
+    #[schemars(length(min = 1, max = 255))]
+    pub image: String,
+
+    /// CPU units reserved (1024 = one vCPU); Docker CPU shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 196_608))]
+    pub cpu: Option<u32>,
+
+    /// Hard memory limit in MiB: the container is killed above it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 6))]
+    pub memory: Option<u32>,
+
+    /// Soft memory limit in MiB; when set, what placement reserves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 6))]
+    pub memory_reservation: Option<u32>,
+
+    /// When an essential container stops, the whole task stops.
+    #[serde(default = "default_true")]
+    pub essential: bool,
+
+    /// Docker `Cmd`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub command: Vec<String>,
+
+    /// Docker `Entrypoint`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub entry_point: Vec<String>,
+
+    /// Environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub environment: Vec<KeyValuePair>,
+
+    /// Ports to publish on the host. Bounded so that the hostPort
+    /// uniqueness rule stays within the API server's CEL cost budget.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["containerPort".into(), "protocol".into()]))]
+    pub port_mappings: Vec<PortMapping>,
+
+    /// A Docker health check whose result the task and service act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+
+    /// Containers that must reach a condition before this one starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["containerName".into()]))]
+    pub depends_on: Vec<ContainerDependency>,
+
+    /// Seconds between SIGTERM and SIGKILL when the container is stopped.
+    #[serde(default = "default_stop_timeout")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub stop_timeout: u32,
+
+    /// Volumes mounted into the container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["containerPath".into()]))]
+    pub mount_points: Vec<MountPoint>,
+}
+
+/// ECS's default: a container is essential unless it says otherwise.
+pub const DEFAULT_ESSENTIAL: bool = true;
+/// ECS's default `stopTimeout` (and the agent's `ECS_CONTAINER_STOP_TIMEOUT`).
+pub const DEFAULT_STOP_TIMEOUT_SECONDS: u32 = 30;
+
+fn default_true() -> bool {
+    DEFAULT_ESSENTIAL
+}
+
+fn default_stop_timeout() -> u32 {
+    DEFAULT_STOP_TIMEOUT_SECONDS
+}
+
+/// Transport protocol of a port mapping.
+#[derive(
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+/// A container port published on the host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: u16,
+    /// Host port; 0 (the default) lets the host pick a free one.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 65535))]
+    pub host_port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+/// A container health check, as Docker runs it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.command[0] in ['CMD', 'CMD-SHELL']")
+    .message("healthCheck.command must start with CMD or CMD-SHELL").field_path(".command"))]
+pub struct HealthCheck {
+    /// `["CMD", "exe", "arg"]` or `["CMD-SHELL", "shell command"]`.
+    #[schemars(length(min = 2, max = 256))]
+    pub command: Vec<String>,
+    /// Seconds between checks.
+    #[serde(default = "default_interval")]
+    #[schemars(range(min = 5, max = 300))]
+    pub interval: u32,
+    /// Seconds before one check counts as failed.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 2, max = 60))]
+    pub timeout: u32,
+    /// Consecutive failures before the container is UNHEALTHY.
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 1, max = 10))]
+    pub retries: u32,
+    /// Grace period in seconds during which failures are not counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 300))]
+    pub start_period: Option<u32>,
+}
+
+fn default_interval() -> u32 {
+    30
+}
+fn default_timeout() -> u32 {
+    5
+}
+fn default_retries() -> u32 {
+    3
+}
+
+/// What a dependency must reach before the dependent container starts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DependencyCondition {
+    /// The dependency has started.
+    Start,
+    /// The dependency has exited (any code).
+    Complete,
+    /// The dependency has exited with code 0.
+    Success,
+    /// The dependency's health check passed.
+    Healthy,
+}
+
+/// One `dependsOn` entry.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerDependency {
+    #[schemars(length(min = 1, max = 63))]
+    pub container_name: String,
+    pub condition: DependencyCondition,
+}
+
+/// A volume of the task: a host path, or a Docker volume when `host` is
+/// absent.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostVolume>,
+}
+
+/// A bind mount from the host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostVolume {
+    /// Absolute path on the host.
+    #[schemars(length(min = 1, max = 4096), regex(pattern = "^/"))]
+    pub source_path: String,
+}
+
+/// Where a volume appears inside a container.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MountPoint {
+    #[schemars(length(min = 1, max = 63))]
+    pub source_volume: String,
+    #[schemars(length(min = 1, max = 4096), regex(pattern = "^/"))]
+    pub container_path: String,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// What the controller observed of a TaskDefinition.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinitionStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The revision new tasks run: the generation of the last valid spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// `Valid`: whether the latest spec can be run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}

@@ -1,0 +1,430 @@
+//! The validation rules of each kind, through the same validator the API
+//! server applies: every rule accepts what ECS accepts and refuses the rest
+//! with the field named, and the schema's defaults are ECS's defaults.
+
+use apiserver::{FieldErrors, SchemaValidator};
+use crds::v1alpha1::{
+    ContainerInstance, DeploymentConfiguration, SchedulingStrategy, Service, Task, TaskDefinition,
+};
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+fn validator<K: CustomResourceExt>() -> SchemaValidator {
+    SchemaValidator::for_crd(&K::crd(), "v1alpha1").expect("schema compiles")
+}
+
+fn object(kind: &str, spec: Value) -> Value {
+    json!({"apiVersion": "gantry.dev/v1alpha1", "kind": kind, "metadata": {"name": "x"}, "spec": spec})
+}
+
+fn task_definition(spec: Value) -> Result<(), FieldErrors> {
+    validator::<TaskDefinition>().validate(&object("TaskDefinition", spec), None)
+}
+
+fn service(spec: Value) -> Result<(), FieldErrors> {
+    validator::<Service>().validate(&object("Service", spec), None)
+}
+
+/// Asserts that `result` failed and that one of its errors names `field`
+/// with `detail` in its message.
+#[track_caller]
+fn refused(result: Result<(), FieldErrors>, field: &str, detail: &str) {
+    let errors = result.expect_err("should be refused");
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|e| e.field == field && e.to_string().contains(detail)),
+        "expected {field}: ...{detail}..., got {errors}"
+    );
+}
+
+fn container(extra: Value) -> Value {
+    let mut c = json!({"name": "app", "image": "busybox", "memory": 64});
+    c.as_object_mut()
+        .expect("object")
+        .extend(extra.as_object().expect("object").clone());
+    c
+}
+
+#[test]
+fn a_minimal_task_definition_is_valid() {
+    task_definition(json!({"containerDefinitions": [container(json!({}))]})).expect("valid");
+}
+
+#[test]
+fn memory_must_be_set_on_the_task_or_on_every_container() {
+    let bare = json!({"name": "app", "image": "busybox"});
+    refused(
+        task_definition(json!({"containerDefinitions": [bare.clone()]})),
+        "spec.memory",
+        "set task-level memory",
+    );
+    task_definition(json!({"memory": 128, "containerDefinitions": [bare]}))
+        .expect("task-level memory");
+    task_definition(
+        json!({"containerDefinitions": [{"name": "a", "image": "b", "memoryReservation": 32}]}),
+    )
+    .expect("a reservation is enough");
+}
+
+#[test]
+fn dependencies_name_another_container_with_a_fitting_condition() {
+    let with_deps = |deps: Value, sidecar: Value| {
+        let mut init = json!({"name": "init", "image": "busybox", "memory": 16});
+        init.as_object_mut()
+            .expect("object")
+            .extend(sidecar.as_object().expect("object").clone());
+        task_definition(
+            json!({"containerDefinitions": [container(json!({"dependsOn": deps})), init]}),
+        )
+    };
+    let check = json!({"command": ["CMD", "true"]});
+    with_deps(
+        json!([{"containerName": "init", "condition": "SUCCESS"}]),
+        json!({"essential": false}),
+    )
+    .expect("SUCCESS on a non-essential init container");
+    with_deps(
+        json!([{"containerName": "init", "condition": "HEALTHY"}]),
+        json!({"essential": true, "healthCheck": check}),
+    )
+    .expect("HEALTHY on a checked container");
+    refused(
+        with_deps(
+            json!([{"containerName": "nope", "condition": "START"}]),
+            json!({"essential": true}),
+        ),
+        "spec.containerDefinitions",
+        "dependsOn must name another container",
+    );
+    refused(
+        with_deps(
+            json!([{"containerName": "app", "condition": "START"}]),
+            json!({"essential": true}),
+        ),
+        "spec.containerDefinitions",
+        "dependsOn must name another container",
+    );
+    refused(
+        with_deps(
+            json!([{"containerName": "init", "condition": "COMPLETE"}]),
+            json!({"essential": true}),
+        ),
+        "spec.containerDefinitions",
+        "non-essential",
+    );
+    refused(
+        with_deps(
+            json!([{"containerName": "init", "condition": "HEALTHY"}]),
+            json!({"essential": true}),
+        ),
+        "spec.containerDefinitions",
+        "with a healthCheck",
+    );
+}
+
+#[test]
+fn host_network_mode_publishes_container_ports_as_they_are() {
+    let ports = |host_port: u16| {
+        json!({"networkMode": "host", "containerDefinitions": [container(json!({
+            "portMappings": [{"containerPort": 8080, "hostPort": host_port}]
+        }))]})
+    };
+    task_definition(ports(8080)).expect("hostPort == containerPort");
+    task_definition(ports(0)).expect("hostPort omitted");
+    refused(
+        task_definition(ports(80)),
+        "spec.containerDefinitions",
+        "host network mode",
+    );
+}
+
+#[test]
+fn the_same_host_port_may_serve_tcp_and_udp() {
+    task_definition(
+        json!({"containerDefinitions": [container(json!({"portMappings": [
+            {"containerPort": 53, "hostPort": 53, "protocol": "tcp"},
+            {"containerPort": 53, "hostPort": 53, "protocol": "udp"}
+        ]}))]}),
+    )
+    .expect("one port per protocol");
+    refused(
+        task_definition(
+            json!({"containerDefinitions": [container(json!({"portMappings": [
+                {"containerPort": 53, "hostPort": 53},
+                {"containerPort": 54, "hostPort": 53}
+            ]}))]}),
+        ),
+        "spec.containerDefinitions",
+        "hostPort must be unique",
+    );
+}
+
+#[test]
+fn health_checks_are_docker_commands_within_ecs_ranges() {
+    let check = |hc: Value| {
+        task_definition(json!({"containerDefinitions": [container(json!({"healthCheck": hc}))]}))
+    };
+    check(json!({"command": ["CMD-SHELL", "curl -f localhost"]})).expect("valid");
+    refused(
+        check(json!({"command": ["curl", "-f", "localhost"]})),
+        "spec.containerDefinitions[0].healthCheck.command",
+        "must start with CMD or CMD-SHELL",
+    );
+    refused(
+        check(json!({"command": ["CMD", "true"], "interval": 1})),
+        "spec.containerDefinitions[0].healthCheck.interval",
+        "greater than or equal to 5",
+    );
+}
+
+#[test]
+fn mount_points_refer_to_declared_volumes() {
+    let mount = json!({"mountPoints": [{"sourceVolume": "data", "containerPath": "/data"}]});
+    refused(
+        task_definition(json!({"containerDefinitions": [container(mount.clone())]})),
+        "spec.volumes",
+        "must name one of volumes",
+    );
+    task_definition(json!({
+        "volumes": [{"name": "data", "host": {"sourcePath": "/srv/data"}}],
+        "containerDefinitions": [container(mount)]
+    }))
+    .expect("declared volume");
+}
+
+#[test]
+fn a_task_definition_allows_only_member_of_constraints() {
+    let with = |c: Value| {
+        task_definition(
+            json!({"containerDefinitions": [container(json!({}))], "placementConstraints": [c]}),
+        )
+    };
+    with(json!({"type": "memberOf", "expression": "attribute:ecs.os-type == linux"}))
+        .expect("memberOf");
+    refused(
+        with(json!({"type": "distinctInstance"})),
+        "spec.placementConstraints",
+        "only memberOf",
+    );
+}
+
+#[test]
+fn strategies_take_the_fields_ecs_documents() {
+    let with = |s: Value| {
+        service(json!({"taskDefinition": "web", "desiredCount": 1, "placementStrategy": [s]}))
+    };
+    for ok in [
+        json!({"type": "binpack", "field": "memory"}),
+        json!({"type": "spread", "field": "attribute:ecs.availability-zone"}),
+        json!({"type": "spread", "field": "instanceId"}),
+        json!({"type": "random"}),
+    ] {
+        with(ok.clone()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    refused(
+        with(json!({"type": "binpack", "field": "disk"})),
+        "spec.placementStrategy[0].field",
+        "cpu or memory",
+    );
+    refused(
+        with(json!({"type": "spread"})),
+        "spec.placementStrategy[0].field",
+        "spread needs field",
+    );
+    refused(
+        with(json!({"type": "random", "field": "cpu"})),
+        "spec.placementStrategy[0].field",
+        "random takes no field",
+    );
+}
+
+#[test]
+fn daemon_services_have_no_count_and_no_strategy() {
+    service(json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON"}))
+        .expect("valid daemon");
+    refused(
+        service(
+            json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON", "desiredCount": 3}),
+        ),
+        "spec.desiredCount",
+        "DAEMON",
+    );
+    refused(
+        service(
+            json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON", "placementStrategy": [{"type": "random"}]}),
+        ),
+        "spec.placementStrategy",
+        "DAEMON",
+    );
+    refused(
+        service(
+            json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON", "deploymentConfiguration": {"maximumPercent": 200}}),
+        ),
+        "spec.deploymentConfiguration.maximumPercent",
+        "must be 100",
+    );
+}
+
+#[test]
+fn deployment_bounds_default_per_scheduling_strategy() {
+    let unset = DeploymentConfiguration::default();
+    assert_eq!(unset.bounds(SchedulingStrategy::Replica), (100, 200));
+    assert_eq!(unset.bounds(SchedulingStrategy::Daemon), (0, 100));
+    let set = DeploymentConfiguration {
+        minimum_healthy_percent: Some(50),
+        maximum_percent: Some(150),
+        ..Default::default()
+    };
+    assert_eq!(set.bounds(SchedulingStrategy::Replica), (50, 150));
+}
+
+#[test]
+fn instance_attributes_follow_ecs_naming() {
+    let with = |attrs: Value| {
+        validator::<ContainerInstance>().validate(
+            &object(
+                "ContainerInstance",
+                json!({"registeredResources": {"cpu": 1024, "memory": 512}, "attributes": attrs}),
+            ),
+            None,
+        )
+    };
+    with(json!({"ecs.availability-zone": "az-1", "stack": "prod"})).expect("valid");
+    refused(
+        with(json!({"bad name": "x"})),
+        "spec.attributes",
+        "attribute names",
+    );
+    refused(
+        with(json!({"stack": ""})),
+        "spec.attributes",
+        "attribute values",
+    );
+}
+
+fn task(spec: Value) -> Value {
+    object("Task", spec)
+}
+
+#[test]
+fn a_binding_is_permanent() {
+    let v = validator::<Task>();
+    let unbound = task(json!({"taskDefinition": "web"}));
+    let bound = task(json!({"taskDefinition": "web", "containerInstance": "host-1"}));
+    let moved = task(json!({"taskDefinition": "web", "containerInstance": "host-2"}));
+    v.validate(&bound, Some(&unbound))
+        .expect("binding an unbound task");
+    refused(
+        v.validate(&moved, Some(&bound)),
+        "spec.containerInstance",
+        "immutable once bound",
+    );
+    refused(
+        v.validate(&unbound, Some(&bound)),
+        "spec.containerInstance",
+        "immutable once bound",
+    );
+}
+
+#[test]
+fn a_stopped_task_stays_stopped_and_keeps_its_definition() {
+    let v = validator::<Task>();
+    let running = task(json!({"taskDefinition": "web"}));
+    let stopped = task(json!({"taskDefinition": "web", "desiredStatus": "STOPPED"}));
+    v.validate(&stopped, Some(&running)).expect("stopping");
+    refused(
+        v.validate(&running, Some(&stopped)),
+        "spec.desiredStatus",
+        "cannot be started again",
+    );
+    refused(
+        v.validate(&task(json!({"taskDefinition": "db"})), Some(&running)),
+        "spec.taskDefinition",
+        "immutable",
+    );
+}
+
+#[test]
+fn a_snapshot_comes_with_its_revision_and_never_changes() {
+    let v = validator::<Task>();
+    let definition = json!({"containerDefinitions": [container(json!({}))]});
+    let snap = |rev: i64, image: &str| {
+        let mut d = definition.clone();
+        d["containerDefinitions"][0]["image"] = json!(image);
+        task(json!({"taskDefinition": "web", "taskDefinitionRevision": rev, "definition": d}))
+    };
+    v.validate(&snap(3, "busybox"), None)
+        .expect("snapshot with revision");
+    refused(
+        v.validate(
+            &task(json!({"taskDefinition": "web", "definition": definition})),
+            None,
+        ),
+        "spec.taskDefinitionRevision",
+        "set together",
+    );
+    refused(
+        v.validate(&snap(3, "nginx"), Some(&snap(3, "busybox"))),
+        "spec.definition",
+        "immutable",
+    );
+    refused(
+        v.validate(&snap(4, "busybox"), Some(&snap(3, "busybox"))),
+        "spec.definition",
+        "immutable",
+    );
+}
+
+/// The defaults the server fills in are the ones the Rust types assume, so
+/// a controller reading a stored object sees what the user meant.
+#[test]
+fn schema_defaults_match_ecs_and_the_rust_types() {
+    let td = object(
+        "TaskDefinition",
+        json!({"containerDefinitions": [{
+            "name": "app", "image": "busybox", "memory": 64,
+            "portMappings": [{"containerPort": 80}],
+            "healthCheck": {"command": ["CMD", "true"]}
+        }]}),
+    );
+    let defaulted = validator::<TaskDefinition>().default(&td);
+    let c = &defaulted["spec"]["containerDefinitions"][0];
+    assert_eq!(c["essential"], true);
+    assert_eq!(c["stopTimeout"], 30);
+    assert_eq!(c["portMappings"][0]["hostPort"], 0);
+    assert_eq!(c["portMappings"][0]["protocol"], "tcp");
+    assert_eq!(c["healthCheck"]["interval"], 30);
+    assert_eq!(c["healthCheck"]["timeout"], 5);
+    assert_eq!(c["healthCheck"]["retries"], 3);
+    assert_eq!(defaulted["spec"]["networkMode"], "bridge");
+    let typed: TaskDefinition = serde_json::from_value(td).expect("deserializes");
+    assert_eq!(
+        serde_json::to_value(&typed.spec).expect("serializes"),
+        defaulted["spec"]
+    );
+
+    let svc = object(
+        "Service",
+        json!({"taskDefinition": "web", "desiredCount": 2}),
+    );
+    let defaulted = validator::<Service>().default(&svc);
+    assert_eq!(defaulted["spec"]["schedulingStrategy"], "REPLICA");
+    assert_eq!(defaulted["spec"]["schedulerName"], "gantry");
+    assert_eq!(defaulted["spec"]["healthCheckGracePeriodSeconds"], 0);
+    let typed: Service = serde_json::from_value(svc).expect("deserializes");
+    assert_eq!(
+        serde_json::to_value(&typed.spec).expect("serializes"),
+        defaulted["spec"]
+    );
+
+    let t = task(json!({"taskDefinition": "web"}));
+    let defaulted = validator::<Task>().default(&t);
+    assert_eq!(defaulted["spec"]["desiredStatus"], "RUNNING");
+    let typed: Task = serde_json::from_value(t).expect("deserializes");
+    assert_eq!(
+        serde_json::to_value(&typed.spec).expect("serializes"),
+        defaulted["spec"]
+    );
+}

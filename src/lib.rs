@@ -1,0 +1,3 @@
+//! The `gantry` binary's own pieces: what its subcommands share.
+
+pub mod manifests;

@@ -1,0 +1,124 @@
+//! `gantry`: the one binary of the project, one subcommand per role.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gantry::manifests::{self, Catalog};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gantry",
+    version,
+    about = "The Amazon ECS model as a Kubernetes operator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print every CustomResourceDefinition as multi-document YAML, or
+    /// write one file per CRD into a directory.
+    Crd {
+        /// Write `<plural>.gantry.dev.yaml` files here instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
+    /// Check manifests against Gantry's CRDs offline, as the API server
+    /// would on create (schema, list types and CEL rules).
+    Validate {
+        /// Files or directories (every *.yaml / *.yml inside) to check.
+        #[arg(short = 'f', long = "filename", required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crd { out_dir: None } => {
+            print!("{}", crds::all_yaml()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crd { out_dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for crd in crds::all() {
+                let path = dir.join(crds::file_name(&crd));
+                std::fs::write(&path, crds::to_yaml(&crd)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { paths } => validate(&paths),
+    }
+}
+
+fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let catalog = Catalog::gantry()?;
+    let mut invalid = 0;
+    for file in yaml_files(paths)? {
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        let docs = match manifests::documents(&text) {
+            Ok(docs) => docs,
+            Err(err) => {
+                println!("{}: {err}", file.display());
+                invalid += 1;
+                continue;
+            }
+        };
+        for (index, doc) in docs.iter().enumerate() {
+            match catalog.validate(index, doc) {
+                Ok(()) => println!(
+                    "{}: {} {} valid",
+                    file.display(),
+                    doc["kind"].as_str().unwrap_or_default(),
+                    doc.pointer("/metadata/name")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or_default()
+                ),
+                Err(err) => {
+                    println!("{}: {err}", file.display());
+                    invalid += 1;
+                }
+            }
+        }
+    }
+    Ok(if invalid == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The given files, and the YAML files directly inside given directories,
+/// in a stable order.
+fn yaml_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            inside.sort();
+            files.extend(inside);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
