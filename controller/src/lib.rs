@@ -14,3 +14,5 @@
 //!
 //! Nothing is here yet; the crate exists so the workspace has its final
 //! shape from the start.
+
+pub mod placement;

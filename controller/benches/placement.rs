@@ -1,0 +1,162 @@
+//! Placement cost per task as the cluster grows.
+//!
+//! `cargo bench -p controller --bench placement` measures, on clusters of
+//! 100 to 100,000 instances (4 vCPU, 16 GiB, each loaded to between 85%
+//! and 95%, 90% on average, over 3 zones and 4 instance types):
+//! - group `placement`: placing 100 tasks, one after another;
+//! - group `placement_batch`: placing a batch of 10,000 tasks;
+//! - group `placement_naive`: the scan-everything reference placing 100
+//!   tasks, for comparison.
+//!
+//! Ids are `<strategy>/<instances>`: `binpack` (binpack on memory),
+//! `spread_az` (spread over `ecs.availability-zone`) and `member_of`
+//! (`attribute:ecs.instance-type =~ t2.*`, random). Throughput is counted
+//! in tasks. Only the placements are timed; they are released afterwards.
+
+use std::{
+    collections::BTreeMap,
+    hint::black_box,
+    time::{Duration, Instant},
+};
+
+use controller::placement::{
+    Allocation, BinpackField, ClusterState, Constraint, InstanceSpec, Query, SpreadField, Strategy,
+    TaskRequest, reference,
+};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rand::{RngExt, SeedableRng, rngs::SmallRng};
+
+const SIZES: [usize; 4] = [100, 1_000, 10_000, 100_000];
+const ZONES: [&str; 3] = ["az-a", "az-b", "az-c"];
+const TYPES: [&str; 4] = ["t2.micro", "t2.small", "m5.large", "c5.xlarge"];
+const CPU: u32 = 4096;
+const MEMORY: u32 = 16_384;
+
+fn cluster(instances: usize) -> ClusterState {
+    let mut rng = SmallRng::seed_from_u64(42);
+    let mut state = ClusterState::new();
+    for i in 0..instances {
+        let id = state.upsert_instance(InstanceSpec {
+            name: format!("i-{i:06}"),
+            cpu: CPU,
+            memory: MEMORY,
+            reserved_ports: vec![],
+            attributes: BTreeMap::from([
+                (
+                    "ecs.availability-zone".to_owned(),
+                    ZONES[i % ZONES.len()].to_owned(),
+                ),
+                (
+                    "ecs.instance-type".to_owned(),
+                    TYPES[(i / 3) % TYPES.len()].to_owned(),
+                ),
+            ]),
+            draining: false,
+            connected: true,
+        });
+        let load: f64 = rng.random_range(0.85..0.95);
+        state
+            .allocate(
+                id,
+                Allocation {
+                    task: format!("load-{i}"),
+                    cpu: (f64::from(CPU) * load) as u32,
+                    memory: (f64::from(MEMORY) * load) as u32,
+                    ports: vec![],
+                    group: "service:background".into(),
+                    family: "background".into(),
+                },
+            )
+            .expect("fresh instance");
+    }
+    state
+}
+
+fn task(strategy: &str) -> TaskRequest {
+    let (strategy, constraints) = match strategy {
+        "binpack" => (vec![Strategy::Binpack(BinpackField::Memory)], vec![]),
+        "spread_az" => (
+            vec![Strategy::Spread(SpreadField::Attribute(
+                "ecs.availability-zone".into(),
+            ))],
+            vec![],
+        ),
+        "member_of" => (
+            vec![Strategy::Random],
+            vec![Constraint::MemberOf(
+                Query::parse("attribute:ecs.instance-type =~ t2.*").expect("parses"),
+            )],
+        ),
+        other => panic!("unknown strategy {other}"),
+    };
+    TaskRequest {
+        cpu: 2,
+        memory: 8,
+        ports: vec![],
+        group: "service:bench".into(),
+        family: "bench".into(),
+        constraints,
+        strategy,
+    }
+}
+
+/// Time `tasks` placements per iteration; release them untimed.
+fn run(
+    state: &mut ClusterState,
+    task: &TaskRequest,
+    tasks: usize,
+    iters: u64,
+    place: fn(&mut ClusterState, &str, &TaskRequest, &mut SmallRng),
+) -> Duration {
+    let ids: Vec<String> = (0..tasks).map(|i| format!("bench-{i}")).collect();
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        for id in &ids {
+            place(state, id, task, &mut rng);
+        }
+        total += start.elapsed();
+        for id in &ids {
+            state.release(id);
+        }
+    }
+    total
+}
+
+fn engine(state: &mut ClusterState, id: &str, task: &TaskRequest, rng: &mut SmallRng) {
+    black_box(state.place_and_allocate(id, task, rng).expect("fits"));
+}
+
+fn naive(state: &mut ClusterState, id: &str, task: &TaskRequest, _: &mut SmallRng) {
+    black_box(reference::place_and_allocate(state, id, task).expect("fits"));
+}
+
+fn placement(c: &mut Criterion) {
+    let clusters: Vec<(usize, ClusterState)> = SIZES.iter().map(|&n| (n, cluster(n))).collect();
+    let mut clusters = clusters;
+    for (group_name, tasks, place) in [
+        ("placement", 100, engine as fn(&mut _, &str, &_, &mut _)),
+        ("placement_batch", 10_000, engine),
+        ("placement_naive", 100, naive),
+    ] {
+        let mut group = c.benchmark_group(group_name);
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2))
+            .throughput(Throughput::Elements(tasks as u64));
+        for strategy in ["binpack", "spread_az", "member_of"] {
+            let t = task(strategy);
+            for (size, state) in &mut clusters {
+                group.bench_function(BenchmarkId::new(strategy, *size), |b| {
+                    b.iter_custom(|iters| run(state, &t, tasks, iters, place));
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, placement);
+criterion_main!(benches);

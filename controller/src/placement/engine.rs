@@ -1,0 +1,364 @@
+//! The indexed placement: the same choice as the reference scan, found
+//! without looking at every instance.
+//!
+//! A placement is the lowest rank among the instances that can take the
+//! task, where the rank is one number per strategy of the chain (see
+//! `ClusterState::key`). The search narrows a candidate set strategy by
+//! strategy: `spread` over an attribute visits the classes whose value has
+//! the fewest tasks of the group first; `spread` over instances tries the
+//! instances without such a task first; `binpack` walks the classes'
+//! capacity indexes upward from what the task needs; `random` (and the end
+//! of the chain) samples. Ties left at the end are broken arbitrarily.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap, HashSet},
+};
+
+use rand::{Rng, RngExt};
+
+use super::{
+    Allocation, BinpackField, Placement, SpreadField, Strategy, TaskRequest, Unplaceable,
+    state::{ClassId, ClusterState, InstanceId, Prepared},
+};
+
+/// Random draws before `random` falls back to walking the capacity index.
+const SAMPLES: usize = 32;
+
+/// Where the search may still look.
+#[derive(Debug)]
+enum Candidates {
+    /// Schedulable members of these classes; with `fresh_only`, only those
+    /// running no task of the group.
+    Classes {
+        classes: Vec<ClassId>,
+        fresh_only: bool,
+    },
+    /// Exactly these instances.
+    List(Vec<InstanceId>),
+}
+
+impl ClusterState {
+    /// Choose an instance for `task`, without recording anything.
+    ///
+    /// # Errors
+    /// [`Unplaceable`] with the per-cause counts when no instance fits.
+    pub fn place(
+        &mut self,
+        task: &TaskRequest,
+        rng: &mut impl Rng,
+    ) -> Result<Placement, Unplaceable> {
+        let group = self.groups.get(&task.group);
+        if let Some(group) = group {
+            for strategy in &task.strategy {
+                if let Strategy::Spread(SpreadField::Attribute(attribute)) = strategy {
+                    self.track_spread(group, attribute);
+                }
+            }
+        }
+        let classes = self.eligible_classes(task);
+        let p = self.prepare(task);
+        let candidates = Candidates::Classes {
+            classes,
+            fresh_only: false,
+        };
+        match self.best(candidates, &task.strategy, &p, rng) {
+            Some(instance) => Ok(Placement {
+                instance,
+                name: self
+                    .instance_name(instance)
+                    .expect("placed on a live instance")
+                    .to_owned(),
+            }),
+            None => Err(self.explain(&p)),
+        }
+    }
+
+    /// Choose an instance for `task` and record its allocation as `task_id`.
+    ///
+    /// # Errors
+    /// As [`ClusterState::place`].
+    pub fn place_and_allocate(
+        &mut self,
+        task_id: &str,
+        task: &TaskRequest,
+        rng: &mut impl Rng,
+    ) -> Result<Placement, Unplaceable> {
+        let placement = self.place(task, rng)?;
+        self.allocate(placement.instance, allocation_for(task_id, task))
+            .expect("a fresh task id on a live instance");
+        Ok(placement)
+    }
+
+    /// Place tasks one after another, each seeing the ones before it.
+    pub fn place_batch<'a>(
+        &mut self,
+        tasks: impl IntoIterator<Item = (&'a str, &'a TaskRequest)>,
+        rng: &mut impl Rng,
+    ) -> Vec<Result<Placement, Unplaceable>> {
+        tasks
+            .into_iter()
+            .map(|(id, task)| self.place_and_allocate(id, task, rng))
+            .collect()
+    }
+
+    /// Live classes whose attributes satisfy every attribute-only
+    /// `memberOf` expression of the task.
+    fn eligible_classes(&mut self, task: &TaskRequest) -> Vec<ClassId> {
+        let queries: Vec<_> = task
+            .constraints
+            .iter()
+            .filter_map(|c| match c {
+                super::Constraint::MemberOf(q) if !q.references_tasks() => Some(q),
+                _ => None,
+            })
+            .collect();
+        let live: Vec<ClassId> = self.live_classes.iter().copied().collect();
+        live.into_iter()
+            .filter(|class| queries.iter().all(|q| self.class_matches(*class, q)))
+            .collect()
+    }
+
+    fn best(
+        &self,
+        candidates: Candidates,
+        chain: &[Strategy],
+        p: &Prepared<'_>,
+        rng: &mut impl Rng,
+    ) -> Option<InstanceId> {
+        let Some((first, rest)) = chain.split_first() else {
+            return self.any_fit(candidates, p, rng);
+        };
+        match (first, candidates) {
+            (Strategy::Random, candidates) => self.any_fit(candidates, p, rng),
+            (_, Candidates::List(ids)) => self.best_in_list(ids, chain, p, rng),
+            (
+                Strategy::Binpack(field),
+                Candidates::Classes {
+                    classes,
+                    fresh_only,
+                },
+            ) => self.binpack(&classes, fresh_only, *field, rest, p, rng),
+            (
+                Strategy::Spread(SpreadField::Attribute(attribute)),
+                Candidates::Classes {
+                    classes,
+                    fresh_only,
+                },
+            ) => {
+                let mut levels: BTreeMap<u32, Vec<ClassId>> = BTreeMap::new();
+                for class in classes {
+                    let value = self.classes[class].attributes.get(attribute);
+                    let count = self.spread_count(p.group, attribute, value.map(String::as_str));
+                    levels.entry(count).or_default().push(class);
+                }
+                levels.into_values().find_map(|classes| {
+                    self.best(
+                        Candidates::Classes {
+                            classes,
+                            fresh_only,
+                        },
+                        rest,
+                        p,
+                        rng,
+                    )
+                })
+            }
+            (
+                Strategy::Spread(SpreadField::Instance),
+                Candidates::Classes {
+                    classes,
+                    fresh_only,
+                },
+            ) => {
+                let fresh = Candidates::Classes {
+                    classes: classes.clone(),
+                    fresh_only: true,
+                };
+                if let Some(found) = self.best(fresh, rest, p, rng) {
+                    return Some(found);
+                }
+                if fresh_only {
+                    return None;
+                }
+                // Every candidate runs a task of the group: fewest first.
+                let members = p.group.and_then(|g| self.group_members.get(&g))?;
+                let classes: HashSet<ClassId> = classes.into_iter().collect();
+                let mut levels: BTreeMap<u32, Vec<InstanceId>> = BTreeMap::new();
+                for (id, count) in members {
+                    let instance = self.instance(*id).expect("members are live");
+                    if instance.schedulable() && classes.contains(&instance.class) {
+                        levels.entry(*count).or_default().push(*id);
+                    }
+                }
+                levels
+                    .into_values()
+                    .find_map(|ids| self.best(Candidates::List(ids), rest, p, rng))
+            }
+        }
+    }
+
+    /// Whether a schedulable member of an eligible class takes the task.
+    fn fits(&self, id: InstanceId, fresh_only: bool, p: &Prepared<'_>) -> bool {
+        let instance = self.instance(id).expect("indexed instances are live");
+        if fresh_only && p.group.is_some_and(|g| instance.groups.contains_key(&g)) {
+            return false;
+        }
+        self.check_fit(instance, p, false).is_ok()
+    }
+
+    /// The least remaining `field` that still fits, across the classes'
+    /// capacity indexes; ties go to the rest of the chain.
+    fn binpack(
+        &self,
+        classes: &[ClassId],
+        fresh_only: bool,
+        field: BinpackField,
+        rest: &[Strategy],
+        p: &Prepared<'_>,
+        rng: &mut impl Rng,
+    ) -> Option<InstanceId> {
+        let need = i64::from(match field {
+            BinpackField::Cpu => p.task.cpu,
+            BinpackField::Memory => p.task.memory,
+        });
+        let mut cursors: Vec<_> = classes
+            .iter()
+            .map(|c| self.classes[*c].index(field).range((need, 0)..))
+            .collect();
+        let mut heap = BinaryHeap::with_capacity(cursors.len());
+        for (k, cursor) in cursors.iter_mut().enumerate() {
+            if let Some(&(remaining, id)) = cursor.next() {
+                heap.push(Reverse((remaining, id, k)));
+            }
+        }
+        let rest_ranks = !matches!(rest.first(), None | Some(Strategy::Random));
+        let mut ties: Vec<InstanceId> = Vec::new();
+        let mut best_remaining = None;
+        while let Some(Reverse((remaining, id, k))) = heap.pop() {
+            if best_remaining.is_some_and(|best| remaining != best) {
+                break;
+            }
+            if let Some(&(next, next_id)) = cursors[k].next() {
+                heap.push(Reverse((next, next_id, k)));
+            }
+            if !self.fits(id, fresh_only, p) {
+                continue;
+            }
+            if !rest_ranks {
+                return Some(id);
+            }
+            best_remaining = Some(remaining);
+            ties.push(id);
+        }
+        if ties.is_empty() {
+            None
+        } else {
+            self.best(Candidates::List(ties), rest, p, rng)
+        }
+    }
+
+    /// Any instance that takes the task: a few uniform draws, then a walk
+    /// of the memory index (instances with enough memory) so that a fit is
+    /// found whenever one exists.
+    fn any_fit(
+        &self,
+        candidates: Candidates,
+        p: &Prepared<'_>,
+        rng: &mut impl Rng,
+    ) -> Option<InstanceId> {
+        let (classes, fresh_only) = match candidates {
+            Candidates::List(ids) => {
+                if ids.is_empty() {
+                    return None;
+                }
+                let start = rng.random_range(0..ids.len());
+                return (0..ids.len())
+                    .map(|k| ids[(start + k) % ids.len()])
+                    .find(|id| self.fits(*id, false, p));
+            }
+            Candidates::Classes {
+                classes,
+                fresh_only,
+            } => (classes, fresh_only),
+        };
+        let total: usize = classes.iter().map(|c| self.classes[*c].members.len()).sum();
+        if total == 0 {
+            return None;
+        }
+        for _ in 0..SAMPLES {
+            let mut draw = rng.random_range(0..total);
+            for class in &classes {
+                let members = &self.classes[*class].members;
+                if draw < members.len() {
+                    let id = members[draw];
+                    if self.fits(id, fresh_only, p) {
+                        return Some(id);
+                    }
+                    break;
+                }
+                draw -= members.len();
+            }
+        }
+        let need = i64::from(p.task.memory);
+        let start = rng.random_range(0..classes.len());
+        (0..classes.len())
+            .map(|k| classes[(start + k) % classes.len()])
+            .find_map(|class| {
+                self.classes[class]
+                    .by_memory
+                    .range((need, 0)..)
+                    .map(|(_, id)| *id)
+                    .find(|id| self.fits(*id, fresh_only, p))
+            })
+    }
+
+    /// The lowest-ranked fitting instance of an explicit list, ties broken
+    /// at random.
+    fn best_in_list(
+        &self,
+        ids: Vec<InstanceId>,
+        chain: &[Strategy],
+        p: &Prepared<'_>,
+        rng: &mut impl Rng,
+    ) -> Option<InstanceId> {
+        let count =
+            |attribute: &str, value: Option<&str>| self.spread_count(p.group, attribute, value);
+        let mut best: Option<(Vec<i64>, InstanceId)> = None;
+        let mut ties = 0u32;
+        for id in ids {
+            let instance = self.instance(id).expect("listed instances are live");
+            if self.check_fit(instance, p, false).is_err() {
+                continue;
+            }
+            let key = self.key(instance, p, chain, &count);
+            match &best {
+                Some((best_key, _)) if key > *best_key => {}
+                Some((best_key, _)) if key == *best_key => {
+                    ties += 1;
+                    if rng.random_range(0..=ties) == 0 {
+                        best = Some((key, id));
+                    }
+                }
+                _ => {
+                    ties = 0;
+                    best = Some((key, id));
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+}
+
+/// The allocation a placed task holds.
+#[must_use]
+pub fn allocation_for(task_id: &str, task: &TaskRequest) -> Allocation {
+    Allocation {
+        task: task_id.to_owned(),
+        cpu: task.cpu,
+        memory: task.memory,
+        ports: task.ports.clone(),
+        group: task.group.clone(),
+        family: task.family.clone(),
+    }
+}

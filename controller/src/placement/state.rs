@@ -1,0 +1,708 @@
+//! The cluster as the engine sees it, fed incrementally, with the indexes
+//! that keep one placement from scanning every instance.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use super::{
+    Allocation, BinpackField, Cause, Constraint, HostPort, InstanceSpec, SpreadField, Strategy,
+    TaskRequest, query::InstanceView,
+};
+
+/// An instance's slot in the state; stable while the instance exists.
+pub type InstanceId = u32;
+pub(super) type ClassId = usize;
+pub(super) type GroupId = u32;
+
+/// A change the state cannot take.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("no container instance {0:?}")]
+    UnknownInstance(String),
+    #[error("task {0:?} already holds an allocation")]
+    DuplicateTask(String),
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct Instance {
+    pub(super) name: String,
+    pub(super) class: ClassId,
+    pub(super) cpu: u32,
+    pub(super) memory: u32,
+    pub(super) used_cpu: u64,
+    pub(super) used_memory: u64,
+    pub(super) reserved: HashSet<HostPort>,
+    pub(super) used_ports: HashMap<HostPort, u32>,
+    pub(super) draining: bool,
+    pub(super) connected: bool,
+    pub(super) tasks: HashMap<String, Allocation>,
+    pub(super) groups: HashMap<GroupId, u32>,
+    pub(super) families: HashMap<u32, u32>,
+}
+
+impl Instance {
+    pub(super) fn schedulable(&self) -> bool {
+        self.connected && !self.draining
+    }
+
+    pub(super) fn remaining_cpu(&self) -> i64 {
+        i64::from(self.cpu) - self.used_cpu as i64
+    }
+
+    pub(super) fn remaining_memory(&self) -> i64 {
+        i64::from(self.memory) - self.used_memory as i64
+    }
+
+    pub(super) fn remaining(&self, field: BinpackField) -> i64 {
+        match field {
+            BinpackField::Cpu => self.remaining_cpu(),
+            BinpackField::Memory => self.remaining_memory(),
+        }
+    }
+
+    fn port_free(&self, port: &HostPort) -> bool {
+        !self.reserved.contains(port) && !self.used_ports.contains_key(port)
+    }
+}
+
+/// Instances with identical attributes: a constraint over attributes holds
+/// for all of them or none, so it is evaluated once per class.
+#[derive(Debug, Default)]
+pub(super) struct Class {
+    pub(super) attributes: BTreeMap<String, String>,
+    /// Schedulable members, for sampling.
+    pub(super) members: Vec<InstanceId>,
+    member_pos: HashMap<InstanceId, usize>,
+    /// Schedulable members by remaining CPU and memory, for binpack and for
+    /// finding instances with room.
+    pub(super) by_cpu: BTreeSet<(i64, InstanceId)>,
+    pub(super) by_memory: BTreeSet<(i64, InstanceId)>,
+    /// Results of attribute-only expressions, by source text.
+    memo: HashMap<String, bool>,
+}
+
+impl Class {
+    pub(super) fn index(&self, field: BinpackField) -> &BTreeSet<(i64, InstanceId)> {
+        match field {
+            BinpackField::Cpu => &self.by_cpu,
+            BinpackField::Memory => &self.by_memory,
+        }
+    }
+}
+
+impl InstanceView for BTreeMap<String, String> {
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+    fn any_task_group(&self, _: &mut dyn FnMut(&str) -> bool) -> bool {
+        false
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Interner {
+    ids: HashMap<String, u32>,
+    pub(super) names: Vec<String>,
+}
+
+impl Interner {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 names");
+        self.ids.insert(name.to_owned(), id);
+        self.names.push(name.to_owned());
+        id
+    }
+
+    pub(super) fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+}
+
+/// What a task asks of an instance, resolved against the state once per
+/// placement.
+#[derive(Debug)]
+pub(super) struct Prepared<'t> {
+    pub(super) task: &'t TaskRequest,
+    pub(super) group: Option<GroupId>,
+    pub(super) distinct: bool,
+    /// `memberOf` expressions, in the task's order, each flagged when it
+    /// looks only at attributes (and so holds per class).
+    pub(super) queries: Vec<(&'t super::Query, bool)>,
+}
+
+/// Counts of a group's tasks per value of an attribute (and on instances
+/// without it).
+#[derive(Clone, Debug, Default)]
+pub(super) struct ValueCounts {
+    present: HashMap<String, u32>,
+    missing: u32,
+}
+
+impl ValueCounts {
+    fn get(&self, value: Option<&str>) -> u32 {
+        match value {
+            Some(v) => self.present.get(v).copied().unwrap_or(0),
+            None => self.missing,
+        }
+    }
+
+    fn add(&mut self, value: Option<&str>, delta: i64) {
+        let count = match value {
+            Some(v) if !self.present.contains_key(v) => {
+                self.present.entry(v.to_owned()).or_default()
+            }
+            Some(v) => self.present.get_mut(v).expect("checked"),
+            None => &mut self.missing,
+        };
+        *count = u32::try_from(i64::from(*count) + delta).expect("spread counts stay in range");
+        if let Some(v) = value.filter(|_| *count == 0) {
+            self.present.remove(v);
+        }
+    }
+}
+
+/// The cluster: instances, their allocations, and the indexes over them.
+#[derive(Debug, Default)]
+pub struct ClusterState {
+    pub(super) slots: Vec<Option<Instance>>,
+    free_slots: Vec<InstanceId>,
+    by_name: HashMap<String, InstanceId>,
+    pub(super) classes: Vec<Class>,
+    class_ids: HashMap<BTreeMap<String, String>, ClassId>,
+    /// Classes with at least one schedulable member.
+    pub(super) live_classes: BTreeSet<ClassId>,
+    pub(super) groups: Interner,
+    families: Interner,
+    /// Per group: the instances running its tasks, and how many.
+    pub(super) group_members: HashMap<GroupId, HashMap<InstanceId, u32>>,
+    /// Per group and attribute in use by a spread strategy: task counts per
+    /// attribute value, kept up to date once first asked for.
+    pub(super) spread: HashMap<GroupId, HashMap<String, ValueCounts>>,
+    spread_tracked: HashMap<GroupId, Vec<String>>,
+    task_home: HashMap<String, InstanceId>,
+}
+
+impl ClusterState {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registered instances, schedulable or not.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    #[must_use]
+    pub fn instance_id(&self, name: &str) -> Option<InstanceId> {
+        self.by_name.get(name).copied()
+    }
+
+    #[must_use]
+    pub fn instance_name(&self, id: InstanceId) -> Option<&str> {
+        self.instance(id).map(|i| i.name.as_str())
+    }
+
+    /// The allocations held on an instance.
+    pub fn allocations(&self, id: InstanceId) -> impl Iterator<Item = &Allocation> {
+        self.instance(id).into_iter().flat_map(|i| i.tasks.values())
+    }
+
+    /// Registered `(cpu, memory)` of an instance.
+    #[must_use]
+    pub fn registered(&self, id: InstanceId) -> Option<(u32, u32)> {
+        self.instance(id).map(|i| (i.cpu, i.memory))
+    }
+
+    /// Where a task's allocation is.
+    #[must_use]
+    pub fn task_instance(&self, task: &str) -> Option<InstanceId> {
+        self.task_home.get(task).copied()
+    }
+
+    /// Every instance id in use.
+    pub fn instance_ids(&self) -> impl Iterator<Item = InstanceId> + '_ {
+        self.by_name.values().copied()
+    }
+
+    /// How many tasks of `family` run on an instance.
+    #[must_use]
+    pub fn family_count(&self, id: InstanceId, family: &str) -> u32 {
+        let Some(family) = self.families.get(family) else {
+            return 0;
+        };
+        self.instance(id)
+            .and_then(|i| i.families.get(&family).copied())
+            .unwrap_or(0)
+    }
+
+    /// How many tasks of `group` run on an instance.
+    #[must_use]
+    pub fn group_count(&self, id: InstanceId, group: &str) -> u32 {
+        self.groups
+            .get(group)
+            .and_then(|g| self.group_members.get(&g))
+            .and_then(|m| m.get(&id).copied())
+            .unwrap_or(0)
+    }
+
+    pub(super) fn instance(&self, id: InstanceId) -> Option<&Instance> {
+        self.slots.get(id as usize).and_then(Option::as_ref)
+    }
+
+    fn instance_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
+        self.slots.get_mut(id as usize).and_then(Option::as_mut)
+    }
+
+    /// Add an instance, or update it in place keeping its allocations.
+    pub fn upsert_instance(&mut self, spec: InstanceSpec) -> InstanceId {
+        let kept = self
+            .by_name
+            .get(&spec.name)
+            .copied()
+            .map(|id| self.take_instance(id))
+            .unwrap_or_default();
+        let class = self.class_for(&spec.attributes);
+        let instance = Instance {
+            name: spec.name.clone(),
+            class,
+            cpu: spec.cpu,
+            memory: spec.memory,
+            used_cpu: 0,
+            used_memory: 0,
+            reserved: spec.reserved_ports.into_iter().collect(),
+            used_ports: HashMap::new(),
+            draining: spec.draining,
+            connected: spec.connected,
+            tasks: HashMap::new(),
+            groups: HashMap::new(),
+            families: HashMap::new(),
+        };
+        let id = match self.free_slots.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(instance);
+                id
+            }
+            None => {
+                self.slots.push(Some(instance));
+                InstanceId::try_from(self.slots.len() - 1).expect("fewer than 2^32 instances")
+            }
+        };
+        self.by_name.insert(spec.name, id);
+        self.index_insert(id);
+        for allocation in kept {
+            self.allocate(id, allocation)
+                .expect("a kept allocation fits back where it was");
+        }
+        id
+    }
+
+    /// Remove an instance; its allocations are released and returned.
+    pub fn remove_instance(&mut self, name: &str) -> Option<Vec<Allocation>> {
+        let id = self.by_name.get(name).copied()?;
+        Some(self.take_instance(id))
+    }
+
+    /// Record resources held for a task.
+    ///
+    /// # Errors
+    /// An unknown instance, or a task that already holds an allocation.
+    pub fn allocate(&mut self, id: InstanceId, allocation: Allocation) -> Result<(), StateError> {
+        if self.task_home.contains_key(&allocation.task) {
+            return Err(StateError::DuplicateTask(allocation.task));
+        }
+        if self.instance(id).is_none() {
+            return Err(StateError::UnknownInstance(format!("#{id}")));
+        }
+        let group = self.groups.intern(&allocation.group);
+        let family = self.families.intern(&allocation.family);
+        self.unindex_capacity(id);
+        let instance = self.instance_mut(id).expect("checked above");
+        instance.used_cpu += u64::from(allocation.cpu);
+        instance.used_memory += u64::from(allocation.memory);
+        for port in &allocation.ports {
+            *instance.used_ports.entry(*port).or_default() += 1;
+        }
+        *instance.groups.entry(group).or_default() += 1;
+        *instance.families.entry(family).or_default() += 1;
+        let class = instance.class;
+        self.task_home.insert(allocation.task.clone(), id);
+        self.instance_mut(id)
+            .expect("checked above")
+            .tasks
+            .insert(allocation.task.clone(), allocation);
+        self.index_capacity(id);
+        *self
+            .group_members
+            .entry(group)
+            .or_default()
+            .entry(id)
+            .or_default() += 1;
+        self.count_spread(group, class, 1);
+        Ok(())
+    }
+
+    /// Record resources held for a task on the named instance.
+    ///
+    /// # Errors
+    /// As [`ClusterState::allocate`].
+    pub fn allocate_on(
+        &mut self,
+        instance: &str,
+        allocation: Allocation,
+    ) -> Result<(), StateError> {
+        let id = self
+            .instance_id(instance)
+            .ok_or_else(|| StateError::UnknownInstance(instance.to_owned()))?;
+        self.allocate(id, allocation)
+    }
+
+    /// Release a task's allocation, wherever it is.
+    pub fn release(&mut self, task: &str) -> Option<(InstanceId, Allocation)> {
+        let id = self.task_home.remove(task)?;
+        self.unindex_capacity(id);
+        let instance = self
+            .instance_mut(id)
+            .expect("task_home points at a live slot");
+        let allocation = instance
+            .tasks
+            .remove(task)
+            .expect("task_home agrees with tasks");
+        instance.used_cpu -= u64::from(allocation.cpu);
+        instance.used_memory -= u64::from(allocation.memory);
+        for port in &allocation.ports {
+            decrement(&mut instance.used_ports, port);
+        }
+        let class = instance.class;
+        let group = self
+            .groups
+            .get(&allocation.group)
+            .expect("interned on allocate");
+        let family = self
+            .families
+            .get(&allocation.family)
+            .expect("interned on allocate");
+        let instance = self.instance_mut(id).expect("live");
+        decrement(&mut instance.groups, &group);
+        decrement(&mut instance.families, &family);
+        self.index_capacity(id);
+        if let Some(members) = self.group_members.get_mut(&group) {
+            decrement(members, &id);
+        }
+        self.count_spread(group, class, -1);
+        Some((id, allocation))
+    }
+
+    fn take_instance(&mut self, id: InstanceId) -> Vec<Allocation> {
+        let tasks: Vec<String> = self
+            .instance(id)
+            .map(|i| i.tasks.keys().cloned().collect())
+            .unwrap_or_default();
+        let released = tasks
+            .iter()
+            .filter_map(|t| self.release(t).map(|(_, a)| a))
+            .collect();
+        self.index_remove(id);
+        if let Some(instance) = self.slots[id as usize].take() {
+            self.by_name.remove(&instance.name);
+            self.free_slots.push(id);
+        }
+        released
+    }
+
+    fn class_for(&mut self, attributes: &BTreeMap<String, String>) -> ClassId {
+        if let Some(id) = self.class_ids.get(attributes) {
+            return *id;
+        }
+        let id = self.classes.len();
+        self.classes.push(Class {
+            attributes: attributes.clone(),
+            ..Class::default()
+        });
+        self.class_ids.insert(attributes.clone(), id);
+        id
+    }
+
+    /// Put a schedulable instance into its class's indexes.
+    fn index_insert(&mut self, id: InstanceId) {
+        let Some(instance) = self.instance(id) else {
+            return;
+        };
+        if !instance.schedulable() {
+            return;
+        }
+        let class_id = instance.class;
+        let class = &mut self.classes[class_id];
+        class.member_pos.insert(id, class.members.len());
+        class.members.push(id);
+        self.live_classes.insert(class_id);
+        self.index_capacity(id);
+    }
+
+    /// Take an instance out of its class's indexes, when it leaves or
+    /// stops being schedulable.
+    fn index_remove(&mut self, id: InstanceId) {
+        let Some(instance) = self.instance(id) else {
+            return;
+        };
+        let class_id = instance.class;
+        self.unindex_capacity(id);
+        let class = &mut self.classes[class_id];
+        if let Some(pos) = class.member_pos.remove(&id) {
+            class.members.swap_remove(pos);
+            if let Some(moved) = class.members.get(pos) {
+                class.member_pos.insert(*moved, pos);
+            }
+        }
+        if class.members.is_empty() {
+            self.live_classes.remove(&class_id);
+        }
+    }
+
+    /// Enter a schedulable instance's remaining resources in the capacity
+    /// indexes (after they change).
+    fn index_capacity(&mut self, id: InstanceId) {
+        let Some(instance) = self.instance(id).filter(|i| i.schedulable()) else {
+            return;
+        };
+        let (class, cpu, memory) = (
+            instance.class,
+            instance.remaining_cpu(),
+            instance.remaining_memory(),
+        );
+        self.classes[class].by_cpu.insert((cpu, id));
+        self.classes[class].by_memory.insert((memory, id));
+    }
+
+    /// Take an instance's remaining resources out of the capacity indexes
+    /// (before they change).
+    fn unindex_capacity(&mut self, id: InstanceId) {
+        let Some(instance) = self.instance(id) else {
+            return;
+        };
+        let (class, cpu, memory) = (
+            instance.class,
+            instance.remaining_cpu(),
+            instance.remaining_memory(),
+        );
+        self.classes[class].by_cpu.remove(&(cpu, id));
+        self.classes[class].by_memory.remove(&(memory, id));
+    }
+
+    fn count_spread(&mut self, group: GroupId, class: ClassId, delta: i32) {
+        let Some(attributes) = self.spread_tracked.get(&group) else {
+            return;
+        };
+        let values = &self.classes[class].attributes;
+        let by_attribute = self
+            .spread
+            .get_mut(&group)
+            .expect("tracked groups have counts");
+        for attribute in attributes {
+            by_attribute
+                .get_mut(attribute)
+                .expect("tracked attributes have counts")
+                .add(values.get(attribute).map(String::as_str), i64::from(delta));
+        }
+    }
+
+    /// Start keeping `group`'s task counts per value of `attribute`.
+    pub(super) fn track_spread(&mut self, group: GroupId, attribute: &str) {
+        if self
+            .spread
+            .get(&group)
+            .is_some_and(|by_attribute| by_attribute.contains_key(attribute))
+        {
+            return;
+        }
+        let mut counts = ValueCounts::default();
+        for (id, n) in self.group_members.get(&group).into_iter().flatten() {
+            let class = self.instance(*id).expect("members are live").class;
+            let value = self.classes[class].attributes.get(attribute);
+            counts.add(value.map(String::as_str), i64::from(*n));
+        }
+        self.spread
+            .entry(group)
+            .or_default()
+            .insert(attribute.to_owned(), counts);
+        self.spread_tracked
+            .entry(group)
+            .or_default()
+            .push(attribute.to_owned());
+    }
+
+    /// Whether a class satisfies an attribute-only expression, memoized.
+    pub(super) fn class_matches(&mut self, class: ClassId, query: &super::Query) -> bool {
+        let class = &mut self.classes[class];
+        if let Some(hit) = class.memo.get(query.source()) {
+            return *hit;
+        }
+        let hit = query.matches(&class.attributes);
+        class.memo.insert(query.source().to_owned(), hit);
+        hit
+    }
+
+    pub(super) fn prepare<'t>(&self, task: &'t TaskRequest) -> Prepared<'t> {
+        Prepared {
+            task,
+            group: self.groups.get(&task.group),
+            distinct: task
+                .constraints
+                .iter()
+                .any(|c| matches!(c, Constraint::DistinctInstance)),
+            queries: task
+                .constraints
+                .iter()
+                .filter_map(|c| match c {
+                    Constraint::MemberOf(q) => Some((q, !q.references_tasks())),
+                    Constraint::DistinctInstance => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// The first check `instance` fails for the task, in ECS's order.
+    pub(super) fn check(&self, instance: &Instance, p: &Prepared<'_>) -> Result<(), Cause> {
+        if instance.draining {
+            return Err(Cause::Draining);
+        }
+        if !instance.connected {
+            return Err(Cause::AgentDisconnected);
+        }
+        self.check_fit(instance, p, true)
+    }
+
+    /// Resources, ports and constraints; attribute-only expressions only
+    /// when `class_queries` (the fast path checks them per class).
+    pub(super) fn check_fit(
+        &self,
+        instance: &Instance,
+        p: &Prepared<'_>,
+        class_queries: bool,
+    ) -> Result<(), Cause> {
+        if instance.remaining_cpu() < i64::from(p.task.cpu) {
+            return Err(Cause::InsufficientCpu);
+        }
+        if instance.remaining_memory() < i64::from(p.task.memory) {
+            return Err(Cause::InsufficientMemory);
+        }
+        if let Some(port) = p.task.ports.iter().find(|port| !instance.port_free(port)) {
+            return Err(Cause::PortInUse(*port));
+        }
+        for (query, per_class) in &p.queries {
+            if *per_class && !class_queries {
+                continue;
+            }
+            let view = View {
+                state: self,
+                instance,
+            };
+            if !query.matches(&view) {
+                return Err(Cause::MemberOf(query.source().to_owned()));
+            }
+        }
+        if p.distinct && p.group.is_some_and(|g| instance.groups.contains_key(&g)) {
+            return Err(Cause::DistinctInstance);
+        }
+        Ok(())
+    }
+
+    /// The instance's rank under `chain`, lowest first: one number per
+    /// strategy up to the first `random`.
+    pub(super) fn key(
+        &self,
+        instance: &Instance,
+        p: &Prepared<'_>,
+        chain: &[Strategy],
+        value_count: &dyn Fn(&str, Option<&str>) -> u32,
+    ) -> Vec<i64> {
+        let mut key = Vec::with_capacity(chain.len());
+        for strategy in chain {
+            key.push(match strategy {
+                Strategy::Random => break,
+                Strategy::Binpack(field) => instance.remaining(*field),
+                Strategy::Spread(SpreadField::Instance) => i64::from(
+                    p.group
+                        .and_then(|g| instance.groups.get(&g).copied())
+                        .unwrap_or(0),
+                ),
+                Strategy::Spread(SpreadField::Attribute(attribute)) => {
+                    let value = self.classes[instance.class].attributes.get(attribute);
+                    i64::from(value_count(attribute, value.map(String::as_str)))
+                }
+            });
+        }
+        key
+    }
+
+    /// The maintained count of the group's tasks on instances whose
+    /// `attribute` is `value` (tracked attributes only).
+    pub(super) fn spread_count(
+        &self,
+        group: Option<GroupId>,
+        attribute: &str,
+        value: Option<&str>,
+    ) -> u32 {
+        let Some(group) = group else { return 0 };
+        self.spread
+            .get(&group)
+            .and_then(|by_attribute| by_attribute.get(attribute))
+            .map_or(0, |counts| counts.get(value))
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+    if let Some(n) = map.get_mut(key) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+impl ClusterState {
+    /// Why no instance takes the task: every instance's first failed check.
+    pub(super) fn explain(&self, p: &Prepared<'_>) -> super::Unplaceable {
+        let mut causes = BTreeMap::new();
+        for id in self.by_name.values() {
+            let instance = self.instance(*id).expect("named instances are live");
+            if let Err(cause) = self.check(instance, p) {
+                *causes.entry(cause).or_default() += 1;
+            }
+        }
+        super::Unplaceable {
+            instances: self.len(),
+            causes,
+        }
+    }
+}
+
+/// An instance as the query language sees it.
+struct View<'a> {
+    state: &'a ClusterState,
+    instance: &'a Instance,
+}
+
+impl InstanceView for View<'_> {
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.state.classes[self.instance.class]
+            .attributes
+            .get(name)
+            .map(String::as_str)
+    }
+
+    fn any_task_group(&self, pred: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.instance
+            .groups
+            .keys()
+            .any(|g| pred(&self.state.groups.names[*g as usize]))
+    }
+}
