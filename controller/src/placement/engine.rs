@@ -48,6 +48,19 @@ impl ClusterState {
         task: &TaskRequest,
         rng: &mut impl Rng,
     ) -> Result<Placement, Unplaceable> {
+        if task
+            .strategy
+            .contains(&Strategy::Binpack(BinpackField::Cpu))
+        {
+            self.index_cpu();
+        }
+        if task
+            .strategy
+            .iter()
+            .any(|s| matches!(s, Strategy::Binpack(_)))
+        {
+            self.flush_capacity();
+        }
         let group = self.groups.get(&task.group);
         if let Some(group) = group {
             for strategy in &task.strategy {
@@ -201,7 +214,7 @@ impl ClusterState {
     /// Whether a schedulable member of an eligible class takes the task.
     fn fits(&self, id: InstanceId, fresh_only: bool, p: &Prepared<'_>) -> bool {
         let instance = self.instance(id).expect("indexed instances are live");
-        if fresh_only && p.group.is_some_and(|g| instance.groups.contains_key(&g)) {
+        if fresh_only && p.group.is_some_and(|g| instance.group_count(g) > 0) {
             return false;
         }
         self.check_fit(instance, p, false).is_ok()
@@ -259,8 +272,9 @@ impl ClusterState {
     }
 
     /// Any instance that takes the task: a few uniform draws, then a walk
-    /// of the memory index (instances with enough memory) so that a fit is
-    /// found whenever one exists.
+    /// of the memory index so that a fit is found whenever one exists.
+    /// (Index keys may be stale-high after allocations, never low, so the
+    /// walk from `need` upward still meets every instance with room.)
     fn any_fit(
         &self,
         candidates: Candidates,

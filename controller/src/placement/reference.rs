@@ -111,7 +111,7 @@ fn recount(
         };
         for id in state.instance_ids() {
             let instance = state.instance(id).expect("listed ids are live");
-            let n = instance.groups.get(&group).copied().unwrap_or(0);
+            let n = instance.group_count(group);
             if n > 0 {
                 let value = state.classes[instance.class]
                     .attributes

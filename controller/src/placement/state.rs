@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use smallvec::SmallVec;
+
 use super::{
     Allocation, BinpackField, Cause, Constraint, HostPort, InstanceSpec, SpreadField, Strategy,
     TaskRequest, query::InstanceView,
@@ -22,21 +24,71 @@ pub enum StateError {
     DuplicateTask(String),
 }
 
+/// An instance: what sampling and the fit check read, inline; the rest out
+/// of line, so that looking at many instances touches few cache lines.
 #[derive(Clone, Debug)]
+#[repr(align(64))]
 pub(super) struct Instance {
-    pub(super) name: String,
     pub(super) class: ClassId,
     pub(super) cpu: u32,
     pub(super) memory: u32,
     pub(super) used_cpu: u64,
     pub(super) used_memory: u64,
-    pub(super) reserved: HashSet<HostPort>,
-    pub(super) used_ports: HashMap<HostPort, u32>,
     pub(super) draining: bool,
     pub(super) connected: bool,
-    pub(super) tasks: HashMap<String, Allocation>,
-    pub(super) groups: HashMap<GroupId, u32>,
-    pub(super) families: HashMap<u32, u32>,
+    /// The keys this instance is filed under in its class's capacity
+    /// indexes, if it is filed. They may be stale-high (see `dirty`).
+    indexed: Option<(i64, i64)>,
+    /// Allocated since last filed: its real remaining resources are lower
+    /// than its keys say.
+    dirty: bool,
+    pub(super) cold: Box<Cold>,
+}
+
+/// Laid out in the order an allocation touches it.
+#[derive(Clone, Debug, Default)]
+#[repr(C)]
+pub(super) struct Cold {
+    pub(super) name: String,
+    pub(super) tasks: Vec<Allocation>,
+    pub(super) groups: Counts,
+    pub(super) families: Counts,
+    pub(super) reserved: HashSet<HostPort>,
+    pub(super) used_ports: HashMap<HostPort, u32>,
+}
+
+/// Tasks per group (or family) on one instance: a handful, kept inline so
+/// that counting one more costs no extra memory access.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Counts(SmallVec<[(u32, u32); 4]>);
+
+impl Counts {
+    pub(super) fn get(&self, key: u32) -> u32 {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn add(&mut self, key: u32) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((key, 1)),
+        }
+    }
+
+    fn remove_one(&mut self, key: u32) {
+        if let Some(pos) = self.0.iter().position(|(k, _)| *k == key) {
+            self.0[pos].1 -= 1;
+            if self.0[pos].1 == 0 {
+                self.0.swap_remove(pos);
+            }
+        }
+    }
+
+    pub(super) fn keys(&self) -> impl Iterator<Item = u32> + '_ {
+        self.0.iter().map(|(k, _)| *k)
+    }
 }
 
 impl Instance {
@@ -60,7 +112,11 @@ impl Instance {
     }
 
     fn port_free(&self, port: &HostPort) -> bool {
-        !self.reserved.contains(port) && !self.used_ports.contains_key(port)
+        !self.cold.reserved.contains(port) && !self.cold.used_ports.contains_key(port)
+    }
+
+    pub(super) fn group_count(&self, group: GroupId) -> u32 {
+        self.cold.groups.get(group)
     }
 }
 
@@ -72,8 +128,8 @@ pub(super) struct Class {
     /// Schedulable members, for sampling.
     pub(super) members: Vec<InstanceId>,
     member_pos: HashMap<InstanceId, usize>,
-    /// Schedulable members by remaining CPU and memory, for binpack and for
-    /// finding instances with room.
+    /// Schedulable members by remaining CPU (only once a task binpacks on
+    /// CPU) and memory (always: it also finds instances with room).
     pub(super) by_cpu: BTreeSet<(i64, InstanceId)>,
     pub(super) by_memory: BTreeSet<(i64, InstanceId)>,
     /// Results of attribute-only expressions, by source text.
@@ -182,6 +238,10 @@ pub struct ClusterState {
     pub(super) spread: HashMap<GroupId, HashMap<String, ValueCounts>>,
     spread_tracked: HashMap<GroupId, Vec<String>>,
     task_home: HashMap<String, InstanceId>,
+    /// Whether the classes' `by_cpu` indexes are kept.
+    cpu_indexed: bool,
+    /// Instances whose index keys are stale-high since an allocation.
+    dirty: Vec<InstanceId>,
 }
 
 impl ClusterState {
@@ -208,12 +268,14 @@ impl ClusterState {
 
     #[must_use]
     pub fn instance_name(&self, id: InstanceId) -> Option<&str> {
-        self.instance(id).map(|i| i.name.as_str())
+        self.instance(id).map(|i| i.cold.name.as_str())
     }
 
     /// The allocations held on an instance.
     pub fn allocations(&self, id: InstanceId) -> impl Iterator<Item = &Allocation> {
-        self.instance(id).into_iter().flat_map(|i| i.tasks.values())
+        self.instance(id)
+            .into_iter()
+            .flat_map(|i| i.cold.tasks.iter())
     }
 
     /// Registered `(cpu, memory)` of an instance.
@@ -239,9 +301,7 @@ impl ClusterState {
         let Some(family) = self.families.get(family) else {
             return 0;
         };
-        self.instance(id)
-            .and_then(|i| i.families.get(&family).copied())
-            .unwrap_or(0)
+        self.instance(id).map_or(0, |i| i.cold.families.get(family))
     }
 
     /// How many tasks of `group` run on an instance.
@@ -272,19 +332,20 @@ impl ClusterState {
             .unwrap_or_default();
         let class = self.class_for(&spec.attributes);
         let instance = Instance {
-            name: spec.name.clone(),
             class,
             cpu: spec.cpu,
             memory: spec.memory,
             used_cpu: 0,
             used_memory: 0,
-            reserved: spec.reserved_ports.into_iter().collect(),
-            used_ports: HashMap::new(),
             draining: spec.draining,
             connected: spec.connected,
-            tasks: HashMap::new(),
-            groups: HashMap::new(),
-            families: HashMap::new(),
+            indexed: None,
+            dirty: false,
+            cold: Box::new(Cold {
+                name: spec.name.clone(),
+                reserved: spec.reserved_ports.into_iter().collect(),
+                ..Cold::default()
+            }),
         };
         let id = match self.free_slots.pop() {
             Some(id) => {
@@ -324,22 +385,25 @@ impl ClusterState {
         }
         let group = self.groups.intern(&allocation.group);
         let family = self.families.intern(&allocation.family);
-        self.unindex_capacity(id);
         let instance = self.instance_mut(id).expect("checked above");
         instance.used_cpu += u64::from(allocation.cpu);
         instance.used_memory += u64::from(allocation.memory);
-        for port in &allocation.ports {
-            *instance.used_ports.entry(*port).or_default() += 1;
-        }
-        *instance.groups.entry(group).or_default() += 1;
-        *instance.families.entry(family).or_default() += 1;
         let class = instance.class;
-        self.task_home.insert(allocation.task.clone(), id);
-        self.instance_mut(id)
-            .expect("checked above")
-            .tasks
-            .insert(allocation.task.clone(), allocation);
-        self.index_capacity(id);
+        let cold = &mut instance.cold;
+        for port in &allocation.ports {
+            *cold.used_ports.entry(*port).or_default() += 1;
+        }
+        cold.groups.add(group);
+        cold.families.add(family);
+        let task = allocation.task.clone();
+        cold.tasks.push(allocation);
+        // Less remains now: the index keys become stale-high, which still
+        // finds every instance with room; binpack refiles them first.
+        if instance.indexed.is_some() && !instance.dirty {
+            instance.dirty = true;
+            self.dirty.push(id);
+        }
+        self.task_home.insert(task, id);
         *self
             .group_members
             .entry(group)
@@ -368,32 +432,33 @@ impl ClusterState {
     /// Release a task's allocation, wherever it is.
     pub fn release(&mut self, task: &str) -> Option<(InstanceId, Allocation)> {
         let id = self.task_home.remove(task)?;
-        self.unindex_capacity(id);
+        let (groups, families) = (&self.groups, &self.families);
         let instance = self
-            .instance_mut(id)
+            .slots
+            .get_mut(id as usize)
+            .and_then(Option::as_mut)
             .expect("task_home points at a live slot");
-        let allocation = instance
+        let pos = instance
+            .cold
             .tasks
-            .remove(task)
+            .iter()
+            .position(|a| a.task == task)
             .expect("task_home agrees with tasks");
+        let allocation = instance.cold.tasks.swap_remove(pos);
         instance.used_cpu -= u64::from(allocation.cpu);
         instance.used_memory -= u64::from(allocation.memory);
         for port in &allocation.ports {
-            decrement(&mut instance.used_ports, port);
+            decrement(&mut instance.cold.used_ports, port);
         }
-        let class = instance.class;
-        let group = self
-            .groups
-            .get(&allocation.group)
-            .expect("interned on allocate");
-        let family = self
-            .families
+        let group = groups.get(&allocation.group).expect("interned on allocate");
+        let family = families
             .get(&allocation.family)
             .expect("interned on allocate");
-        let instance = self.instance_mut(id).expect("live");
-        decrement(&mut instance.groups, &group);
-        decrement(&mut instance.families, &family);
-        self.index_capacity(id);
+        instance.cold.groups.remove_one(group);
+        instance.cold.families.remove_one(family);
+        let class = instance.class;
+        // More remains now: a stale key could hide the room, so refile.
+        self.refile(id);
         if let Some(members) = self.group_members.get_mut(&group) {
             decrement(members, &id);
         }
@@ -404,7 +469,7 @@ impl ClusterState {
     fn take_instance(&mut self, id: InstanceId) -> Vec<Allocation> {
         let tasks: Vec<String> = self
             .instance(id)
-            .map(|i| i.tasks.keys().cloned().collect())
+            .map(|i| i.cold.tasks.iter().map(|a| a.task.clone()).collect())
             .unwrap_or_default();
         let released = tasks
             .iter()
@@ -412,7 +477,7 @@ impl ClusterState {
             .collect();
         self.index_remove(id);
         if let Some(instance) = self.slots[id as usize].take() {
-            self.by_name.remove(&instance.name);
+            self.by_name.remove(&instance.cold.name);
             self.free_slots.push(id);
         }
         released
@@ -470,31 +535,68 @@ impl ClusterState {
     /// Enter a schedulable instance's remaining resources in the capacity
     /// indexes (after they change).
     fn index_capacity(&mut self, id: InstanceId) {
-        let Some(instance) = self.instance(id).filter(|i| i.schedulable()) else {
+        let cpu_indexed = self.cpu_indexed;
+        let Some(instance) = self
+            .slots
+            .get_mut(id as usize)
+            .and_then(Option::as_mut)
+            .filter(|i| i.schedulable())
+        else {
             return;
         };
-        let (class, cpu, memory) = (
-            instance.class,
-            instance.remaining_cpu(),
-            instance.remaining_memory(),
-        );
-        self.classes[class].by_cpu.insert((cpu, id));
-        self.classes[class].by_memory.insert((memory, id));
+        let (cpu, memory) = (instance.remaining_cpu(), instance.remaining_memory());
+        instance.indexed = Some((cpu, memory));
+        instance.dirty = false;
+        let class = &mut self.classes[instance.class];
+        if cpu_indexed {
+            class.by_cpu.insert((cpu, id));
+        }
+        class.by_memory.insert((memory, id));
     }
 
     /// Take an instance's remaining resources out of the capacity indexes
     /// (before they change).
     fn unindex_capacity(&mut self, id: InstanceId) {
-        let Some(instance) = self.instance(id) else {
+        let Some(instance) = self.slots.get_mut(id as usize).and_then(Option::as_mut) else {
             return;
         };
-        let (class, cpu, memory) = (
-            instance.class,
-            instance.remaining_cpu(),
-            instance.remaining_memory(),
-        );
-        self.classes[class].by_cpu.remove(&(cpu, id));
-        self.classes[class].by_memory.remove(&(memory, id));
+        let Some((cpu, memory)) = instance.indexed.take() else {
+            return;
+        };
+        let class = &mut self.classes[instance.class];
+        class.by_cpu.remove(&(cpu, id));
+        class.by_memory.remove(&(memory, id));
+    }
+
+    /// File an instance under its current remaining resources.
+    fn refile(&mut self, id: InstanceId) {
+        self.unindex_capacity(id);
+        self.index_capacity(id);
+    }
+
+    /// Refile every instance allocated to since it was last filed, so that
+    /// the capacity indexes are exact (binpack walks them in order).
+    pub(super) fn flush_capacity(&mut self) {
+        for id in std::mem::take(&mut self.dirty) {
+            if self.instance(id).is_some_and(|i| i.dirty) {
+                self.refile(id);
+            }
+        }
+    }
+
+    /// Start keeping the CPU capacity indexes, for binpack on CPU.
+    pub(super) fn index_cpu(&mut self) {
+        if self.cpu_indexed {
+            return;
+        }
+        self.cpu_indexed = true;
+        for (id, slot) in self.slots.iter().enumerate() {
+            if let Some((cpu, _)) = slot.as_ref().and_then(|i| i.indexed) {
+                let class = slot.as_ref().map_or(0, |i| i.class);
+                let id = InstanceId::try_from(id).expect("slots are numbered by InstanceId");
+                self.classes[class].by_cpu.insert((cpu, id));
+            }
+        }
     }
 
     fn count_spread(&mut self, group: GroupId, class: ClassId, delta: i32) {
@@ -609,7 +711,7 @@ impl ClusterState {
                 return Err(Cause::MemberOf(query.source().to_owned()));
             }
         }
-        if p.distinct && p.group.is_some_and(|g| instance.groups.contains_key(&g)) {
+        if p.distinct && p.group.is_some_and(|g| instance.group_count(g) > 0) {
             return Err(Cause::DistinctInstance);
         }
         Ok(())
@@ -629,11 +731,9 @@ impl ClusterState {
             key.push(match strategy {
                 Strategy::Random => break,
                 Strategy::Binpack(field) => instance.remaining(*field),
-                Strategy::Spread(SpreadField::Instance) => i64::from(
-                    p.group
-                        .and_then(|g| instance.groups.get(&g).copied())
-                        .unwrap_or(0),
-                ),
+                Strategy::Spread(SpreadField::Instance) => {
+                    i64::from(p.group.map_or(0, |g| instance.group_count(g)))
+                }
                 Strategy::Spread(SpreadField::Attribute(attribute)) => {
                     let value = self.classes[instance.class].attributes.get(attribute);
                     i64::from(value_count(attribute, value.map(String::as_str)))
@@ -701,8 +801,9 @@ impl InstanceView for View<'_> {
 
     fn any_task_group(&self, pred: &mut dyn FnMut(&str) -> bool) -> bool {
         self.instance
+            .cold
             .groups
             .keys()
-            .any(|g| pred(&self.state.groups.names[*g as usize]))
+            .any(|g| pred(&self.state.groups.names[g as usize]))
     }
 }
