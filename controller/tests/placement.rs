@@ -40,6 +40,25 @@ fn rng() -> SmallRng {
     SmallRng::seed_from_u64(7)
 }
 
+/// Place `n` tasks one after another; the instance names, sorted.
+fn place_all(
+    state: &mut ClusterState,
+    t: &TaskRequest,
+    n: usize,
+    rng: &mut SmallRng,
+) -> Vec<String> {
+    let mut names: Vec<String> = (0..n)
+        .map(|i| {
+            state
+                .place_and_allocate(&format!("t{i}"), t, rng)
+                .expect("fits")
+                .name
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 fn memory(state: &ClusterState, name: &str) -> u32 {
     let id = state.instance_id(name).expect("exists");
     state.allocations(id).map(|a| a.memory).sum()
@@ -115,15 +134,7 @@ fn distinct_instance_keeps_one_task_of_the_group_per_instance() {
     let mut t = task(1, 1, vec![Strategy::Random]);
     t.constraints.push(Constraint::DistinctInstance);
     let mut rng = rng();
-    let mut names: Vec<String> = (0..3)
-        .map(|i| {
-            state
-                .place_and_allocate(&format!("t{i}"), &t, &mut rng)
-                .expect("fits")
-                .name
-        })
-        .collect();
-    names.sort();
+    let names = place_all(&mut state, &t, 3, &mut rng);
     assert_eq!(names, ["a", "b", "c"]);
     let refused = state
         .place(&t, &mut rng)
@@ -361,14 +372,6 @@ fn spread_over_a_missing_attribute_treats_absence_as_a_value() {
         ))],
     );
     let mut rng = rng();
-    let mut names: Vec<String> = (0..2)
-        .map(|i| {
-            state
-                .place_and_allocate(&format!("t{i}"), &t, &mut rng)
-                .expect("fits")
-                .name
-        })
-        .collect();
-    names.sort();
+    let names = place_all(&mut state, &t, 2, &mut rng);
     assert_eq!(names, ["unzoned", "zoned"]);
 }

@@ -15,7 +15,7 @@
 //! expression; each class keeps its instances ordered by remaining CPU and
 //! memory; spread counts are kept per task group and attribute value; and
 //! `random` samples a bounded number of instances before falling back to
-//! the capacity index. [`reference`] is the scan-everything oracle the
+//! the capacity index. [`reference`](mod@reference) is the scan-everything oracle the
 //! tests compare against.
 
 mod engine;

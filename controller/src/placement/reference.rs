@@ -26,12 +26,7 @@ pub struct Ranked {
 pub fn rank_all(state: &ClusterState, task: &TaskRequest) -> Result<Ranked, Unplaceable> {
     let p = state.prepare(task);
     let counts = recount(state, &p, &task.strategy);
-    let count = |attribute: &str, value: Option<&str>| {
-        counts
-            .get(&(attribute.to_owned(), value.map(str::to_owned)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let count = |attribute: &str, value: Option<&str>| counts.get(attribute, value);
     let mut ranked: Option<Ranked> = None;
     let mut ids: Vec<InstanceId> = state.instance_ids().collect();
     ids.sort_unstable();
@@ -62,12 +57,7 @@ pub fn rank(state: &ClusterState, task: &TaskRequest, id: InstanceId) -> Option<
     let instance = state.instance(id)?;
     state.check(instance, &p).ok()?;
     let counts = recount(state, &p, &task.strategy);
-    let count = |attribute: &str, value: Option<&str>| {
-        counts
-            .get(&(attribute.to_owned(), value.map(str::to_owned)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let count = |attribute: &str, value: Option<&str>| counts.get(attribute, value);
     Some(state.key(instance, &p, &task.strategy, &count))
 }
 
@@ -94,14 +84,23 @@ pub fn place_and_allocate(
     })
 }
 
+/// The group's tasks per attribute and value.
+#[derive(Debug, Default)]
+struct Recount(HashMap<(String, Option<String>), u32>);
+
+impl Recount {
+    fn get(&self, attribute: &str, value: Option<&str>) -> u32 {
+        self.0
+            .get(&(attribute.to_owned(), value.map(str::to_owned)))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
 /// The group's tasks per value of every attribute the chain spreads over,
 /// counted over all instances.
-fn recount(
-    state: &ClusterState,
-    p: &Prepared<'_>,
-    chain: &[Strategy],
-) -> HashMap<(String, Option<String>), u32> {
-    let mut counts = HashMap::new();
+fn recount(state: &ClusterState, p: &Prepared<'_>, chain: &[Strategy]) -> Recount {
+    let mut counts = Recount::default();
     let Some(group) = p.group else {
         return counts;
     };
@@ -117,7 +116,7 @@ fn recount(
                     .attributes
                     .get(attribute)
                     .cloned();
-                *counts.entry((attribute.clone(), value)).or_default() += n;
+                *counts.0.entry((attribute.clone(), value)).or_default() += n;
             }
         }
     }
