@@ -1,6 +1,10 @@
 //! `gantry`: the one binary of the project, one subcommand per role.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    io::{self, Write},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -38,6 +42,14 @@ enum Command {
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
+        // The reader went away (`gantry crd | head`): nothing left to say.
+        Err(err)
+            if err
+                .downcast_ref::<io::Error>()
+                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
@@ -46,9 +58,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
     match cli.command {
         Command::Crd { out_dir: None } => {
-            print!("{}", crds::all_yaml()?);
+            out.write_all(crds::all_yaml()?.as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crd { out_dir: Some(dir) } => {
@@ -57,15 +70,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let path = dir.join(crds::file_name(&crd));
                 std::fs::write(&path, crds::to_yaml(&crd)?)
                     .with_context(|| format!("writing {}", path.display()))?;
-                println!("wrote {}", path.display());
+                writeln!(out, "wrote {}", path.display())?;
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Validate { paths } => validate(&paths),
+        Command::Validate { paths } => validate(&paths, &mut out),
     }
 }
 
-fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn validate(paths: &[PathBuf], out: &mut impl Write) -> anyhow::Result<ExitCode> {
     let catalog = Catalog::gantry()?;
     let mut invalid = 0;
     for file in yaml_files(paths)? {
@@ -74,23 +87,24 @@ fn validate(paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
         let docs = match manifests::documents(&text) {
             Ok(docs) => docs,
             Err(err) => {
-                println!("{}: {err}", file.display());
+                writeln!(out, "{}: {err}", file.display())?;
                 invalid += 1;
                 continue;
             }
         };
         for (index, doc) in docs.iter().enumerate() {
             match catalog.validate(index, doc) {
-                Ok(()) => println!(
+                Ok(()) => writeln!(
+                    out,
                     "{}: {} {} valid",
                     file.display(),
                     doc["kind"].as_str().unwrap_or_default(),
                     doc.pointer("/metadata/name")
                         .and_then(|n| n.as_str())
                         .unwrap_or_default()
-                ),
+                )?,
                 Err(err) => {
-                    println!("{}: {err}", file.display());
+                    writeln!(out, "{}: {err}", file.display())?;
                     invalid += 1;
                 }
             }

@@ -3,8 +3,9 @@
 //! names: the checks the API server runs on create, run offline.
 
 use std::{
+    io::Read,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use gantry::manifests::{self, Catalog, Error};
@@ -144,4 +145,35 @@ fn gantry_validate_exits_non_zero_and_names_the_field() {
             && stdout.contains("spec.containerDefinitions[0].memoryReservation"),
         "{stdout}"
     );
+}
+
+#[test]
+fn gantry_crd_stops_quietly_when_the_reader_goes_away() {
+    // `gantry crd | head`: the CRDs are larger than a pipe's buffer, so a
+    // write after the reader leaves fails with a broken pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("crd")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gantry runs");
+    let mut head = [0u8; 64];
+    child
+        .stdout
+        .take()
+        .expect("piped")
+        .read_exact(&mut head)
+        .expect("some output");
+    let out = child.wait_with_output().expect("exits");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(head.starts_with(b"---\napiVersion: apiextensions.k8s.io/v1"));
 }
