@@ -2,11 +2,16 @@
 //! Kubernetes API, so real `kubectl`, `helm` and kube-rs work against it
 //! unchanged (see DESIGN.md, "Embedded control plane").
 //!
-//! Today this crate holds the piece every other one already needs: the
-//! validation a real API server applies to custom resources
-//! ([`validation`]). Storage, the REST surface, watch and discovery come
-//! with the control-plane issue.
+//! Built so far:
+//! - [`validation`]: the checks a real API server applies to custom
+//!   resources (schema defaults, OpenAPI value checks, list types, CEL);
+//! - [`storage`]: the durable, revisioned object store with
+//!   compare-and-swap writes, group commit and resumable watches.
+//!
+//! Still to come: the REST surface, discovery, OpenAPI, TLS and
+//! authentication.
 
+pub mod storage;
 pub mod validation;
 
 pub use validation::{

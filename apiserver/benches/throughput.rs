@@ -1,0 +1,180 @@
+//! Storage throughput and latency, one JSON object per line.
+//!
+//! `cargo bench -p apiserver --bench throughput` measures the store that
+//! backs the control plane (`"layer":"store"`: no HTTP yet) on a fresh
+//! database in a temporary directory, with fsync on every commit:
+//! - conditional updates per second with 1, 4 and 16 concurrent writers
+//!   (each a read and a compare-and-swap update of its own object);
+//! - watch latency, from the update call to delivery, p50 and p99, with
+//!   100 and 1,000 watchers;
+//! - list latency for 10,000 objects, including encoding the list as JSON;
+//! - resident memory after loading those objects.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use apiserver::storage::{Options, Store};
+use serde_json::{Value, json};
+
+fn object(name: &str, n: u64) -> Value {
+    json!({
+        "apiVersion": "gantry.dev/v1alpha1",
+        "kind": "Task",
+        "metadata": {"name": name, "namespace": "bench", "labels": {"app": "web"}},
+        "spec": {"taskDefinition": "web", "desiredStatus": "RUNNING", "group": "service:web"},
+        "status": {"lastStatus": "RUNNING", "n": n}
+    })
+}
+
+fn emit(line: Value) {
+    println!("{line}");
+}
+
+async fn conditional_updates(store: &Store, writers: usize, run_for: Duration) -> f64 {
+    for w in 0..writers {
+        store
+            .create(&format!("/cas/{writers}/{w}"), object("cas", 0))
+            .await
+            .expect("created");
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let key = format!("/cas/{writers}/{w}");
+            let mut done = 0u64;
+            while start.elapsed() < run_for {
+                let (read, _) = store.get(&key).expect("present");
+                store
+                    .update(&key, object("cas", done), Some(read))
+                    .await
+                    .expect("no other writer on this key");
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("writer");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[rank]
+}
+
+async fn watch_latency(store: &Store, watchers: usize, updates: u64) -> (f64, f64) {
+    let prefix = format!("/watch/{watchers}/");
+    let key = format!("{prefix}x");
+    store.create(&key, object("x", 0)).await.expect("created");
+    let base = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..=updates).map(|_| AtomicU64::new(0)).collect());
+    let from = store.revision();
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let mut watch = store.watch(&prefix, Some(from)).expect("watch");
+        let sent = Arc::clone(&sent);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(updates as usize);
+            while (latencies.len() as u64) < updates {
+                let event = watch.next().await.expect("open").expect("event");
+                let n = event.object["status"]["n"].as_u64().expect("n") as usize;
+                let at = base.elapsed().as_nanos() as u64;
+                latencies.push((at - sent[n].load(Ordering::Acquire)) as f64 / 1e6);
+            }
+            latencies
+        }));
+    }
+    for n in 1..=updates {
+        sent[n as usize].store(base.elapsed().as_nanos() as u64, Ordering::Release);
+        store
+            .update(&key, object("x", n), None)
+            .await
+            .expect("updated");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("watcher"));
+    }
+    all.sort_by(f64::total_cmp);
+    (percentile(&all, 0.5), percentile(&all, 0.99))
+}
+
+async fn list_latency(store: &Store, objects: usize, runs: usize) -> (f64, f64) {
+    let mut creates = Vec::new();
+    for i in 0..objects {
+        let store = store.clone();
+        creates.push(tokio::spawn(async move {
+            store
+                .create(&format!("/list/bench/task-{i:05}"), object("t", i as u64))
+                .await
+                .expect("created");
+        }));
+    }
+    for create in creates {
+        create.await.expect("created");
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let (revision, items) = store.list("/list/bench/");
+        let body = serde_json::to_vec(&json!({
+            "kind": "TaskList",
+            "metadata": {"resourceVersion": revision.to_string()},
+            "items": items.iter().map(|o| &**o).collect::<Vec<_>>(),
+        }))
+        .expect("encodes");
+        assert_eq!(items.len(), objects);
+        std::hint::black_box(body);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), Options::default()).expect("opens");
+        for writers in [1, 4, 16] {
+            let value = conditional_updates(&store, writers, Duration::from_secs(3)).await;
+            emit(json!({"metric": "conditional_updates_per_s", "layer": "store", "writers": writers, "value": value.round()}));
+        }
+        for watchers in [100, 1000] {
+            let (p50, p99) = watch_latency(&store, watchers, 300).await;
+            emit(json!({"metric": "watch_latency_ms", "layer": "store", "watchers": watchers, "p50": p50, "p99": p99}));
+        }
+        let (p50, p99) = list_latency(&store, 10_000, 30).await;
+        emit(json!({"metric": "list_latency_ms", "layer": "store", "objects": 10_000, "p50": p50, "p99": p99}));
+        if let Some(rss) = rss_mib() {
+            emit(json!({"metric": "rss_mib", "layer": "store", "objects": 10_000, "value": rss}));
+        }
+    });
+}

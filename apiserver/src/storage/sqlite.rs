@@ -1,0 +1,158 @@
+//! The durable half of the store: objects, recent events and the revision
+//! counter in one SQLite database.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{Event, EventKind, Revision};
+
+/// What a database holds at open.
+pub(super) struct Loaded {
+    pub(super) objects: Vec<(String, Revision, Value)>,
+    pub(super) revision: Revision,
+    /// The most recent events, oldest first.
+    pub(super) events: Vec<Event>,
+}
+
+pub(super) struct Log {
+    conn: Connection,
+}
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS objects (
+        key      TEXT PRIMARY KEY,
+        revision INTEGER NOT NULL,
+        value    BLOB NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS events (
+        revision INTEGER PRIMARY KEY,
+        kind     INTEGER NOT NULL,
+        key      TEXT NOT NULL,
+        value    BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS meta (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+";
+
+impl Log {
+    /// Open the database, creating it if needed, and load it.
+    pub(super) fn open(path: &Path, event_window: usize) -> rusqlite::Result<(Self, Loaded)> {
+        let conn = Connection::open(path)?;
+        // WAL keeps readers and the writer apart; FULL makes every commit
+        // durable before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        let revision: Revision = conn
+            .query_row(
+                "SELECT value FROM meta WHERE name = 'revision'",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .optional()?
+            .map_or(0, |r| r as Revision);
+        let objects = conn
+            .prepare("SELECT key, revision, value FROM objects")?
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)? as Revision,
+                    decode(&row.get::<_, Vec<u8>>(2)?)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut events = conn
+            .prepare(
+                "SELECT revision, kind, key, value FROM events ORDER BY revision DESC LIMIT ?1",
+            )?
+            .query_map([event_window as i64], |row| {
+                Ok(Event {
+                    revision: row.get::<_, i64>(0)? as Revision,
+                    kind: kind_from(row.get(1)?),
+                    key: row.get(2)?,
+                    object: std::sync::Arc::new(decode(&row.get::<_, Vec<u8>>(3)?)?),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        events.reverse();
+        Ok((
+            Self { conn },
+            Loaded {
+                objects,
+                revision,
+                events,
+            },
+        ))
+    }
+
+    /// Write a batch of events and the objects they leave behind in one
+    /// transaction; prune events up to `compact_to`.
+    pub(super) fn commit(
+        &mut self,
+        events: &[std::sync::Arc<Event>],
+        revision: Revision,
+        compact_to: Option<Revision>,
+    ) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO objects (key, revision, value) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(key) DO UPDATE SET revision = excluded.revision, value = excluded.value",
+            )?;
+            let mut remove = tx.prepare_cached("DELETE FROM objects WHERE key = ?1")?;
+            let mut log = tx.prepare_cached(
+                "INSERT INTO events (revision, kind, key, value) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for event in events {
+                let bytes = serde_json::to_vec(&*event.object)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let revision = event.revision as i64;
+                match event.kind {
+                    EventKind::Deleted => {
+                        remove.execute([&event.key])?;
+                    }
+                    EventKind::Added | EventKind::Modified => {
+                        put.execute(params![event.key, revision, bytes])?;
+                    }
+                }
+                log.execute(params![revision, kind_code(event.kind), event.key, bytes])?;
+            }
+            tx.prepare_cached(
+                "INSERT INTO meta (name, value) VALUES ('revision', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([revision as i64])?;
+            if let Some(to) = compact_to {
+                tx.prepare_cached("DELETE FROM events WHERE revision <= ?1")?
+                    .execute([to as i64])?;
+            }
+        }
+        tx.commit()
+    }
+}
+
+fn decode(bytes: &[u8]) -> rusqlite::Result<Value> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
+    })
+}
+
+fn kind_code(kind: EventKind) -> i64 {
+    match kind {
+        EventKind::Added => 0,
+        EventKind::Modified => 1,
+        EventKind::Deleted => 2,
+    }
+}
+
+fn kind_from(code: i64) -> EventKind {
+    match code {
+        0 => EventKind::Added,
+        1 => EventKind::Modified,
+        _ => EventKind::Deleted,
+    }
+}
