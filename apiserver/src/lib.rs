@@ -11,6 +11,7 @@
 //! Still to come: the REST surface, discovery, OpenAPI, TLS and
 //! authentication.
 
+pub mod server;
 pub mod storage;
 pub mod validation;
 

@@ -1,0 +1,298 @@
+//! The HTTPS server: TLS, bearer tokens, discovery, and the REST surface
+//! over the store.
+
+mod crd;
+mod discovery;
+pub mod pki;
+mod registry;
+mod rest;
+mod selector;
+mod status;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use axum::{
+    Router,
+    body::{Body, to_bytes},
+    extract::{Query, Request, State},
+    http::{HeaderMap, Method, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde_json::json;
+
+pub use pki::Credentials;
+pub use registry::Registry;
+pub use status::ApiError;
+
+use crate::storage::{Options, Store, StoreError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Io(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the database and credentials live.
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Where to write a kubeconfig for the admin token (default:
+    /// `<data_dir>/kubeconfig`).
+    pub kubeconfig: Option<PathBuf>,
+    pub store: Options,
+}
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) store: Store,
+    pub(crate) registry: Registry,
+    credentials: Credentials,
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    pub credentials: Credentials,
+    /// The kubeconfig written for the admin token.
+    pub kubeconfig: PathBuf,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Namespaces every cluster has.
+const DEFAULT_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl Server {
+    /// Open the store, make credentials if needed, and start serving.
+    ///
+    /// # Errors
+    /// When the data directory, the certificates or the listener fail.
+    pub async fn start(config: Config) -> Result<Self, Error> {
+        let store = Store::open(&config.data_dir.join("store"), config.store.clone())?;
+        let credentials = pki::ensure(
+            &config.data_dir.join("pki"),
+            &[config.listen.ip().to_string()],
+        )?;
+        let registry = Registry::with_builtins();
+        crd::restore(
+            &store
+                .list("/apiextensions.k8s.io/customresourcedefinitions/")
+                .1,
+            &registry,
+        );
+        for name in DEFAULT_NAMESPACES {
+            let key = format!("/core/namespaces/_/{name}");
+            if store.get(&key).is_none() {
+                let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": rest::now(), "creationTimestamp": rest::now()}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                match store.create(&key, namespace).await {
+                    Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let app = Arc::new(App {
+            store,
+            registry,
+            credentials: credentials.clone(),
+        });
+        let tls = tls_config(&credentials)?;
+        let router = Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route("/livez", axum::routing::get(|| async { "ok" }))
+            .route("/readyz", axum::routing::get(|| async { "ok" }))
+            .fallback(dispatch)
+            .layer(middleware::from_fn_with_state(
+                Arc::clone(&app),
+                authenticate,
+            ))
+            .with_state(app);
+        let handle = axum_server::Handle::new();
+        let server = axum_server::bind_rustls(
+            config.listen,
+            axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
+        )
+        .handle(handle.clone());
+        let task = tokio::spawn(server.serve(router.into_make_service()));
+        let addr = handle
+            .listening()
+            .await
+            .ok_or_else(|| Error::Io(format!("could not listen on {}", config.listen)))?;
+        let kubeconfig = config
+            .kubeconfig
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("kubeconfig"));
+        write_kubeconfig(&kubeconfig, addr, &credentials)?;
+        Ok(Self {
+            addr,
+            credentials,
+            kubeconfig,
+            handle,
+            task,
+        })
+    }
+
+    /// Stop serving and wait until the listener is closed.
+    pub async fn shutdown(self) {
+        self.handle.shutdown();
+        let _ = self.task.await;
+    }
+
+    /// A kubeconfig for this server with `token`.
+    #[must_use]
+    pub fn kubeconfig_for(&self, token: &str) -> String {
+        kubeconfig_yaml(self.addr, &self.credentials.ca_pem, token)
+    }
+}
+
+fn tls_config(credentials: &Credentials) -> Result<rustls::ServerConfig, Error> {
+    let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
+    let certs = CertificateDer::pem_slice_iter(credentials.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(credentials.key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls(&e))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| tls(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn kubeconfig_yaml(addr: SocketAddr, ca_pem: &str, token: &str) -> String {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: gantry
+  cluster:
+    server: https://{addr}
+    certificate-authority-data: {ca}
+users:
+- name: gantry-admin
+  user:
+    token: {token}
+contexts:
+- name: gantry
+  context:
+    cluster: gantry
+    user: gantry-admin
+    namespace: default
+current-context: gantry
+"
+    )
+}
+
+fn write_kubeconfig(path: &Path, addr: SocketAddr, credentials: &Credentials) -> Result<(), Error> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+    }
+    std::fs::write(
+        path,
+        kubeconfig_yaml(addr, &credentials.ca_pem, &credentials.admin_token),
+    )
+    .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Bearer tokens: none or an unknown one is 401; the read-only token may
+/// only read. Health checks need no token.
+async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token {
+        Some(t) if t == app.credentials.admin_token => next.run(request).await,
+        Some(t) if t == app.credentials.read_only_token => {
+            if matches!(*request.method(), Method::GET | Method::HEAD) {
+                next.run(request).await
+            } else {
+                ApiError::Forbidden(format!(
+                    "User \"gantry:read-only\" cannot {} {path}: the read-only token may only get, list and watch",
+                    request.method().as_str().to_lowercase()
+                ))
+                .into_response()
+            }
+        }
+        _ => ApiError::Unauthorized.into_response(),
+    }
+}
+
+/// Every `/api`, `/apis` and `/version` request.
+async fn dispatch(
+    State(app): State<Arc<App>>,
+    method: Method,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    request: Request<Body>,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let body = match to_bytes(request.into_body(), rest::MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => return ApiError::TooLarge(rest::MAX_BODY).into_response(),
+    };
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let json = |value: serde_json::Value| axum::Json(value).into_response();
+    let (group, version, rest) = match segments.as_slice() {
+        ["version"] => return json(discovery::version()),
+        ["api"] => return json(discovery::core_versions()),
+        ["apis"] => return json(discovery::groups(&app.registry)),
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return ApiError::NoRoute.into_response(),
+    };
+    if rest.is_empty() {
+        return match discovery::resources(&app.registry, group, version) {
+            Some(list) if method == Method::GET => json(list),
+            _ => ApiError::NoRoute.into_response(),
+        };
+    }
+    let target = match rest::resolve(&app, group, version, rest) {
+        Ok(target) => target,
+        Err(e) => return e.into_response(),
+    };
+    match rest::handle(Arc::clone(&app), method, target, query, headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}

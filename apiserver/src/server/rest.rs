@@ -1,0 +1,733 @@
+//! The REST semantics of kube-apiserver over the store: one handler for
+//! every `/api/v1/...` and `/apis/{group}/{version}/...` path.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    body::{Body, Bytes},
+    http::{HeaderMap, Method, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::Engine;
+use rand::RngExt;
+use serde_json::{Map, Value, json};
+
+use super::{App, registry::Resource, selector::Selector, status::ApiError};
+use crate::{
+    FieldError, FieldErrorKind, FieldErrors,
+    storage::{EventKind, Revision, StoreError},
+    validate_object_name,
+};
+
+/// What a path names.
+pub(super) struct Target {
+    pub(super) resource: Arc<Resource>,
+    pub(super) namespace: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) subresource: Option<String>,
+}
+
+/// Resolve `/api/v1/...` or `/apis/{g}/{v}/...` (the part after the
+/// version) to a target.
+pub(super) fn resolve(
+    app: &App,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Target, ApiError> {
+    let find = |plural: &str| {
+        app.registry
+            .get(group, version, plural)
+            .ok_or(ApiError::NoRoute)
+    };
+    let target = |resource: Arc<Resource>,
+                  namespace: Option<&str>,
+                  name: Option<&str>,
+                  sub: Option<&str>| Target {
+        resource,
+        namespace: namespace.map(str::to_owned),
+        name: name.map(str::to_owned),
+        subresource: sub.map(str::to_owned),
+    };
+    // `namespaces/{ns}/{plural}/...` when {plural} is namespaced.
+    if let ["namespaces", ns, plural, more @ ..] = rest
+        && let Some(resource) = app
+            .registry
+            .get(group, version, plural)
+            .filter(|r| r.namespaced)
+    {
+        return match more {
+            [] => Ok(target(resource, Some(ns), None, None)),
+            [name] => Ok(target(resource, Some(ns), Some(name), None)),
+            [name, sub] => Ok(target(resource, Some(ns), Some(name), Some(sub))),
+            _ => Err(ApiError::NoRoute),
+        };
+    }
+    match rest {
+        [plural] => Ok(target(find(plural)?, None, None, None)),
+        [plural, name] => {
+            let resource = find(plural)?;
+            if resource.namespaced {
+                return Err(ApiError::NoRoute);
+            }
+            Ok(target(resource, None, Some(name), None))
+        }
+        [plural, name, sub] => {
+            let resource = find(plural)?;
+            if resource.namespaced {
+                return Err(ApiError::NoRoute);
+            }
+            Ok(target(resource, None, Some(name), Some(sub)))
+        }
+        _ => Err(ApiError::NoRoute),
+    }
+}
+
+/// The largest request body accepted, as kube-apiserver's.
+pub(super) const MAX_BODY: usize = 3 * 1024 * 1024;
+
+pub(super) async fn handle(
+    app: Arc<App>,
+    method: Method,
+    target: Target,
+    query: HashMap<String, String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let resource = Arc::clone(&target.resource);
+    match (
+        method,
+        target.name.as_deref(),
+        target.subresource.as_deref(),
+    ) {
+        (Method::GET, None, None) if is_true(query.get("watch")) => watch(&app, &target, &query),
+        (Method::GET, None, None) => list(&app, &target, &query),
+        (Method::POST, None, None) => {
+            let object = parse_body(&body, &headers)?;
+            create(&app, &target, object)
+                .await
+                .map(|o| (StatusCode::CREATED, json_body(&o)).into_response())
+        }
+        (Method::GET, Some(name), None | Some("status")) => {
+            let key = resource.key(target.namespace.as_deref(), name);
+            let (_, object) = app
+                .store
+                .get(&key)
+                .ok_or_else(|| not_found(&resource, name))?;
+            Ok(json_body(&object).into_response())
+        }
+        (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
+            let object = parse_body(&body, &headers)?;
+            let status_only = sub.is_some();
+            update(&app, &target, name, object, status_only)
+                .await
+                .map(|o| json_body(&o).into_response())
+        }
+        (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let patch: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+            patch_object(&app, &target, name, &content_type, &patch, sub.is_some())
+                .await
+                .map(|o| json_body(&o).into_response())
+        }
+        (Method::DELETE, Some(name), None) => delete(&app, &target, name)
+            .await
+            .map(|o| json_body(&o).into_response()),
+        (method, _, sub) => Err(ApiError::MethodNotAllowed(format!(
+            "{method} is not supported on {}{}",
+            resource.qualified(),
+            sub.map(|s| format!("/{s}")).unwrap_or_default()
+        ))),
+    }
+}
+
+fn is_true(value: Option<&String>) -> bool {
+    matches!(value.map(String::as_str), Some("true" | "1"))
+}
+
+fn json_body(value: &Value) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
+}
+
+fn not_found(resource: &Resource, name: &str) -> ApiError {
+    ApiError::NotFound {
+        resource: resource.qualified(),
+        name: name.to_owned(),
+    }
+}
+
+/// A JSON object from a request body.
+fn parse_body(body: &Bytes, headers: &HeaderMap) -> Result<Value, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    if !content_type.starts_with("application/json") && !content_type.starts_with("*/*") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "the body's content type {content_type:?} is not supported; send application/json"
+        )));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
+    Ok(value)
+}
+
+fn meta(object: &Value, field: &str) -> Option<String> {
+    object
+        .get("metadata")?
+        .get(field)?
+        .as_str()
+        .map(str::to_owned)
+}
+
+fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
+    let map = object.as_object_mut().expect("objects are JSON objects");
+    map.entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()))
+        .as_object_mut()
+        .expect("metadata is an object")
+}
+
+fn revision_of(object: &Value) -> Option<Revision> {
+    meta(object, "resourceVersion").and_then(|r| r.parse().ok())
+}
+
+fn uid() -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+pub(super) fn now() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second())
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| now.to_string())
+}
+
+fn random_suffix() -> String {
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[rng.random_range(0..27)]))
+        .collect()
+}
+
+/// Fill `apiVersion` and `kind`, and refuse an object of another kind or
+/// namespace than the path names.
+fn check_identity(object: &mut Value, target: &Target) -> Result<(), ApiError> {
+    let resource = &target.resource;
+    let map = object.as_object_mut().expect("objects are JSON objects");
+    let api_version = resource.api_version();
+    match map.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != api_version => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+        _ => {
+            map.insert("apiVersion".into(), Value::String(api_version));
+        }
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        Some(k) if k != resource.kind => {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                resource.kind
+            )));
+        }
+        _ => {
+            map.insert("kind".into(), Value::String(resource.kind.clone()));
+        }
+    }
+    let metadata = metadata_mut(object);
+    if resource.namespaced {
+        let path_ns = target.namespace.clone().unwrap_or_default();
+        match metadata.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != path_ns => {
+                return Err(ApiError::BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ));
+            }
+            _ => {
+                metadata.insert("namespace".into(), Value::String(path_ns));
+            }
+        }
+    } else {
+        metadata.remove("namespace");
+    }
+    Ok(())
+}
+
+/// Schema defaults and validation for custom resources; name checks for
+/// every kind.
+fn admit(resource: &Resource, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let mut errors = validate_object_name(object);
+    if let Some(validator) = &resource.validator {
+        *object = validator.default(object);
+        if let Err(FieldErrors(more)) = validator.validate(object, old) {
+            errors.extend(more);
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            kind: resource.kind.clone(),
+            group: resource.group.clone(),
+            name: meta(object, "name").unwrap_or_default(),
+            errors: FieldErrors(errors),
+        })
+    }
+}
+
+async fn create(app: &App, target: &Target, mut object: Value) -> Result<Value, ApiError> {
+    let resource = &target.resource;
+    check_identity(&mut object, target)?;
+    if resource.namespaced {
+        let ns = target.namespace.clone().unwrap_or_default();
+        if app.store.get(&format!("/core/namespaces/_/{ns}")).is_none() {
+            return Err(ApiError::NotFound {
+                resource: "namespaces".into(),
+                name: ns,
+            });
+        }
+    }
+    let metadata = metadata_mut(&mut object);
+    if metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+        && let Some(prefix) = metadata.get("generateName").and_then(Value::as_str)
+    {
+        let prefix: String = prefix.chars().take(58).collect();
+        metadata.insert(
+            "name".into(),
+            Value::String(format!("{prefix}{}", random_suffix())),
+        );
+    }
+    metadata.insert("uid".into(), Value::String(uid()));
+    metadata.insert("creationTimestamp".into(), Value::String(now()));
+    for server_owned in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
+        metadata.remove(server_owned);
+    }
+    if resource.custom || object.get("spec").is_some() {
+        metadata_mut(&mut object).insert("generation".into(), json!(1));
+    }
+    if resource.status
+        && let Some(map) = object.as_object_mut()
+    {
+        // With a status subresource, a create sets no status.
+        map.remove("status");
+    }
+    admit(resource, &mut object, None)?;
+    if resource.plural == "customresourcedefinitions" {
+        super::crd::accept(&mut object, &app.registry)?;
+    }
+    let name = meta(&object, "name").unwrap_or_default();
+    let key = resource.key(target.namespace.as_deref(), &name);
+    let stored = app
+        .store
+        .create(&key, object)
+        .await
+        .map_err(|e| ApiError::from_store(e, &resource.qualified(), &name))?;
+    Ok((*stored).clone())
+}
+
+/// The object without what does not count as a change of its desired
+/// state: metadata, and status when it has its own endpoint.
+fn desired_state(object: &Value, status_apart: bool) -> Value {
+    let mut copy = object.clone();
+    if let Some(map) = copy.as_object_mut() {
+        map.remove("metadata");
+        if status_apart {
+            map.remove("status");
+        }
+    }
+    copy
+}
+
+async fn update(
+    app: &App,
+    target: &Target,
+    name: &str,
+    mut object: Value,
+    status_only: bool,
+) -> Result<Value, ApiError> {
+    let resource = &target.resource;
+    check_identity(&mut object, target)?;
+    let key = resource.key(target.namespace.as_deref(), name);
+    let (current_revision, current) = app
+        .store
+        .get(&key)
+        .ok_or_else(|| not_found(resource, name))?;
+    if meta(&object, "name").as_deref() != Some(name) {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            meta(&object, "name").unwrap_or_default()
+        )));
+    }
+    let precondition = match revision_of(&object) {
+        Some(revision) => Some(revision),
+        None if resource.custom => {
+            return Err(ApiError::Invalid {
+                kind: resource.kind.clone(),
+                group: resource.group.clone(),
+                name: name.to_owned(),
+                errors: FieldErrors(vec![FieldError {
+                    field: "metadata.resourceVersion".into(),
+                    kind: FieldErrorKind::Invalid,
+                    value: Some(json!(0)),
+                    detail: "must be specified for an update".into(),
+                }]),
+            });
+        }
+        None => None,
+    };
+    let mut next = if status_only {
+        // Only status changes through /status.
+        let mut next = (*current).clone();
+        if let (Some(map), Some(status)) = (next.as_object_mut(), object.get("status")) {
+            map.insert("status".into(), status.clone());
+        }
+        next
+    } else {
+        if resource.status
+            && let Some(map) = object.as_object_mut()
+        {
+            match current.get("status") {
+                Some(status) => map.insert("status".into(), status.clone()),
+                None => map.remove("status"),
+            };
+        }
+        object
+    };
+    // Server-owned metadata stays as it was.
+    let old_meta = current
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let metadata = metadata_mut(&mut next);
+    for owned in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+    ] {
+        match old_meta.get(owned) {
+            Some(v) => metadata.insert(owned.into(), v.clone()),
+            None => metadata.remove(owned),
+        };
+    }
+    if !status_only
+        && old_meta.contains_key("generation")
+        && desired_state(&next, resource.status) != desired_state(&current, resource.status)
+    {
+        let generation = old_meta
+            .get("generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            + 1;
+        metadata_mut(&mut next).insert("generation".into(), json!(generation));
+    }
+    admit(resource, &mut next, Some(&current))?;
+    if next == *current {
+        return Ok((*current).clone());
+    }
+    // An object being deleted goes once its last finalizer is removed.
+    let finalizers_left = next
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let precondition = precondition.or(Some(current_revision));
+    if old_meta.contains_key("deletionTimestamp") && !finalizers_left {
+        return app
+            .store
+            .delete(&key, precondition)
+            .await
+            .map(|o| (*o).clone())
+            .map_err(|e| ApiError::from_store(e, &resource.qualified(), name));
+    }
+    app.store
+        .update(&key, next, precondition)
+        .await
+        .map(|o| (*o).clone())
+        .map_err(|e| ApiError::from_store(e, &resource.qualified(), name))
+}
+
+async fn patch_object(
+    app: &App,
+    target: &Target,
+    name: &str,
+    content_type: &str,
+    patch: &Value,
+    status_only: bool,
+) -> Result<Value, ApiError> {
+    let resource = &target.resource;
+    let key = resource.key(target.namespace.as_deref(), name);
+    // Read, patch, write against the revision read; retry if it moved.
+    for _ in 0..5 {
+        let (revision, current) = app
+            .store
+            .get(&key)
+            .ok_or_else(|| not_found(resource, name))?;
+        let mut next = (*current).clone();
+        match content_type {
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                json_patch::merge(&mut next, patch);
+            }
+            "application/json-patch+json" => {
+                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
+                    .map_err(|e| ApiError::BadRequest(format!("not a JSON patch: {e}")))?;
+                json_patch::patch(&mut next, &ops).map_err(|e| ApiError::Invalid {
+                    kind: resource.kind.clone(),
+                    group: resource.group.clone(),
+                    name: name.to_owned(),
+                    errors: FieldErrors(vec![FieldError {
+                        field: e.path.to_string(),
+                        kind: FieldErrorKind::Invalid,
+                        value: None,
+                        detail: e.kind.to_string(),
+                    }]),
+                })?;
+            }
+            other => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "the patch type {other:?} is not supported; use application/merge-patch+json or application/json-patch+json"
+                )));
+            }
+        }
+        metadata_mut(&mut next).insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
+        match update(app, target, name, next, status_only).await {
+            Err(ApiError::Conflict { .. }) => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::Conflict {
+        resource: resource.qualified(),
+        name: name.to_owned(),
+    })
+}
+
+async fn delete(app: &App, target: &Target, name: &str) -> Result<Value, ApiError> {
+    let resource = &target.resource;
+    let key = resource.key(target.namespace.as_deref(), name);
+    let (revision, current) = app
+        .store
+        .get(&key)
+        .ok_or_else(|| not_found(resource, name))?;
+    let has_finalizers = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    let result = if has_finalizers {
+        // Finalizers hold the object: mark it and let their owners finish.
+        if current.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok((*current).clone());
+        }
+        let mut marked = (*current).clone();
+        let metadata = metadata_mut(&mut marked);
+        metadata.insert("deletionTimestamp".into(), Value::String(now()));
+        metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
+        app.store.update(&key, marked, Some(revision)).await
+    } else {
+        app.store.delete(&key, Some(revision)).await
+    };
+    let deleted = result.map_err(|e| ApiError::from_store(e, &resource.qualified(), name))?;
+    if resource.plural == "customresourcedefinitions" && !has_finalizers {
+        super::crd::forget(&deleted, &app.registry);
+    }
+    Ok((*deleted).clone())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Continue {
+    key: String,
+}
+
+fn list(app: &App, target: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+    let resource = &target.resource;
+    let selector = Selector::from_query(query)?;
+    let prefix = resource.prefix(target.namespace.as_deref());
+    let (revision, objects) = app.store.list(&prefix);
+    let after = match query.get("continue").filter(|c| !c.is_empty()) {
+        Some(token) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(token)
+                .map_err(|_| ApiError::BadRequest("invalid continue token".into()))?;
+            let token: Continue = serde_json::from_slice(&bytes)
+                .map_err(|_| ApiError::BadRequest("invalid continue token".into()))?;
+            Some(token.key)
+        }
+        None => None,
+    };
+    let limit: usize = query
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let key_of = |object: &Value| {
+        resource.key(
+            meta(object, "namespace").as_deref(),
+            &meta(object, "name").unwrap_or_default(),
+        )
+    };
+    let mut items = Vec::new();
+    let mut remaining = 0usize;
+    for object in &objects {
+        if after.as_ref().is_some_and(|a| key_of(object) <= *a) || !selector.matches(object) {
+            continue;
+        }
+        if items.len() == limit {
+            remaining += 1;
+        } else {
+            items.push(&**object);
+        }
+    }
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if remaining > 0 {
+        let last_key = key_of(items.last().expect("limit reached"));
+        let token = base64::engine::general_purpose::STANDARD
+            .encode(serde_json::to_vec(&Continue { key: last_key }).unwrap_or_default());
+        metadata["continue"] = Value::String(token);
+        metadata["remainingItemCount"] = json!(remaining);
+    }
+    let body = json!({
+        "apiVersion": resource.api_version(),
+        "kind": format!("{}List", resource.kind),
+        "metadata": metadata,
+        "items": items,
+    });
+    Ok(json_body(&body).into_response())
+}
+
+fn watch(
+    app: &App,
+    target: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let resource = Arc::clone(&target.resource);
+    let selector = Selector::from_query(query)?;
+    let prefix = resource.prefix(target.namespace.as_deref());
+    let from = match query.get("resourceVersion").map(String::as_str) {
+        None | Some("" | "0") => None,
+        Some(rv) => Some(
+            rv.parse::<Revision>()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map_or(Duration::from_secs(30 * 60), Duration::from_secs);
+    let bookmarks = is_true(query.get("allowWatchBookmarks"));
+    let store = app.store.clone();
+    let stream = async_watch(store, prefix, from, selector, timeout, bookmarks, resource);
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+fn line(kind: &str, object: &Value) -> Result<Bytes, std::convert::Infallible> {
+    let mut bytes =
+        serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    bytes.push(b'\n');
+    Ok(Bytes::from(bytes))
+}
+
+/// The watch as a stream of newline-delimited `WatchEvent`s.
+fn async_watch(
+    store: crate::storage::Store,
+    prefix: String,
+    from: Option<Revision>,
+    selector: Selector,
+    timeout: Duration,
+    bookmarks: bool,
+    resource: Arc<Resource>,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let opened = store.watch(&prefix, from);
+    futures::stream::unfold(Some((opened, store)), move |state| {
+        let selector = selector.clone();
+        let resource = Arc::clone(&resource);
+        async move {
+            let (opened, store) = state?;
+            let mut watch = match opened {
+                Ok(watch) => watch,
+                Err(e) => {
+                    let status = ApiError::from_store(e, &resource.qualified(), "").status();
+                    return Some((line("ERROR", &status), None));
+                }
+            };
+            let bookmark_every = Duration::from_secs(60);
+            loop {
+                let tick = tokio::time::sleep(bookmark_every);
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => return None,
+                    () = tick, if bookmarks => {
+                        let bookmark = json!({
+                            "apiVersion": resource.api_version(),
+                            "kind": resource.kind,
+                            "metadata": {"resourceVersion": store.revision().to_string()},
+                        });
+                        return Some((line("BOOKMARK", &bookmark), Some((Ok(watch), store))));
+                    }
+                    event = watch.next() => match event {
+                        None => return None,
+                        Some(Err(StoreError::Gone { requested, oldest })) => {
+                            let status = ApiError::Gone(format!("too old resource version: {requested} ({oldest})")).status();
+                            return Some((line("ERROR", &status), None));
+                        }
+                        Some(Err(e)) => {
+                            let status = ApiError::Internal(e.to_string()).status();
+                            return Some((line("ERROR", &status), None));
+                        }
+                        Some(Ok(event)) if selector.matches(&event.object) => {
+                            let kind = match event.kind {
+                                EventKind::Added => "ADDED",
+                                EventKind::Modified => "MODIFIED",
+                                EventKind::Deleted => "DELETED",
+                            };
+                            return Some((line(kind, &event.object), Some((Ok(watch), store))));
+                        }
+                        Some(Ok(_)) => {}
+                    }
+                }
+            }
+        }
+    })
+}

@@ -1,0 +1,198 @@
+//! Failures as Kubernetes `Status` objects, with the code and reason a
+//! real API server gives.
+
+use axum::{
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+use crate::{FieldErrors, storage::StoreError};
+
+/// A request that did not succeed.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 404: `configmaps "x" not found`.
+    NotFound {
+        resource: String,
+        name: String,
+    },
+    /// 404 for a path nothing serves.
+    NoRoute,
+    /// 409: `configmaps "x" already exists`.
+    AlreadyExists {
+        resource: String,
+        name: String,
+    },
+    /// 409: the resourceVersion read is stale.
+    Conflict {
+        resource: String,
+        name: String,
+    },
+    /// 422 with a cause per field.
+    Invalid {
+        kind: String,
+        group: String,
+        name: String,
+        errors: FieldErrors,
+    },
+    /// 400.
+    BadRequest(String),
+    /// 410: the resourceVersion is older than the event log.
+    Gone(String),
+    Unauthorized,
+    /// 403.
+    Forbidden(String),
+    /// 405.
+    MethodNotAllowed(String),
+    /// 413.
+    TooLarge(usize),
+    /// 415.
+    UnsupportedMediaType(String),
+    /// 500.
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, String, Value) {
+        match self {
+            Self::NotFound { resource, name } => (
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{resource} \"{name}\" not found"),
+                json!({"name": name, "kind": resource}),
+            ),
+            Self::NoRoute => (
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource".into(),
+                json!({}),
+            ),
+            Self::AlreadyExists { resource, name } => (
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{resource} \"{name}\" already exists"),
+                json!({"name": name, "kind": resource}),
+            ),
+            Self::Conflict { resource, name } => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                ),
+                json!({"name": name, "kind": resource}),
+            ),
+            Self::Invalid {
+                kind,
+                group,
+                name,
+                errors,
+            } => {
+                let qualified = if group.is_empty() {
+                    kind.clone()
+                } else {
+                    format!("{kind}.{group}")
+                };
+                let causes: Vec<Value> = errors
+                    .0
+                    .iter()
+                    .map(|e| {
+                        let message = e.to_string();
+                        let message = message
+                            .strip_prefix(&format!("{}: ", e.field))
+                            .unwrap_or(&message)
+                            .to_owned();
+                        json!({"reason": e.kind.reason(), "message": message, "field": e.field})
+                    })
+                    .collect();
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Invalid",
+                    format!("{qualified} \"{name}\" is invalid: {errors}"),
+                    json!({"name": name, "group": group, "kind": kind, "causes": causes}),
+                )
+            }
+            Self::BadRequest(message) => (
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                message.clone(),
+                json!({}),
+            ),
+            Self::Gone(message) => (StatusCode::GONE, "Expired", message.clone(), json!({})),
+            Self::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "Unauthorized",
+                "Unauthorized".into(),
+                json!({}),
+            ),
+            Self::Forbidden(message) => (
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                message.clone(),
+                json!({}),
+            ),
+            Self::MethodNotAllowed(message) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                message.clone(),
+                json!({}),
+            ),
+            Self::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: limit is {limit}"),
+                json!({}),
+            ),
+            Self::UnsupportedMediaType(message) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                message.clone(),
+                json!({}),
+            ),
+            Self::Internal(message) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                message.clone(),
+                json!({}),
+            ),
+        }
+    }
+
+    /// The `Status` object, as a response body or a watch `ERROR` event.
+    #[must_use]
+    pub fn status(&self) -> Value {
+        let (code, reason, message, details) = self.parts();
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": reason,
+            "details": details,
+            "code": code.as_u16(),
+        })
+    }
+
+    /// From a store refusal, for an object of `resource` named `name`.
+    #[must_use]
+    pub fn from_store(err: StoreError, resource: &str, name: &str) -> Self {
+        let (resource, name) = (resource.to_owned(), name.to_owned());
+        match err {
+            StoreError::AlreadyExists { .. } => Self::AlreadyExists { resource, name },
+            StoreError::NotFound { .. } => Self::NotFound { resource, name },
+            StoreError::Conflict { .. } => Self::Conflict { resource, name },
+            StoreError::Gone { requested, oldest } => {
+                Self::Gone(format!("too old resource version: {requested} ({oldest})"))
+            }
+            StoreError::Closed | StoreError::Database(_) => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, ..) = self.parts();
+        (code, axum::Json(self.status())).into_response()
+    }
+}

@@ -1,0 +1,414 @@
+//! The embedded control plane through the real kube-rs client: TLS, tokens,
+//! discovery, CRUD with resourceVersion preconditions, CRDs with schema
+//! and CEL validation, watches that resume or get 410.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use apiserver::{
+    server::{Config, Server},
+    storage::Options,
+};
+use crds::v1alpha1::{TaskDefinition, TaskDefinitionStatus};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::{
+    api::core::v1::ConfigMap,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, Error,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{WatchStreamExt, conditions, wait::await_condition, watcher},
+};
+use serde_json::json;
+
+async fn start(dir: &Path, store: Options) -> Server {
+    Server::start(Config {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        kubeconfig: None,
+        store,
+    })
+    .await
+    .expect("server starts")
+}
+
+async fn client_from(kubeconfig_yaml: &str) -> Client {
+    let kubeconfig = Kubeconfig::from_yaml(kubeconfig_yaml).expect("kubeconfig parses");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+async fn admin(server: &Server) -> Client {
+    let yaml = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig written");
+    client_from(&yaml).await
+}
+
+fn config_map(name: &str, value: &str) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "data": {"key": value}
+    }))
+    .expect("config map")
+}
+
+fn api_code(err: &Error) -> Option<u16> {
+    match err {
+        Error::Api(status) => Some(status.code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn kube_rs_creates_reads_updates_and_deletes_with_preconditions() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let api: Api<ConfigMap> = Api::namespaced(admin(&server).await, "default");
+
+    let created = api
+        .create(&PostParams::default(), &config_map("a", "1"))
+        .await
+        .expect("created");
+    let meta = &created.metadata;
+    assert!(
+        meta.uid.is_some() && meta.creation_timestamp.is_some() && meta.resource_version.is_some()
+    );
+    let err = api
+        .create(&PostParams::default(), &config_map("a", "1"))
+        .await
+        .expect_err("exists");
+    assert_eq!(api_code(&err), Some(409));
+
+    api.create(&PostParams::default(), &config_map("b", "1"))
+        .await
+        .expect("created");
+    let listed = api
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .expect("listed");
+    assert_eq!(listed.items.len(), 2);
+    let none = api
+        .list(&ListParams::default().labels("app=db"))
+        .await
+        .expect("listed");
+    assert!(none.items.is_empty());
+
+    // A replace against a stale resourceVersion is a 409 Conflict.
+    let mut fresh = api.get("a").await.expect("got");
+    fresh.data = Some([("key".to_owned(), "2".to_owned())].into());
+    let replaced = api
+        .replace("a", &PostParams::default(), &fresh)
+        .await
+        .expect("replaced");
+    let err = api
+        .replace("a", &PostParams::default(), &fresh)
+        .await
+        .expect_err("stale");
+    assert_eq!(api_code(&err), Some(409));
+    assert_ne!(
+        replaced.metadata.resource_version,
+        fresh.metadata.resource_version
+    );
+
+    let patched = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"other": "x"}})),
+        )
+        .await
+        .expect("patched");
+    assert_eq!(
+        patched.data.expect("data").get("other").map(String::as_str),
+        Some("x")
+    );
+
+    api.delete("a", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    assert_eq!(api_code(&api.get("a").await.expect_err("gone")), Some(404));
+
+    // A namespace that does not exist is a 404 on create.
+    let elsewhere: Api<ConfigMap> = Api::namespaced(admin(&server).await, "nowhere");
+    let err = elsewhere
+        .create(&PostParams::default(), &config_map("c", "1"))
+        .await
+        .expect_err("no ns");
+    assert_eq!(api_code(&err), Some(404));
+    server.shutdown().await;
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds::all() {
+        let name = crd.metadata.name.clone().expect("named");
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("established in time")
+        .expect("watch ok");
+    }
+}
+
+fn web_task_definition() -> TaskDefinition {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/web.yaml"))
+            .expect("example");
+    let first = serde_yaml::Deserializer::from_str(&text)
+        .next()
+        .expect("a document");
+    serde::Deserialize::deserialize(first).expect("a TaskDefinition")
+}
+
+#[tokio::test]
+async fn crds_serve_gantry_kinds_with_validation_and_generations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    install_crds(&client).await;
+
+    let api: Api<TaskDefinition> = Api::namespaced(client.clone(), "default");
+    let created = api
+        .create(&PostParams::default(), &web_task_definition())
+        .await
+        .expect("created");
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(
+        created.spec.container_definitions[0].stop_timeout, 30,
+        "schema defaults applied"
+    );
+
+    // Invalid objects are refused with every field named.
+    let mut bad = web_task_definition();
+    bad.metadata.name = Some("bad".into());
+    bad.spec.container_definitions[0].memory_reservation = Some(500);
+    bad.spec.container_definitions[0].name = "Web".into();
+    let err = api
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect_err("invalid");
+    let Error::Api(status) = err else {
+        panic!("an API error")
+    };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status.message.contains("spec.containerDefinitions[0].name"),
+        "{}",
+        status.message
+    );
+
+    // A spec change is a new generation; a status change is not.
+    let mut next = created.clone();
+    next.spec.container_definitions[0].image = "gantry-examples/web:2".into();
+    let updated = api
+        .replace("web", &PostParams::default(), &next)
+        .await
+        .expect("replaced");
+    assert_eq!(updated.metadata.generation, Some(2));
+    let mut with_status = updated.clone();
+    with_status.status = Some(TaskDefinitionStatus {
+        observed_generation: Some(2),
+        revision: Some(2),
+        conditions: vec![],
+    });
+    let status_written = api
+        .replace_status("web", &PostParams::default(), &with_status)
+        .await
+        .expect("status replaced");
+    assert_eq!(status_written.metadata.generation, Some(2));
+    assert_eq!(status_written.status.and_then(|s| s.revision), Some(2));
+    // The main endpoint leaves status alone.
+    let mut cleared = api.get("web").await.expect("got");
+    cleared.status = None;
+    let kept = api
+        .replace("web", &PostParams::default(), &cleared)
+        .await
+        .expect("replaced");
+    assert_eq!(kept.status.and_then(|s| s.revision), Some(2));
+
+    // Discovery lists the new kinds with their short names.
+    let resources = client
+        .list_api_group_resources("gantry.dev/v1alpha1")
+        .await
+        .expect("discovery");
+    let td = resources
+        .resources
+        .iter()
+        .find(|r| r.name == "taskdefinitions")
+        .expect("served");
+    assert_eq!(
+        td.short_names.as_deref(),
+        Some(&["td".to_owned(), "taskdef".to_owned()][..])
+    );
+    assert!(
+        resources
+            .resources
+            .iter()
+            .any(|r| r.name == "services/status")
+    );
+
+    // After a restart, the CRDs are served again and the objects are there.
+    server.shutdown().await;
+    let server = start(dir.path(), Options::default()).await;
+    let api: Api<TaskDefinition> = Api::namespaced(admin(&server).await, "default");
+    assert_eq!(
+        api.get("web").await.expect("kept").metadata.generation,
+        Some(2)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_the_read_only_one_cannot_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+
+    let anonymous = client_from(&server.kubeconfig_for("not-a-token")).await;
+    let api: Api<ConfigMap> = Api::namespaced(anonymous, "default");
+    assert_eq!(
+        api_code(&api.list(&ListParams::default()).await.expect_err("401")),
+        Some(401)
+    );
+
+    let reader = client_from(&server.kubeconfig_for(&server.credentials.read_only_token)).await;
+    let api: Api<ConfigMap> = Api::namespaced(reader, "default");
+    api.list(&ListParams::default()).await.expect("reads");
+    let err = api
+        .create(&PostParams::default(), &config_map("x", "1"))
+        .await
+        .expect_err("403");
+    assert_eq!(api_code(&err), Some(403));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_are_refused_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    let huge = config_map("huge", &"x".repeat(4 * 1024 * 1024));
+    let err = api
+        .create(&PostParams::default(), &huge)
+        .await
+        .expect_err("too large");
+    assert_eq!(api_code(&err), Some(413));
+
+    let request = http::Request::post("/api/v1/namespaces/default/configmaps")
+        .header("content-type", "application/json")
+        .body(b"{\"metadata\": {".to_vec())
+        .expect("request");
+    let err = client.request::<ConfigMap>(request).await.expect_err("400");
+    assert_eq!(api_code(&err), Some(400));
+    assert!(
+        api.list(&ListParams::default())
+            .await
+            .expect("listed")
+            .items
+            .is_empty(),
+        "nothing half-written"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn watches_follow_changes_and_old_revisions_are_gone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(
+        dir.path(),
+        Options {
+            event_window: 20,
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = admin(&server).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    // The kube-rs watcher (list then watch) sees what happens.
+    let mut stream = watcher(api.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    api.create(&PostParams::default(), &config_map("w", "1"))
+        .await
+        .expect("created");
+    let seen = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an object");
+    assert_eq!(seen.metadata.name.as_deref(), Some("w"));
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"key": "2"}})),
+    )
+    .await
+    .expect("patched");
+    let seen = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("an object");
+    assert_eq!(
+        seen.data.and_then(|d| d.get("key").cloned()).as_deref(),
+        Some("2")
+    );
+
+    // A raw watch from a revision older than the log gets a 410 event.
+    for i in 0..40 {
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"n": i.to_string()}})),
+        )
+        .await
+        .expect("patched");
+    }
+    let mut raw = api
+        .watch(&WatchParams::default(), "1")
+        .await
+        .expect("watch opens")
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(10), raw.next())
+        .await
+        .expect("in time")
+    {
+        Some(Ok(WatchEvent::Error(e))) => assert_eq!(e.code, 410),
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    // The kube-rs watcher recovers by listing again.
+    api.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"key": "3"}})),
+    )
+    .await
+    .expect("patched");
+    let value = loop {
+        let seen = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .expect("in time")
+            .expect("ok")
+            .expect("an object");
+        if seen
+            .data
+            .as_ref()
+            .and_then(|d| d.get("key"))
+            .map(String::as_str)
+            == Some("3")
+        {
+            break "3";
+        }
+    };
+    assert_eq!(value, "3");
+    server.shutdown().await;
+}
