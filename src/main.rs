@@ -2,6 +2,7 @@
 
 use std::{
     io::{self, Write},
+    net::SocketAddr,
     path::PathBuf,
     process::ExitCode,
 };
@@ -29,6 +30,19 @@ enum Command {
         /// Write `<plural>.gantry.dev.yaml` files here instead of printing.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+    /// Serve the embedded, Kubernetes-compatible control plane until
+    /// Ctrl-C or SIGTERM; state is kept in the data directory.
+    Apiserver {
+        /// Where the database, certificates and tokens live.
+        #[arg(long, value_name = "DIR", default_value = ".gantry")]
+        data_dir: PathBuf,
+        /// Address to listen on; port 0 picks a free one.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+        /// Where to write the admin kubeconfig [default: DIR/kubeconfig].
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Check manifests against Gantry's CRDs offline, as the API server
     /// would on create (schema, list types and CEL rules).
@@ -75,6 +89,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => validate(&paths, &mut out),
+        Command::Apiserver {
+            data_dir,
+            listen,
+            kubeconfig,
+        } => {
+            drop(out);
+            serve(data_dir, listen, kubeconfig)
+        }
+    }
+}
+
+fn serve(
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    kubeconfig: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = apiserver::server::Server::start(apiserver::server::Config {
+            data_dir: data_dir.clone(),
+            listen,
+            kubeconfig,
+            store: apiserver::storage::Options::default(),
+        })
+        .await
+        .with_context(|| format!("starting the control plane in {}", data_dir.display()))?;
+        let mut out = io::stdout().lock();
+        writeln!(out, "gantry apiserver listening on https://{}", server.addr)?;
+        writeln!(out, "kubeconfig: {}", server.kubeconfig.display())?;
+        writeln!(out, "  export KUBECONFIG={}", server.kubeconfig.display())?;
+        out.flush()?;
+        drop(out);
+        shutdown_signal().await?;
+        server.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() -> io::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = terminate.recv() => Ok(()),
     }
 }
 

@@ -209,7 +209,7 @@ fn revision_of(object: &Value) -> Option<Revision> {
     meta(object, "resourceVersion").and_then(|r| r.parse().ok())
 }
 
-fn uid() -> String {
+pub(super) fn uid() -> String {
     let bytes: [u8; 16] = rand::rng().random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!(
