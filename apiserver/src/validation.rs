@@ -189,6 +189,22 @@ impl SchemaValidator {
         Self::new(&schema)
     }
 
+    /// The `openAPIV3Schema` this validator checks against.
+    #[must_use]
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Remove the fields the schema does not declare, as kube-apiserver
+    /// prunes custom resources, and return their paths
+    /// (`spec.containerDefinitions[0].colour`). `apiVersion`, `kind` and
+    /// `metadata` at the root are always kept.
+    pub fn prune(&self, object: &mut Value) -> Vec<String> {
+        let mut pruned = Vec::new();
+        prune(&self.schema, object, &mut String::new(), &mut pruned, true);
+        pruned
+    }
+
     /// `object` with the schema's defaults filled in, as the server stores it.
     #[must_use]
     pub fn default(&self, object: &Value) -> Value {
@@ -274,6 +290,61 @@ fn is_dns1123_subdomain(name: &str) -> bool {
                 && bytes[0] != b'-'
                 && bytes[bytes.len() - 1] != b'-'
         })
+}
+
+fn prune(
+    schema: &Value,
+    value: &mut Value,
+    path: &mut String,
+    pruned: &mut Vec<String>,
+    root: bool,
+) {
+    if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+        return;
+    }
+    match value {
+        Value::Object(fields) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|s| s.is_object());
+            if properties.is_none() && additional.is_none() {
+                // An object without declared fields (metadata, maps of
+                // anything) is kept as it is.
+                return;
+            }
+            let names: Vec<String> = fields.keys().cloned().collect();
+            for name in names {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&name);
+                match properties.and_then(|p| p.get(&name)).or(additional) {
+                    Some(child) => {
+                        if let Some(field) = fields.get_mut(&name) {
+                            prune(child, field, path, pruned, false);
+                        }
+                    }
+                    None if root && matches!(name.as_str(), "apiVersion" | "kind" | "metadata") => {
+                    }
+                    None => {
+                        fields.remove(&name);
+                        pruned.push(path.clone());
+                    }
+                }
+                path.truncate(len);
+            }
+        }
+        Value::Array(items) => {
+            let item_schema = schema.get("items").unwrap_or(&Value::Null);
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                prune(item_schema, item, path, pruned, false);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// `value` without null-valued fields: kube-apiserver evaluates no rule on a
@@ -678,6 +749,21 @@ mod tests {
         }
         let errs = validate_object_name(&json!({"metadata": {}}));
         assert_eq!(errs[0].kind, FieldErrorKind::Required);
+    }
+
+    #[test]
+    fn prunes_undeclared_fields_and_names_them() {
+        let mut object = json!({
+            "apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a", "anything": 1},
+            "spec": {"items": [{"name": "a", "colour": "red"}], "extra": true},
+            "unknown": 1
+        });
+        let pruned = validator().prune(&mut object);
+        assert_eq!(pruned, ["spec.extra", "spec.items[0].colour", "unknown"]);
+        assert_eq!(
+            object,
+            json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a", "anything": 1}, "spec": {"items": [{"name": "a"}]}})
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 
 mod crd;
 mod discovery;
+mod openapi;
 pub mod pki;
 mod registry;
 mod rest;
 mod selector;
 mod status;
+mod table;
 
 use std::{
     collections::HashMap,
@@ -275,6 +277,15 @@ async fn dispatch(
     let json = |value: serde_json::Value| axum::Json(value).into_response();
     let (group, version, rest) = match segments.as_slice() {
         ["version"] => return json(discovery::version()),
+        ["openapi", "v3"] => return json(openapi::index(&app.registry)),
+        ["openapi", "v3", "api", version] => {
+            return openapi::group_version(&app.registry, "", version)
+                .map_or_else(|| ApiError::NoRoute.into_response(), json);
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return openapi::group_version(&app.registry, group, version)
+                .map_or_else(|| ApiError::NoRoute.into_response(), json);
+        }
         ["api"] => return json(discovery::core_versions()),
         ["apis"] => return json(discovery::groups(&app.registry)),
         ["api", version, rest @ ..] => ("", *version, rest),

@@ -6,7 +6,9 @@ use std::{
     sync::{Arc, PoisonError, RwLock},
 };
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceColumnDefinition, CustomResourceDefinition,
+};
 
 use crate::validation::SchemaValidator;
 
@@ -28,6 +30,8 @@ pub struct Resource {
     pub scale: Option<(String, String, Option<String>)>,
     /// Schema checks for custom resources.
     pub validator: Option<SchemaValidator>,
+    /// The CRD's printer columns, for Table output.
+    pub printer_columns: Option<Vec<CustomResourceColumnDefinition>>,
     /// Served from a CRD (rather than built in).
     pub custom: bool,
 }
@@ -229,6 +233,7 @@ impl Registry {
                 status: builtin.status,
                 scale: None,
                 validator: None,
+                printer_columns: None,
                 custom: false,
             });
         }
@@ -307,6 +312,7 @@ impl Registry {
                     )
                 }),
                 validator,
+                printer_columns: version.additional_printer_columns.clone(),
                 custom: true,
             });
         }

@@ -12,7 +12,7 @@ use base64::Engine;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 
-use super::{App, registry::Resource, selector::Selector, status::ApiError};
+use super::{App, registry::Resource, selector::Selector, status::ApiError, table};
 use crate::{
     FieldError, FieldErrorKind, FieldErrors,
     storage::{EventKind, Revision, StoreError},
@@ -95,31 +95,39 @@ pub(super) async fn handle(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let resource = Arc::clone(&target.resource);
+    let as_table = table::wanted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let strict = query.get("fieldValidation").map(String::as_str) == Some("Strict");
     match (
         method,
         target.name.as_deref(),
         target.subresource.as_deref(),
     ) {
-        (Method::GET, None, None) if is_true(query.get("watch")) => watch(&app, &target, &query),
-        (Method::GET, None, None) => list(&app, &target, &query),
+        (Method::GET, None, None) if is_true(query.get("watch")) => {
+            watch(&app, &target, &query, as_table)
+        }
+        (Method::GET, None, None) => list(&app, &target, &query, as_table),
         (Method::POST, None, None) => {
             let object = parse_body(&body, &headers)?;
-            create(&app, &target, object)
+            create(&app, &target, object, strict)
                 .await
                 .map(|o| (StatusCode::CREATED, json_body(&o)).into_response())
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let key = resource.key(target.namespace.as_deref(), name);
-            let (_, object) = app
+            let (revision, object) = app
                 .store
                 .get(&key)
                 .ok_or_else(|| not_found(&resource, name))?;
+            if as_table {
+                let rows = table::table(&resource, &[&object], &revision.to_string(), false);
+                return Ok(json_body(&rows).into_response());
+            }
             Ok(json_body(&object).into_response())
         }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let object = parse_body(&body, &headers)?;
             let status_only = sub.is_some();
-            update(&app, &target, name, object, status_only)
+            update(&app, &target, name, object, status_only, strict)
                 .await
                 .map(|o| json_body(&o).into_response())
         }
@@ -135,9 +143,17 @@ pub(super) async fn handle(
                 .to_owned();
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
-            patch_object(&app, &target, name, &content_type, &patch, sub.is_some())
-                .await
-                .map(|o| json_body(&o).into_response())
+            patch_object(
+                &app,
+                &target,
+                name,
+                &content_type,
+                &patch,
+                sub.is_some(),
+                strict,
+            )
+            .await
+            .map(|o| json_body(&o).into_response())
         }
         (Method::DELETE, Some(name), None) => delete(&app, &target, name)
             .await
@@ -282,11 +298,30 @@ fn check_identity(object: &mut Value, target: &Target) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Schema defaults and validation for custom resources; name checks for
-/// every kind.
-fn admit(resource: &Resource, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+/// Pruning, schema defaults and validation for custom resources; name
+/// checks for every kind. With `strict` (`fieldValidation=Strict`) an
+/// undeclared field is refused rather than pruned.
+fn admit(
+    resource: &Resource,
+    object: &mut Value,
+    old: Option<&Value>,
+    strict: bool,
+) -> Result<(), ApiError> {
     let mut errors = validate_object_name(object);
     if let Some(validator) = &resource.validator {
+        let unknown = validator.prune(object);
+        if strict && !unknown.is_empty() {
+            let fields: Vec<String> = unknown
+                .iter()
+                .map(|f| format!("unknown field \"{f}\""))
+                .collect();
+            return Err(ApiError::BadRequest(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                fields.join(", "),
+                kind = resource.kind,
+                version = resource.version,
+            )));
+        }
         *object = validator.default(object);
         if let Err(FieldErrors(more)) = validator.validate(object, old) {
             errors.extend(more);
@@ -304,7 +339,12 @@ fn admit(resource: &Resource, object: &mut Value, old: Option<&Value>) -> Result
     }
 }
 
-async fn create(app: &App, target: &Target, mut object: Value) -> Result<Value, ApiError> {
+async fn create(
+    app: &App,
+    target: &Target,
+    mut object: Value,
+    strict: bool,
+) -> Result<Value, ApiError> {
     let resource = &target.resource;
     check_identity(&mut object, target)?;
     if resource.namespaced {
@@ -347,7 +387,7 @@ async fn create(app: &App, target: &Target, mut object: Value) -> Result<Value, 
         // With a status subresource, a create sets no status.
         map.remove("status");
     }
-    admit(resource, &mut object, None)?;
+    admit(resource, &mut object, None, strict)?;
     if resource.plural == "customresourcedefinitions" {
         super::crd::accept(&mut object, &app.registry)?;
     }
@@ -380,6 +420,7 @@ async fn update(
     name: &str,
     mut object: Value,
     status_only: bool,
+    strict: bool,
 ) -> Result<Value, ApiError> {
     let resource = &target.resource;
     check_identity(&mut object, target)?;
@@ -459,7 +500,7 @@ async fn update(
             + 1;
         metadata_mut(&mut next).insert("generation".into(), json!(generation));
     }
-    admit(resource, &mut next, Some(&current))?;
+    admit(resource, &mut next, Some(&current), strict)?;
     if next == *current {
         return Ok((*current).clone());
     }
@@ -491,6 +532,7 @@ async fn patch_object(
     content_type: &str,
     patch: &Value,
     status_only: bool,
+    strict: bool,
 ) -> Result<Value, ApiError> {
     let resource = &target.resource;
     let key = resource.key(target.namespace.as_deref(), name);
@@ -530,7 +572,7 @@ async fn patch_object(
             "resourceVersion".into(),
             Value::String(revision.to_string()),
         );
-        match update(app, target, name, next, status_only).await {
+        match update(app, target, name, next, status_only, strict).await {
             Err(ApiError::Conflict { .. }) => continue,
             other => return other,
         }
@@ -577,7 +619,12 @@ struct Continue {
     key: String,
 }
 
-fn list(app: &App, target: &Target, query: &HashMap<String, String>) -> Result<Response, ApiError> {
+fn list(
+    app: &App,
+    target: &Target,
+    query: &HashMap<String, String>,
+    as_table: bool,
+) -> Result<Response, ApiError> {
     let resource = &target.resource;
     let selector = Selector::from_query(query)?;
     let prefix = resource.prefix(target.namespace.as_deref());
@@ -616,6 +663,10 @@ fn list(app: &App, target: &Target, query: &HashMap<String, String>) -> Result<R
             items.push(&**object);
         }
     }
+    if as_table {
+        let rows = table::table(resource, &items, &revision.to_string(), false);
+        return Ok(json_body(&rows).into_response());
+    }
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if remaining > 0 {
         let last_key = key_of(items.last().expect("limit reached"));
@@ -637,6 +688,7 @@ fn watch(
     app: &App,
     target: &Target,
     query: &HashMap<String, String>,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
     let resource = Arc::clone(&target.resource);
     let selector = Selector::from_query(query)?;
@@ -652,9 +704,14 @@ fn watch(
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
         .map_or(Duration::from_secs(30 * 60), Duration::from_secs);
-    let bookmarks = is_true(query.get("allowWatchBookmarks"));
-    let store = app.store.clone();
-    let stream = async_watch(store, prefix, from, selector, timeout, bookmarks, resource);
+    let request = WatchRequest {
+        deadline: tokio::time::Instant::now() + timeout,
+        bookmarks: is_true(query.get("allowWatchBookmarks")),
+        selector,
+        resource,
+        as_table,
+    };
+    let stream = async_watch(app.store.clone(), &prefix, from, request);
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         Body::from_stream(stream),
@@ -670,22 +727,34 @@ fn line(kind: &str, object: &Value) -> Result<Bytes, std::convert::Infallible> {
 }
 
 /// The watch as a stream of newline-delimited `WatchEvent`s.
+/// How a watch's events are filtered, shaped and ended.
+struct WatchRequest {
+    deadline: tokio::time::Instant,
+    bookmarks: bool,
+    selector: Selector,
+    resource: Arc<Resource>,
+    as_table: bool,
+}
+
 fn async_watch(
     store: crate::storage::Store,
-    prefix: String,
+    prefix: &str,
     from: Option<Revision>,
-    selector: Selector,
-    timeout: Duration,
-    bookmarks: bool,
-    resource: Arc<Resource>,
-) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let opened = store.watch(&prefix, from);
-    futures::stream::unfold(Some((opened, store)), move |state| {
-        let selector = selector.clone();
-        let resource = Arc::clone(&resource);
+    request: WatchRequest,
+) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + use<> {
+    let opened = store.watch(prefix, from);
+    let request = Arc::new(request);
+    futures::stream::unfold(Some((opened, store, true)), move |state| {
+        let request = Arc::clone(&request);
         async move {
-            let (opened, store) = state?;
+            let WatchRequest {
+                deadline,
+                bookmarks,
+                ref selector,
+                ref resource,
+                as_table,
+            } = *request;
+            let (opened, store, first) = state?;
             let mut watch = match opened {
                 Ok(watch) => watch,
                 Err(e) => {
@@ -704,7 +773,7 @@ fn async_watch(
                             "kind": resource.kind,
                             "metadata": {"resourceVersion": store.revision().to_string()},
                         });
-                        return Some((line("BOOKMARK", &bookmark), Some((Ok(watch), store))));
+                        return Some((line("BOOKMARK", &bookmark), Some((Ok(watch), store, first))));
                     }
                     event = watch.next() => match event {
                         None => return None,
@@ -722,7 +791,13 @@ fn async_watch(
                                 EventKind::Modified => "MODIFIED",
                                 EventKind::Deleted => "DELETED",
                             };
-                            return Some((line(kind, &event.object), Some((Ok(watch), store))));
+                            let object = if as_table {
+                                // Column definitions come with the first event only.
+                                table::table(resource, &[&event.object], &event.revision.to_string(), !first)
+                            } else {
+                                (*event.object).clone()
+                            };
+                            return Some((line(kind, &object), Some((Ok(watch), store, false))));
                         }
                         Some(Ok(_)) => {}
                     }
