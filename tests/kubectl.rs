@@ -182,6 +182,12 @@ fn scenario(kubectl: &Kubectl) {
     ]);
     assert_eq!(got, "4 3");
 
+    // kubectl scale goes through the scale subresource to desiredCount.
+    let scaled = kubectl.ok(&["scale", "gsvc", "web", "--replicas=7"]);
+    assert!(scaled.contains("scaled"), "{scaled}");
+    let got = kubectl.ok(&["get", "gsvc", "web", "-o", "jsonpath={.spec.desiredCount}"]);
+    assert_eq!(got, "7");
+
     let explained = kubectl.ok(&["explain", "td.spec.containerDefinitions"]);
     assert!(explained.contains("memoryReservation"), "{explained}");
     let resources = kubectl.ok(&["api-resources", "--api-group=gantry.dev"]);

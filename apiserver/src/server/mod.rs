@@ -7,6 +7,7 @@ mod openapi;
 pub mod pki;
 mod registry;
 mod rest;
+mod scale;
 mod selector;
 mod status;
 mod table;

@@ -12,7 +12,7 @@ use base64::Engine;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 
-use super::{App, registry::Resource, selector::Selector, status::ApiError, table};
+use super::{App, registry::Resource, scale, selector::Selector, status::ApiError, table};
 use crate::{
     FieldError, FieldErrorKind, FieldErrors,
     storage::{EventKind, Revision, StoreError},
@@ -155,6 +155,29 @@ pub(super) async fn handle(
             .await
             .map(|o| json_body(&o).into_response())
         }
+        (Method::GET, Some(name), Some("scale")) if resource.scale.is_some() => {
+            let key = resource.key(target.namespace.as_deref(), name);
+            let (_, object) = app
+                .store
+                .get(&key)
+                .ok_or_else(|| not_found(&resource, name))?;
+            let scale = scale::of(&resource, &object).ok_or(ApiError::NoRoute)?;
+            Ok(json_body(&scale).into_response())
+        }
+        (method @ (Method::PUT | Method::PATCH), Some(name), Some("scale"))
+            if resource.scale.is_some() =>
+        {
+            let content_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/json")
+                .to_owned();
+            let change: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+            rescale(&app, &target, name, &method, &content_type, &change)
+                .await
+                .map(|s| json_body(&s).into_response())
+        }
         (Method::DELETE, Some(name), None) => delete(&app, &target, name)
             .await
             .map(|o| json_body(&o).into_response()),
@@ -164,6 +187,55 @@ pub(super) async fn handle(
             sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
+}
+
+/// PUT or PATCH of the scale subresource: change the Scale, write its
+/// replicas to the object, retry if the object moved meanwhile.
+async fn rescale(
+    app: &App,
+    target: &Target,
+    name: &str,
+    method: &Method,
+    content_type: &str,
+    change: &Value,
+) -> Result<Value, ApiError> {
+    let resource = &target.resource;
+    let key = resource.key(target.namespace.as_deref(), name);
+    for _ in 0..5 {
+        let (revision, current) = app
+            .store
+            .get(&key)
+            .ok_or_else(|| not_found(resource, name))?;
+        let mut scale = scale::of(resource, &current).ok_or(ApiError::NoRoute)?;
+        if *method == Method::PUT {
+            scale = change.clone();
+        } else if content_type.starts_with("application/json-patch+json") {
+            let ops: json_patch::Patch = serde_json::from_value(change.clone())
+                .map_err(|e| ApiError::BadRequest(format!("not a JSON patch: {e}")))?;
+            json_patch::patch(&mut scale, &ops).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        } else {
+            json_patch::merge(&mut scale, change);
+        }
+        let precondition = scale
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(revision);
+        let mut next = scale::apply(resource, &current, &scale)?;
+        metadata_mut(&mut next).insert(
+            "resourceVersion".into(),
+            Value::String(precondition.to_string()),
+        );
+        match update(app, target, name, next, false, false).await {
+            Err(ApiError::Conflict { .. }) if *method == Method::PATCH => {}
+            Err(e) => return Err(e),
+            Ok(updated) => return scale::of(resource, &updated).ok_or(ApiError::NoRoute),
+        }
+    }
+    Err(ApiError::Conflict {
+        resource: resource.qualified(),
+        name: name.to_owned(),
+    })
 }
 
 fn is_true(value: Option<&String>) -> bool {
