@@ -182,6 +182,19 @@ fn scenario(kubectl: &Kubectl) {
     ]);
     assert_eq!(got, "4 3");
 
+    // Server-side apply: the drain example takes only spec.state.
+    kubectl.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager=drain",
+        "-f",
+        "examples/drain.yaml",
+    ]);
+    let state = kubectl.ok(&["get", "ci", "host-1", "-o", "jsonpath={.spec.state}"]);
+    assert_eq!(state, "DRAINING");
+    let applied = kubectl.ok(&["apply", "--server-side", "-f", "examples/web.yaml"]);
+    assert!(applied.contains("serverside-applied"), "{applied}");
+
     // kubectl scale goes through the scale subresource to desiredCount.
     let scaled = kubectl.ok(&["scale", "gsvc", "web", "--replicas=7"]);
     assert!(scaled.contains("scaled"), "{scaled}");

@@ -8,7 +8,7 @@ use apiserver::{
     server::{Config, Server},
     storage::Options,
 };
-use crds::v1alpha1::{TaskDefinition, TaskDefinitionStatus};
+use crds::v1alpha1::{Service, TaskDefinition, TaskDefinitionStatus};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
     api::core::v1::ConfigMap,
@@ -410,5 +410,80 @@ async fn watches_follow_changes_and_old_revisions_are_gone() {
         }
     };
     assert_eq!(value, "3");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn server_side_apply_owns_fields_refuses_conflicts_and_yields_to_force() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    install_crds(&client).await;
+    let api: Api<Service> = Api::namespaced(client, "default");
+    let service = |count: i32| {
+        json!({"apiVersion": "gantry.dev/v1alpha1", "kind": "Service", "metadata": {"name": "web"},
+               "spec": {"taskDefinition": "web", "desiredCount": count}})
+    };
+
+    let created = api
+        .patch(
+            "web",
+            &PatchParams::apply("alice"),
+            &Patch::Apply(service(2)),
+        )
+        .await
+        .expect("apply creates");
+    let managers: Vec<_> = created
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .map(|m| (m.manager.clone(), m.operation.clone()))
+        .collect();
+    assert_eq!(managers, [(Some("alice".into()), Some("Apply".into()))]);
+
+    // Another manager may not change alice's desiredCount...
+    let err = api
+        .patch("web", &PatchParams::apply("bob"), &Patch::Apply(service(3)))
+        .await
+        .expect_err("conflict");
+    let Error::Api(status) = err else {
+        panic!("an API error")
+    };
+    assert_eq!(status.code, 409);
+    assert!(
+        status.message.contains("conflict with \"alice\""),
+        "{}",
+        status.message
+    );
+    // ...but may share it at the same value, or take it by force.
+    api.patch("web", &PatchParams::apply("bob"), &Patch::Apply(service(2)))
+        .await
+        .expect("same value is shared");
+    let forced = api
+        .patch(
+            "web",
+            &PatchParams::apply("bob").force(),
+            &Patch::Apply(service(5)),
+        )
+        .await
+        .expect("forced");
+    assert_eq!(forced.spec.desired_count, Some(5));
+
+    // A controller applies status without touching the spec's generation.
+    let generation = forced.metadata.generation;
+    let status = json!({"apiVersion": "gantry.dev/v1alpha1", "kind": "Service", "metadata": {"name": "web"},
+                        "status": {"runningCount": 1, "desiredCount": 5}});
+    let with_status = api
+        .patch_status(
+            "web",
+            &PatchParams::apply("gantry-controller"),
+            &Patch::Apply(status),
+        )
+        .await
+        .expect("status applied");
+    assert_eq!(with_status.status.map(|s| s.running_count), Some(1));
+    assert_eq!(with_status.metadata.generation, generation);
+    assert_eq!(with_status.spec.desired_count, Some(5));
     server.shutdown().await;
 }

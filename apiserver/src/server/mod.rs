@@ -1,6 +1,7 @@
 //! The HTTPS server: TLS, bearer tokens, discovery, and the REST surface
 //! over the store.
 
+mod apply;
 mod crd;
 mod discovery;
 mod openapi;

@@ -141,6 +141,29 @@ pub(super) async fn handle(
                 .unwrap_or_default()
                 .trim()
                 .to_owned();
+            if content_type == "application/apply-patch+yaml" {
+                let manager = query
+                    .get("fieldManager")
+                    .filter(|m| !m.is_empty())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest("fieldManager is required for apply requests".into())
+                    })?;
+                let applied: Value = serde_yaml::from_slice(&body).map_err(|e| {
+                    ApiError::BadRequest(format!("the apply patch is not valid YAML: {e}"))
+                })?;
+                if !applied.is_object() {
+                    return Err(ApiError::BadRequest(
+                        "the apply patch must be an object".into(),
+                    ));
+                }
+                let request = ApplyRequest {
+                    manager,
+                    force: is_true(query.get("force")),
+                    subresource: sub,
+                    strict,
+                };
+                return server_side_apply(&app, &target, name, applied, &request).await;
+            }
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
             patch_object(
@@ -187,6 +210,80 @@ pub(super) async fn handle(
             sub.map(|s| format!("/{s}")).unwrap_or_default()
         ))),
     }
+}
+
+/// What a server-side apply request asks for, besides the object.
+struct ApplyRequest<'a> {
+    manager: &'a str,
+    force: bool,
+    subresource: Option<&'a str>,
+    strict: bool,
+}
+
+/// Server-side apply: create the object if it is missing, else merge the
+/// manager's fields into it against the revision read, retrying if the
+/// object moved.
+async fn server_side_apply(
+    app: &App,
+    target: &Target,
+    name: &str,
+    mut applied: Value,
+    request: &ApplyRequest<'_>,
+) -> Result<Response, ApiError> {
+    let resource = &target.resource;
+    let key = resource.key(target.namespace.as_deref(), name);
+    let schema = resource
+        .validator
+        .as_ref()
+        .map_or(Value::Null, |v| v.schema().clone());
+    let api_version = resource.api_version();
+    let apply = super::apply::Apply {
+        manager: request.manager,
+        force: request.force,
+        subresource: request.subresource.unwrap_or_default(),
+        api_version: &api_version,
+        status_apart: resource.status,
+        schema: &schema,
+        now: now(),
+    };
+    check_identity(&mut applied, target)?;
+    match meta(&applied, "name") {
+        Some(n) if n != name => {
+            return Err(ApiError::BadRequest(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            metadata_mut(&mut applied).insert("name".into(), Value::String(name.to_owned()));
+        }
+    }
+    let status_only = request.subresource.is_some();
+    for _ in 0..5 {
+        let Some((revision, current)) = app.store.get(&key) else {
+            if status_only {
+                return Err(not_found(resource, name));
+            }
+            let object = super::apply::apply(&json!({}), &applied, &apply)?;
+            return match create(app, target, object, request.strict).await {
+                Err(ApiError::AlreadyExists { .. }) => continue,
+                other => other.map(|o| (StatusCode::CREATED, json_body(&o)).into_response()),
+            };
+        };
+        let mut next = super::apply::apply(&current, &applied, &apply)?;
+        metadata_mut(&mut next).insert(
+            "resourceVersion".into(),
+            Value::String(revision.to_string()),
+        );
+        match update(app, target, name, next, status_only, request.strict).await {
+            Err(ApiError::Conflict { .. }) => continue,
+            other => return other.map(|o| json_body(&o).into_response()),
+        }
+    }
+    Err(ApiError::Conflict {
+        resource: resource.qualified(),
+        name: name.to_owned(),
+    })
 }
 
 /// PUT or PATCH of the scale subresource: change the Scale, write its
@@ -530,6 +627,9 @@ async fn update(
         if let (Some(map), Some(status)) = (next.as_object_mut(), object.get("status")) {
             map.insert("status".into(), status.clone());
         }
+        if let Some(managed) = object.pointer("/metadata/managedFields") {
+            metadata_mut(&mut next).insert("managedFields".into(), managed.clone());
+        }
         next
     } else {
         if resource.status
@@ -542,6 +642,12 @@ async fn update(
         }
         object
     };
+    // Who manages what stays recorded unless the writer says otherwise.
+    if next.pointer("/metadata/managedFields").is_none()
+        && let Some(managed) = current.pointer("/metadata/managedFields")
+    {
+        metadata_mut(&mut next).insert("managedFields".into(), managed.clone());
+    }
     // Server-owned metadata stays as it was.
     let old_meta = current
         .get("metadata")

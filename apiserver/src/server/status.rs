@@ -29,6 +29,11 @@ pub enum ApiError {
         resource: String,
         name: String,
     },
+    /// 409: a server-side apply would change fields another manager owns.
+    ApplyConflict {
+        message: String,
+        causes: Vec<Value>,
+    },
     /// 422 with a cause per field.
     Invalid {
         kind: String,
@@ -81,6 +86,12 @@ impl ApiError {
                     "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
                 ),
                 json!({"name": name, "kind": resource}),
+            ),
+            Self::ApplyConflict { message, causes } => (
+                StatusCode::CONFLICT,
+                "Conflict",
+                message.clone(),
+                json!({"causes": causes}),
             ),
             Self::Invalid {
                 kind,
