@@ -141,6 +141,82 @@ fn scenario(kubectl: &Cli) {
     let got = kubectl.ok(&["get", "gsvc", "web", "-o", "jsonpath={.spec.desiredCount}"]);
     assert_eq!(got, "7");
 
+    // get -w follows changes as they happen: the current state first,
+    // then each change.
+    let mut watching = std::process::Command::new(&kubectl.binary)
+        .args([
+            "get",
+            "gsvc",
+            "web",
+            "-w",
+            "-o",
+            "jsonpath={.spec.desiredCount}{\"\\n\"}",
+        ])
+        .env("KUBECONFIG", &kubectl.kubeconfig)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl get -w runs");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        watching.stdout.take().expect("piped"),
+    ));
+    assert_eq!(lines.next().expect("current state").expect("readable"), "7");
+    kubectl.ok(&[
+        "patch",
+        "gsvc",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"desiredCount":9}}"#,
+    ]);
+    assert_eq!(lines.next().expect("the change").expect("readable"), "9");
+    watching.kill().expect("stopped");
+    watching.wait().expect("reaped");
+
+    // wait for a condition, set here through the status subresource.
+    kubectl.ok(&[
+        "patch", "gsvc", "web", "--subresource=status", "--type", "merge", "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"SteadyState","message":"ok","lastTransitionTime":"2026-11-22T00:00:00Z"}]}}"#,
+    ]);
+    let waited = kubectl.ok(&["wait", "--for=condition=Ready", "gsvc/web", "--timeout=10s"]);
+    assert!(waited.contains("condition met"), "{waited}");
+    let described = kubectl.ok(&["describe", "gsvc", "web"]);
+    assert!(
+        described.contains("Desired Count:") && described.contains("SteadyState"),
+        "{described}"
+    );
+
+    // A finalizer holds a deletion until it is removed.
+    kubectl.ok(&[
+        "patch",
+        "td",
+        "batch",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["gantry.dev/test"]}}"#,
+    ]);
+    kubectl.ok(&["delete", "td", "batch", "--wait=false"]);
+    let marked = kubectl.ok(&[
+        "get",
+        "td",
+        "batch",
+        "-o",
+        "jsonpath={.metadata.deletionTimestamp}",
+    ]);
+    assert!(!marked.is_empty(), "deletionTimestamp set");
+    kubectl.ok(&[
+        "patch",
+        "td",
+        "batch",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ]);
+    let stderr = kubectl.fails(&["get", "td", "batch"]);
+    assert!(stderr.contains("not found"), "{stderr}");
+
     let explained = kubectl.ok(&["explain", "td.spec.containerDefinitions"]);
     assert!(explained.contains("memoryReservation"), "{explained}");
     let resources = kubectl.ok(&["api-resources", "--api-group=gantry.dev"]);

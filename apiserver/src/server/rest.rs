@@ -888,6 +888,7 @@ fn watch(
     let request = WatchRequest {
         deadline: tokio::time::Instant::now() + timeout,
         bookmarks: is_true(query.get("allowWatchBookmarks")),
+        initial_events: is_true(query.get("sendInitialEvents")),
         selector,
         resource,
         as_table,
@@ -912,6 +913,8 @@ fn line(kind: &str, object: &Value) -> Result<Bytes, std::convert::Infallible> {
 struct WatchRequest {
     deadline: tokio::time::Instant,
     bookmarks: bool,
+    /// Watch-list: after the initial events, a bookmark saying they ended.
+    initial_events: bool,
     selector: Selector,
     resource: Arc<Resource>,
     as_table: bool,
@@ -925,17 +928,19 @@ fn async_watch(
 ) -> impl futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + use<> {
     let opened = store.watch(prefix, from);
     let request = Arc::new(request);
-    futures::stream::unfold(Some((opened, store, true)), move |state| {
+    let initial = request.initial_events;
+    futures::stream::unfold(Some((opened, store, true, initial)), move |state| {
         let request = Arc::clone(&request);
         async move {
             let WatchRequest {
                 deadline,
                 bookmarks,
+                initial_events: _,
                 ref selector,
                 ref resource,
                 as_table,
             } = *request;
-            let (opened, store, first) = state?;
+            let (opened, store, first, initial_pending) = state?;
             let mut watch = match opened {
                 Ok(watch) => watch,
                 Err(e) => {
@@ -944,6 +949,21 @@ fn async_watch(
                 }
             };
             let bookmark_every = Duration::from_secs(60);
+            if initial_pending && watch.pending() == 0 {
+                // Watch-list: the initial events are out; say so.
+                let end = json!({
+                    "apiVersion": resource.api_version(),
+                    "kind": resource.kind,
+                    "metadata": {
+                        "resourceVersion": watch.revision().to_string(),
+                        "annotations": {"k8s.io/initial-events-end": "true"},
+                    },
+                });
+                return Some((
+                    line("BOOKMARK", &end),
+                    Some((Ok(watch), store, first, false)),
+                ));
+            }
             loop {
                 let tick = tokio::time::sleep(bookmark_every);
                 tokio::select! {
@@ -954,7 +974,7 @@ fn async_watch(
                             "kind": resource.kind,
                             "metadata": {"resourceVersion": store.revision().to_string()},
                         });
-                        return Some((line("BOOKMARK", &bookmark), Some((Ok(watch), store, first))));
+                        return Some((line("BOOKMARK", &bookmark), Some((Ok(watch), store, first, initial_pending))));
                     }
                     event = watch.next() => match event {
                         None => return None,
@@ -978,7 +998,7 @@ fn async_watch(
                             } else {
                                 (*event.object).clone()
                             };
-                            return Some((line(kind, &object), Some((Ok(watch), store, false))));
+                            return Some((line(kind, &object), Some((Ok(watch), store, false, initial_pending))));
                         }
                         Some(Ok(_)) => {}
                     }

@@ -370,6 +370,19 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Events already queued for this watcher (for a watch from `None`:
+    /// the initial `Added` events not yet taken).
+    #[must_use]
+    pub fn pending(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// The revision this watcher has seen up to.
+    #[must_use]
+    pub fn revision(&self) -> Revision {
+        self.last
+    }
+
     /// The next event; `None` once the store is gone, `Gone` if this
     /// watcher fell so far behind that the log no longer has its events.
     pub async fn next(&mut self) -> Option<Result<Arc<Event>, StoreError>> {
