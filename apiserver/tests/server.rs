@@ -11,7 +11,7 @@ use apiserver::{
 use crds::v1alpha1::{Service, TaskDefinition, TaskDefinitionStatus};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
-    api::core::v1::ConfigMap,
+    api::core::v1::{ConfigMap, Namespace},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -485,5 +485,101 @@ async fn server_side_apply_owns_fields_refuses_conflicts_and_yields_to_force() {
     assert_eq!(with_status.status.map(|s| s.running_count), Some(1));
     assert_eq!(with_status.metadata.generation, generation);
     assert_eq!(with_status.spec.desired_count, Some(5));
+    server.shutdown().await;
+}
+
+fn owned_config_map(name: &str, owner: &ConfigMap) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "ownerReferences": [{
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "name": owner.metadata.name, "uid": owner.metadata.uid
+        }]},
+        "data": {"key": "x"}
+    }))
+    .expect("config map")
+}
+
+#[tokio::test]
+async fn deleting_an_owner_collects_orphans_or_waits_for_its_dependents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let pp = PostParams::default();
+
+    // Background (the default): the dependents follow the owner.
+    let owner = api
+        .create(&pp, &config_map("owner", "1"))
+        .await
+        .expect("created");
+    api.create(&pp, &owned_config_map("child", &owner))
+        .await
+        .expect("created");
+    api.delete("owner", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let collected = async {
+        while api.get_opt("child").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), collected)
+        .await
+        .expect("the dependent is collected");
+
+    // Foreground: dependents (and theirs) are gone when the owner is.
+    let owner = api
+        .create(&pp, &config_map("owner", "1"))
+        .await
+        .expect("created");
+    let child = api
+        .create(&pp, &owned_config_map("child", &owner))
+        .await
+        .expect("created");
+    api.create(&pp, &owned_config_map("grandchild", &child))
+        .await
+        .expect("created");
+    api.delete("owner", &DeleteParams::foreground())
+        .await
+        .expect("deleted");
+    assert!(api.get_opt("child").await.expect("get").is_none());
+    assert!(api.get_opt("grandchild").await.expect("get").is_none());
+
+    // Orphan: the dependent stays, without the owner reference.
+    let owner = api
+        .create(&pp, &config_map("owner", "1"))
+        .await
+        .expect("created");
+    api.create(&pp, &owned_config_map("child", &owner))
+        .await
+        .expect("created");
+    api.delete("owner", &DeleteParams::orphan())
+        .await
+        .expect("deleted");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let kept = api.get("child").await.expect("orphan kept");
+    assert!(
+        kept.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+
+    // Deleting a namespace deletes what is in it.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let team: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "team"}})).expect("ns");
+    namespaces.create(&pp, &team).await.expect("created");
+    let in_team: Api<ConfigMap> = Api::namespaced(client, "team");
+    in_team
+        .create(&pp, &config_map("a", "1"))
+        .await
+        .expect("created");
+    namespaces
+        .delete("team", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    assert!(in_team.get_opt("a").await.expect("get").is_none());
+    assert!(namespaces.get_opt("team").await.expect("get").is_none());
     server.shutdown().await;
 }

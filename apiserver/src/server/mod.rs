@@ -4,6 +4,7 @@
 mod apply;
 mod crd;
 mod discovery;
+mod gc;
 mod openapi;
 pub mod pki;
 mod protobuf;
@@ -68,6 +69,22 @@ pub(crate) struct App {
     pub(crate) store: Store,
     pub(crate) registry: Registry,
     credentials: Credentials,
+    /// Uids of removed objects, for the garbage collector.
+    removed: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl App {
+    /// An object is gone: collect its dependents.
+    pub(crate) fn removed(&self, object: &serde_json::Value) {
+        if let Some(uid) = object
+            .pointer("/metadata/uid")
+            .and_then(serde_json::Value::as_str)
+        {
+            // The collector lives as long as the server; nothing to do if
+            // it has stopped.
+            let _ = self.removed.send(uid.to_owned());
+        }
+    }
 }
 
 /// A running server.
@@ -113,11 +130,14 @@ impl Server {
                 }
             }
         }
+        let (removed, collect) = tokio::sync::mpsc::unbounded_channel();
         let app = Arc::new(App {
             store,
             registry,
             credentials: credentials.clone(),
+            removed,
         });
+        gc::spawn(&app, collect);
         let tls = tls_config(&credentials)?;
         let router = Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))

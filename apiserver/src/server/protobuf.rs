@@ -174,23 +174,19 @@ fn body(kind: &str, bytes: &[u8]) -> Result<Map<String, Value>, String> {
     Ok(object)
 }
 
-/// A protobuf request body as the JSON object it encodes.
-///
-/// # Errors
-/// 415 for kinds not decoded here, 400 for a malformed body.
-pub(super) fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
-    let bad = |e: String| ApiError::BadRequest(format!("the protobuf body does not decode: {e}"));
+/// The `kind` and `raw` message of the k8s protobuf envelope.
+fn unwrap(bytes: &[u8]) -> Result<(String, String, &[u8]), String> {
     let envelope = bytes
         .strip_prefix(MAGIC)
-        .ok_or_else(|| bad("missing the k8s protobuf magic".into()))?;
+        .ok_or("missing the k8s protobuf magic")?;
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
-    for (number, field) in fields(envelope).map_err(bad)? {
+    for (number, field) in fields(envelope)? {
         match (number, field) {
             (1, Field::Bytes(type_meta)) => {
-                for (n, f) in fields(type_meta).map_err(bad)? {
+                for (n, f) in fields(type_meta)? {
                     match (n, f) {
-                        (1, Field::Bytes(b)) => api_version = text(b).map_err(bad)?,
-                        (2, Field::Bytes(b)) => kind = text(b).map_err(bad)?,
+                        (1, Field::Bytes(b)) => api_version = text(b)?,
+                        (2, Field::Bytes(b)) => kind = text(b)?,
                         _ => {}
                     }
                 }
@@ -199,6 +195,36 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
             _ => {}
         }
     }
+    Ok((api_version, kind, raw))
+}
+
+/// `DeleteOptions` sent as protobuf: its `propagationPolicy` (field 4).
+///
+/// # Errors
+/// 400 for a malformed body.
+pub(super) fn delete_options(bytes: &[u8]) -> Result<Value, ApiError> {
+    let bad =
+        |e: String| ApiError::BadRequest(format!("the protobuf DeleteOptions do not decode: {e}"));
+    let (_, _, raw) = unwrap(bytes).map_err(bad)?;
+    let mut options = Map::new();
+    for (number, field) in fields(raw).map_err(bad)? {
+        if let (4, Field::Bytes(b)) = (number, field) {
+            options.insert(
+                "propagationPolicy".into(),
+                Value::String(text(b).map_err(bad)?),
+            );
+        }
+    }
+    Ok(Value::Object(options))
+}
+
+/// A protobuf request body as the JSON object it encodes.
+///
+/// # Errors
+/// 415 for kinds not decoded here, 400 for a malformed body.
+pub(super) fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
+    let bad = |e: String| ApiError::BadRequest(format!("the protobuf body does not decode: {e}"));
+    let (api_version, kind, raw) = unwrap(bytes).map_err(bad)?;
     if !matches!(kind.as_str(), "Secret" | "ConfigMap") {
         return Err(ApiError::UnsupportedMediaType(format!(
             "protobuf bodies are accepted for Secrets and ConfigMaps; send {kind} as application/json"
@@ -268,6 +294,17 @@ mod tests {
                              "resourceVersion": "42", "labels": {"owner": "helm"}},
                 "data": {"release": "AQI="}
             })
+        );
+    }
+
+    #[test]
+    fn reads_the_propagation_policy_of_delete_options() {
+        let options = [bytes(1, &encode_varint(0)), bytes(4, b"Foreground")].concat();
+        let type_meta = [bytes(1, b"v1"), bytes(2, b"DeleteOptions")].concat();
+        let body = [MAGIC.to_vec(), bytes(1, &type_meta), bytes(2, &options)].concat();
+        assert_eq!(
+            delete_options(&body).expect("decodes"),
+            json!({"propagationPolicy": "Foreground"})
         );
     }
 

@@ -262,6 +262,17 @@ impl Registry {
             .cloned()
     }
 
+    /// The resource whose objects have this `apiVersion` and `kind`.
+    #[must_use]
+    pub fn for_kind(&self, api_version: &str, kind: &str) -> Option<Arc<Resource>> {
+        self.resources
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .find(|r| r.kind == kind && r.api_version() == api_version)
+            .cloned()
+    }
+
     /// Every served resource, in group, version, plural order.
     #[must_use]
     pub fn all(&self) -> Vec<Arc<Resource>> {

@@ -12,7 +12,15 @@ use base64::Engine;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 
-use super::{App, registry::Resource, scale, selector::Selector, status::ApiError, table};
+use super::{
+    App,
+    gc::{self, Propagation},
+    registry::Resource,
+    scale,
+    selector::Selector,
+    status::ApiError,
+    table,
+};
 use crate::{
     FieldError, FieldErrorKind, FieldErrors,
     storage::{EventKind, Revision, StoreError},
@@ -201,9 +209,30 @@ pub(super) async fn handle(
                 .await
                 .map(|s| json_body(&s).into_response())
         }
-        (Method::DELETE, Some(name), None) => delete(&app, &target, name)
-            .await
-            .map(|o| json_body(&o).into_response()),
+        (Method::DELETE, Some(name), None) => {
+            // DeleteOptions come in the body (kubectl, kube-rs) or the query.
+            let protobuf = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|c| c.starts_with("application/vnd.kubernetes.protobuf"));
+            let options: Value = if body.is_empty() {
+                Value::Null
+            } else if protobuf {
+                super::protobuf::delete_options(&body)?
+            } else {
+                serde_json::from_slice(&body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+            };
+            let policy = Propagation::parse(
+                options
+                    .get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .or(query.get("propagationPolicy").map(String::as_str)),
+            )?;
+            delete(&app, &target, name, policy)
+                .await
+                .map(|o| json_body(&o).into_response())
+        }
         (method, _, sub) => Err(ApiError::MethodNotAllowed(format!(
             "{method} is not supported on {}{}",
             resource.qualified(),
@@ -692,12 +721,13 @@ async fn update(
         .is_some_and(|f| !f.is_empty());
     let precondition = precondition.or(Some(current_revision));
     if old_meta.contains_key("deletionTimestamp") && !finalizers_left {
-        return app
+        let deleted = app
             .store
             .delete(&key, precondition)
             .await
-            .map(|o| (*o).clone())
-            .map_err(|e| ApiError::from_store(e, &resource.qualified(), name));
+            .map_err(|e| ApiError::from_store(e, &resource.qualified(), name))?;
+        app.removed(&deleted);
+        return Ok((*deleted).clone());
     }
     app.store
         .update(&key, next, precondition)
@@ -764,9 +794,28 @@ async fn patch_object(
     })
 }
 
-async fn delete(app: &App, target: &Target, name: &str) -> Result<Value, ApiError> {
+async fn delete(
+    app: &App,
+    target: &Target,
+    name: &str,
+    policy: Propagation,
+) -> Result<Value, ApiError> {
     let resource = &target.resource;
     let key = resource.key(target.namespace.as_deref(), name);
+    let (_, current) = app
+        .store
+        .get(&key)
+        .ok_or_else(|| not_found(resource, name))?;
+    if resource.plural == "namespaces" && resource.group.is_empty() {
+        gc::empty_namespace(app, name).await?;
+    }
+    let uid = meta(&current, "uid").unwrap_or_default();
+    match policy {
+        Propagation::Foreground => gc::delete_dependents(app, &uid).await?,
+        Propagation::Orphan => gc::orphan(app, &uid).await?,
+        Propagation::Background => {}
+    }
+    // Read again: dependents and their collection may have moved it on.
     let (revision, current) = app
         .store
         .get(&key)
@@ -789,10 +838,66 @@ async fn delete(app: &App, target: &Target, name: &str) -> Result<Value, ApiErro
         app.store.delete(&key, Some(revision)).await
     };
     let deleted = result.map_err(|e| ApiError::from_store(e, &resource.qualified(), name))?;
-    if resource.plural == "customresourcedefinitions" && !has_finalizers {
-        super::crd::forget(&deleted, &app.registry);
+    if !has_finalizers {
+        if resource.plural == "customresourcedefinitions" {
+            super::crd::forget(&deleted, &app.registry);
+        }
+        if policy == Propagation::Background {
+            app.removed(&deleted);
+        }
     }
     Ok((*deleted).clone())
+}
+
+/// Delete a stored object, whatever its kind (for the garbage collector;
+/// boxed, as deletions recurse through dependents).
+pub(super) fn delete_object<'a>(
+    app: &'a App,
+    object: &'a Value,
+    policy: Propagation,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, ApiError>> + Send + 'a>> {
+    Box::pin(async move {
+        let target = target_of(app, object)?;
+        let name = meta(object, "name").unwrap_or_default();
+        delete(app, &target, &name, policy).await
+    })
+}
+
+/// Write a stored object back as it is given, against its revision.
+pub(super) async fn store_update(app: &App, object: &Value) -> Result<(), ApiError> {
+    let target = target_of(app, object)?;
+    let name = meta(object, "name").unwrap_or_default();
+    let key = target.resource.key(target.namespace.as_deref(), &name);
+    app.store
+        .update(&key, object.clone(), revision_of(object))
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::from_store(e, &target.resource.qualified(), &name))
+}
+
+fn target_of(app: &App, object: &Value) -> Result<Target, ApiError> {
+    let text = |field: &str| {
+        object
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    };
+    let resource = app
+        .registry
+        .for_kind(text("apiVersion"), text("kind"))
+        .ok_or_else(|| {
+            ApiError::Internal(format!(
+                "no resource serves {} {}",
+                text("apiVersion"),
+                text("kind")
+            ))
+        })?;
+    Ok(Target {
+        namespace: meta(object, "namespace"),
+        name: meta(object, "name"),
+        subresource: None,
+        resource,
+    })
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
