@@ -39,11 +39,14 @@ impl Propagation {
 }
 
 /// Start the collector: it deletes the dependents of every uid sent to
-/// it (objects removed with Background propagation).
+/// it (objects removed with Background propagation). It holds the server
+/// weakly, so that a stopped server (and its store) is dropped, which
+/// closes the channel and ends the collector.
 pub(super) fn spawn(app: &Arc<App>, mut removed: mpsc::UnboundedReceiver<String>) {
-    let app = Arc::clone(app);
+    let app = Arc::downgrade(app);
     tokio::spawn(async move {
         while let Some(uid) = removed.recv().await {
+            let Some(app) = app.upgrade() else { return };
             if let Err(e) = delete_dependents(&app, &uid).await {
                 tracing::warn!(owner = %uid, error = ?e, "garbage collection failed");
             }
