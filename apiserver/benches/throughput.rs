@@ -1,8 +1,10 @@
 //! Storage throughput and latency, one JSON object per line.
 //!
-//! `cargo bench -p apiserver --bench throughput` measures the store that
-//! backs the control plane (`"layer":"store"`: no HTTP yet) on a fresh
-//! database in a temporary directory, with fsync on every commit:
+//! `cargo bench -p apiserver --bench throughput` measures, on a fresh
+//! database in a temporary directory with fsync on every commit, first the
+//! store alone (`"layer":"store"`), then the whole server through the
+//! kube-rs client over TLS (`"layer":"http"`, client and server in this
+//! one process):
 //! - conditional updates per second with 1, 4 and 16 concurrent writers
 //!   (each a read and a compare-and-swap update of its own object);
 //! - watch latency, from the update call to delivery, p50 and p99, with
@@ -18,7 +20,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apiserver::storage::{Options, Store};
+use apiserver::{
+    server::{Config, Server},
+    storage::{Options, Store},
+};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client,
+    api::{ListParams, PostParams, WatchEvent, WatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
 use serde_json::{Value, json};
 
 fn object(name: &str, n: u64) -> Value {
@@ -142,6 +154,170 @@ async fn list_latency(store: &Store, objects: usize, runs: usize) -> (f64, f64) 
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
+fn config_map(name: &str, n: u64) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "web"}},
+        "data": {"n": n.to_string(), "payload": "x".repeat(200)}
+    }))
+    .expect("config map")
+}
+
+async fn http_conditional_updates(api: &Api<ConfigMap>, writers: usize, run_for: Duration) -> f64 {
+    for w in 0..writers {
+        api.create(
+            &PostParams::default(),
+            &config_map(&format!("cas-{writers}-{w}"), 0),
+        )
+        .await
+        .expect("created");
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("cas-{writers}-{w}");
+            let mut current = api.get(&name).await.expect("got");
+            let mut done = 0u64;
+            while start.elapsed() < run_for {
+                current.data = Some([("n".to_owned(), done.to_string())].into());
+                // The replace carries the resourceVersion read: a conditional update.
+                current = api
+                    .replace(&name, &PostParams::default(), &current)
+                    .await
+                    .expect("no other writer on this object");
+                done += 1;
+            }
+            done
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("writer");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn http_watch_latency(api: &Api<ConfigMap>, watchers: usize, updates: u64) -> (f64, f64) {
+    let name = format!("watched-{watchers}");
+    let created = api
+        .create(&PostParams::default(), &config_map(&name, 0))
+        .await
+        .expect("created");
+    let from = created.metadata.resource_version.clone().expect("rv");
+    let base = Instant::now();
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..=updates).map(|_| AtomicU64::new(0)).collect());
+    let params = WatchParams::default().fields(&format!("metadata.name={name}"));
+    let mut tasks = Vec::new();
+    for _ in 0..watchers {
+        let mut stream = api.watch(&params, &from).await.expect("watch").boxed();
+        let sent = Arc::clone(&sent);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(updates as usize);
+            while (latencies.len() as u64) < updates {
+                if let WatchEvent::Modified(cm) =
+                    stream.try_next().await.expect("ok").expect("open")
+                {
+                    let n: usize = cm
+                        .data
+                        .and_then(|d| d.get("n").and_then(|n| n.parse().ok()))
+                        .expect("n");
+                    let at = base.elapsed().as_nanos() as u64;
+                    latencies.push((at - sent[n].load(Ordering::Acquire)) as f64 / 1e6);
+                }
+            }
+            latencies
+        }));
+    }
+    for n in 1..=updates {
+        sent[n as usize].store(base.elapsed().as_nanos() as u64, Ordering::Release);
+        api.replace(&name, &PostParams::default(), &{
+            let mut cm = config_map(&name, n);
+            cm.metadata.resource_version = None;
+            cm
+        })
+        .await
+        .expect("updated");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("watcher"));
+    }
+    all.sort_by(f64::total_cmp);
+    (percentile(&all, 0.5), percentile(&all, 0.99))
+}
+
+async fn http_list_latency(api: &Api<ConfigMap>, objects: usize, runs: usize) -> (f64, f64) {
+    let mut creates = Vec::new();
+    for chunk in 0..16 {
+        let api = api.clone();
+        creates.push(tokio::spawn(async move {
+            for i in (chunk..objects).step_by(16) {
+                api.create(
+                    &PostParams::default(),
+                    &config_map(&format!("list-{i:05}"), i as u64),
+                )
+                .await
+                .expect("created");
+            }
+        }));
+    }
+    for create in creates {
+        create.await.expect("created");
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let listed = api
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .expect("listed");
+        assert!(listed.items.len() >= objects);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+async fn http(dir: &std::path::Path) {
+    let server = Server::start(Config {
+        data_dir: dir.to_path_buf(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        kubeconfig: None,
+        store: Options::default(),
+    })
+    .await
+    .expect("server starts");
+    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    let api: Api<ConfigMap> = Api::namespaced(Client::try_from(config).expect("client"), "default");
+    for writers in [1, 4, 16] {
+        let value = http_conditional_updates(&api, writers, Duration::from_secs(3)).await;
+        emit(
+            json!({"metric": "conditional_updates_per_s", "layer": "http", "writers": writers, "value": value.round()}),
+        );
+    }
+    for watchers in [100, 1000] {
+        let (p50, p99) = http_watch_latency(&api, watchers, 100).await;
+        emit(
+            json!({"metric": "watch_latency_ms", "layer": "http", "watchers": watchers, "p50": p50, "p99": p99}),
+        );
+    }
+    let (p50, p99) = http_list_latency(&api, 10_000, 20).await;
+    emit(
+        json!({"metric": "list_latency_ms", "layer": "http", "objects": 10_000, "p50": p50, "p99": p99}),
+    );
+    if let Some(rss) = rss_mib() {
+        emit(
+            json!({"metric": "rss_mib", "layer": "http", "objects": 10_000, "value": rss, "note": "server and client in one process"}),
+        );
+    }
+    server.shutdown().await;
+}
+
 fn rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: f64 = status
@@ -176,5 +352,8 @@ fn main() {
         if let Some(rss) = rss_mib() {
             emit(json!({"metric": "rss_mib", "layer": "store", "objects": 10_000, "value": rss}));
         }
+        drop(store);
+        let dir = tempfile::tempdir().expect("tempdir");
+        http(dir.path()).await;
     });
 }

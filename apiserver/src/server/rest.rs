@@ -1014,6 +1014,17 @@ fn line(kind: &str, object: &Value) -> Result<Bytes, std::convert::Infallible> {
 }
 
 /// The watch as a stream of newline-delimited `WatchEvent`s.
+/// A watch event line around an already encoded object.
+fn encoded_line(kind: &str, object: &[u8]) -> Result<Bytes, std::convert::Infallible> {
+    let mut bytes = Vec::with_capacity(object.len() + 32);
+    bytes.extend_from_slice(b"{\"type\":\"");
+    bytes.extend_from_slice(kind.as_bytes());
+    bytes.extend_from_slice(b"\",\"object\":");
+    bytes.extend_from_slice(object);
+    bytes.extend_from_slice(b"}\n");
+    Ok(Bytes::from(bytes))
+}
+
 /// How a watch's events are filtered, shaped and ended.
 struct WatchRequest {
     deadline: tokio::time::Instant,
@@ -1097,13 +1108,15 @@ fn async_watch(
                                 EventKind::Modified => "MODIFIED",
                                 EventKind::Deleted => "DELETED",
                             };
-                            let object = if as_table {
+                            let line = if as_table {
                                 // Column definitions come with the first event only.
-                                table::table(resource, &[&event.object], &event.revision.to_string(), !first)
+                                let rows = table::table(resource, &[&event.object], &event.revision.to_string(), !first);
+                                line(kind, &rows)
                             } else {
-                                (*event.object).clone()
+                                // Every watcher sends the same bytes: encode once.
+                                encoded_line(kind, event.object_json())
                             };
-                            return Some((line(kind, &object), Some((Ok(watch), store, false, initial_pending))));
+                            return Some((line, Some((Ok(watch), store, false, initial_pending))));
                         }
                         Some(Ok(_)) => {}
                     }

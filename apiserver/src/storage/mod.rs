@@ -43,12 +43,41 @@ pub enum EventKind {
 
 /// One committed write. For a deletion, `object` is the last state with
 /// the deletion's revision, as Kubernetes watches report it.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 pub struct Event {
     pub revision: Revision,
     pub kind: EventKind,
     pub key: String,
     pub object: Arc<Value>,
+    /// `object` as JSON, encoded once however many watchers send it.
+    json: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        (self.revision, self.kind, &self.key, &self.object)
+            == (other.revision, other.kind, &other.key, &other.object)
+    }
+}
+
+impl Event {
+    /// A new event.
+    #[must_use]
+    pub fn new(revision: Revision, kind: EventKind, key: String, object: Arc<Value>) -> Self {
+        Self {
+            revision,
+            kind,
+            key,
+            object,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The object as JSON, encoded on first use and shared after.
+    pub fn object_json(&self) -> &[u8] {
+        self.json
+            .get_or_init(|| serde_json::to_vec(&*self.object).unwrap_or_default())
+    }
 }
 
 /// Why a store operation did not happen.
@@ -318,12 +347,12 @@ impl Store {
                 .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
                 .take_while(|(key, _)| key.starts_with(prefix))
                 .map(|(key, s)| {
-                    Arc::new(Event {
-                        revision: s.revision,
-                        kind: EventKind::Added,
-                        key: key.clone(),
-                        object: Arc::clone(&s.object),
-                    })
+                    Arc::new(Event::new(
+                        s.revision,
+                        EventKind::Added,
+                        key.clone(),
+                        Arc::clone(&s.object),
+                    ))
                 })
                 .collect(),
             Some(from) => replay(&state, prefix, from)?,
@@ -529,12 +558,7 @@ impl Writer {
                         object: Arc::clone(&object),
                     }),
                 );
-                Arc::new(Event {
-                    revision,
-                    kind,
-                    key: key.to_owned(),
-                    object,
-                })
+                Arc::new(Event::new(revision, kind, key.to_owned(), object))
             }));
         }
         (outcomes, revision)

@@ -70,12 +70,12 @@ impl Log {
                 "SELECT revision, kind, key, value FROM events ORDER BY revision DESC LIMIT ?1",
             )?
             .query_map([event_window as i64], |row| {
-                Ok(Event {
-                    revision: row.get::<_, i64>(0)? as Revision,
-                    kind: kind_from(row.get(1)?),
-                    key: row.get(2)?,
-                    object: std::sync::Arc::new(decode(&row.get::<_, Vec<u8>>(3)?)?),
-                })
+                Ok(Event::new(
+                    row.get::<_, i64>(0)? as Revision,
+                    kind_from(row.get(1)?),
+                    row.get(2)?,
+                    std::sync::Arc::new(decode(&row.get::<_, Vec<u8>>(3)?)?),
+                ))
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         events.reverse();
@@ -108,8 +108,7 @@ impl Log {
                 "INSERT INTO events (revision, kind, key, value) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for event in events {
-                let bytes = serde_json::to_vec(&*event.object)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let bytes = event.object_json();
                 let revision = event.revision as i64;
                 match event.kind {
                     EventKind::Deleted => {
