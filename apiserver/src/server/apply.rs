@@ -40,19 +40,13 @@ const SERVER_SET: [&str; 7] = [
     "managedFields",
 ];
 
-/// Metadata that identifies or is set by the server; never part of a
-/// field set.
-const SERVER_METADATA: [&str; 9] = [
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "managedFields",
-];
+/// Metadata that identifies the object; kept, but never owned.
+const IDENTITY: [&str; 2] = ["name", "namespace"];
+
+/// Whether a metadata field is part of no field set.
+fn never_owned(field: &str) -> bool {
+    IDENTITY.contains(&field) || SERVER_SET.contains(&field)
+}
 
 fn child_schema<'a>(schema: &'a Value, field: &str) -> &'a Value {
     schema
@@ -111,7 +105,7 @@ pub(super) fn fields(
             _ if status_only => {}
             "metadata" => {
                 for (field, value) in value.as_object().into_iter().flatten() {
-                    if !SERVER_METADATA.contains(&field.as_str()) {
+                    if !never_owned(field) {
                         let mut path = path.clone();
                         path.push(Step::Field(field.clone()));
                         collect(value, &Value::Null, path, &mut set);

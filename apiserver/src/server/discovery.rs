@@ -61,11 +61,7 @@ const VERBS: [&str; 7] = [
 /// `/api/v1` or `/apis/{group}/{version}`; `None` if nothing is served
 /// there.
 pub(super) fn resources(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let served: Vec<_> = registry
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let served = registry.in_group_version(group, version);
     if served.is_empty() {
         return None;
     }

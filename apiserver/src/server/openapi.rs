@@ -54,11 +54,7 @@ fn query(name: &str) -> Value {
 
 /// `/openapi/v3/api/v1` or `/openapi/v3/apis/{group}/{version}`.
 pub(super) fn group_version(registry: &Registry, group: &str, version: &str) -> Option<Value> {
-    let served: Vec<_> = registry
-        .all()
-        .into_iter()
-        .filter(|r| r.group == group && r.version == version)
-        .collect();
+    let served = registry.in_group_version(group, version);
     if served.is_empty() {
         return None;
     }

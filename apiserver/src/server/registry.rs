@@ -273,6 +273,15 @@ impl Registry {
             .cloned()
     }
 
+    /// The resources served at `/apis/{group}/{version}` (or `/api/v1`).
+    #[must_use]
+    pub fn in_group_version(&self, group: &str, version: &str) -> Vec<Arc<Resource>> {
+        self.all()
+            .into_iter()
+            .filter(|r| r.group == group && r.version == version)
+            .collect()
+    }
+
     /// Every served resource, in group, version, plural order.
     #[must_use]
     pub fn all(&self) -> Vec<Arc<Resource>> {

@@ -122,10 +122,7 @@ pub(super) async fn handle(
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let key = resource.key(target.namespace.as_deref(), name);
-            let (revision, object) = app
-                .store
-                .get(&key)
-                .ok_or_else(|| not_found(&resource, name))?;
+            let (revision, object) = stored(&app, &key, &resource, name)?;
             if as_table {
                 let rows = table::table(&resource, &[&object], &revision.to_string(), false);
                 return Ok(json_body(&rows).into_response());
@@ -188,10 +185,7 @@ pub(super) async fn handle(
         }
         (Method::GET, Some(name), Some("scale")) if resource.scale.is_some() => {
             let key = resource.key(target.namespace.as_deref(), name);
-            let (_, object) = app
-                .store
-                .get(&key)
-                .ok_or_else(|| not_found(&resource, name))?;
+            let (_, object) = stored(&app, &key, &resource, name)?;
             let scale = scale::of(&resource, &object).ok_or(ApiError::NoRoute)?;
             Ok(json_body(&scale).into_response())
         }
@@ -328,10 +322,7 @@ async fn rescale(
     let resource = &target.resource;
     let key = resource.key(target.namespace.as_deref(), name);
     for _ in 0..5 {
-        let (revision, current) = app
-            .store
-            .get(&key)
-            .ok_or_else(|| not_found(resource, name))?;
+        let (revision, current) = stored(app, &key, resource, name)?;
         let mut scale = scale::of(resource, &current).ok_or(ApiError::NoRoute)?;
         if *method == Method::PUT {
             scale = change.clone();
@@ -373,6 +364,16 @@ fn json_body(value: &Value) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "application/json")],
         serde_json::to_vec(value).unwrap_or_default(),
     )
+}
+
+/// The stored object at `key` and its revision, or 404 naming it.
+fn stored(
+    app: &App,
+    key: &str,
+    resource: &Resource,
+    name: &str,
+) -> Result<(Revision, Arc<Value>), ApiError> {
+    app.store.get(key).ok_or_else(|| not_found(resource, name))
 }
 
 fn not_found(resource: &Resource, name: &str) -> ApiError {
@@ -626,10 +627,7 @@ async fn update(
     let resource = &target.resource;
     check_identity(&mut object, target)?;
     let key = resource.key(target.namespace.as_deref(), name);
-    let (current_revision, current) = app
-        .store
-        .get(&key)
-        .ok_or_else(|| not_found(resource, name))?;
+    let (current_revision, current) = stored(app, &key, resource, name)?;
     if meta(&object, "name").as_deref() != Some(name) {
         return Err(ApiError::BadRequest(format!(
             "the name of the object ({}) does not match the name on the URL ({name})",
@@ -749,10 +747,7 @@ async fn patch_object(
     let key = resource.key(target.namespace.as_deref(), name);
     // Read, patch, write against the revision read; retry if it moved.
     for _ in 0..5 {
-        let (revision, current) = app
-            .store
-            .get(&key)
-            .ok_or_else(|| not_found(resource, name))?;
+        let (revision, current) = stored(app, &key, resource, name)?;
         let mut next = (*current).clone();
         match content_type {
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
@@ -802,10 +797,7 @@ async fn delete(
 ) -> Result<Value, ApiError> {
     let resource = &target.resource;
     let key = resource.key(target.namespace.as_deref(), name);
-    let (_, current) = app
-        .store
-        .get(&key)
-        .ok_or_else(|| not_found(resource, name))?;
+    let (_, current) = stored(app, &key, resource, name)?;
     if resource.plural == "namespaces" && resource.group.is_empty() {
         gc::empty_namespace(app, name).await?;
     }
@@ -816,10 +808,7 @@ async fn delete(
         Propagation::Background => {}
     }
     // Read again: dependents and their collection may have moved it on.
-    let (revision, current) = app
-        .store
-        .get(&key)
-        .ok_or_else(|| not_found(resource, name))?;
+    let (revision, current) = stored(app, &key, resource, name)?;
     let has_finalizers = current
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
