@@ -6,10 +6,12 @@ use std::{
     process::{Command, Stdio},
 };
 
-use k8s_openapi::api::core::v1::Namespace;
+use std::{path::Path, process::Child, sync::Arc};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
     Api, Client,
-    api::ListParams,
+    api::{ListParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
 };
 
@@ -66,4 +68,107 @@ async fn gantry_apiserver_serves_kubectl_compatible_clients_and_stops_on_sigterm
     assert!(status.success());
     let exit = child.wait().expect("exits");
     assert!(exit.success(), "{exit:?}");
+}
+
+/// Start `gantry apiserver` on `listen`; wait until it says it listens.
+fn spawn_server(data: &Path, kubeconfig: &Path, listen: &str) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("apiserver")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", listen, "--kubeconfig"])
+        .arg(kubeconfig)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("gantry runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let first = lines.next().expect("a line").expect("readable");
+    assert!(
+        first.starts_with("gantry apiserver listening on"),
+        "{first}"
+    );
+    child
+}
+
+async fn client(kubeconfig: &Path) -> Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(kubeconfig).expect("kubeconfig written"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_server_during_a_write_storm_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, kubeconfig) = (dir.path().join("data"), dir.path().join("kubeconfig"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("address")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = spawn_server(&data, &kubeconfig, &listen);
+    let api: Api<ConfigMap> = Api::namespaced(client(&kubeconfig).await, "default");
+
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let mut writers = Vec::new();
+    for w in 0..16 {
+        let (api, acked) = (api.clone(), Arc::clone(&acked));
+        writers.push(tokio::spawn(async move {
+            for n in 0.. {
+                let name = format!("storm-{w}-{n}");
+                let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name}, "data": {"n": n.to_string()}
+                }))
+                .expect("config map");
+                // Once the server is killed, writes fail: stop there.
+                let Ok(created) = api.create(&PostParams::default(), &cm).await else {
+                    return;
+                };
+                let revision = created.metadata.resource_version.expect("rv");
+                acked.lock().expect("lock").push((name, revision));
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while acked.lock().expect("lock").len() < 1000 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reaped");
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(
+        acked.len() >= 1000,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+
+    let mut server = spawn_server(&data, &kubeconfig, &listen);
+    let api: Api<ConfigMap> = Api::namespaced(client(&kubeconfig).await, "default");
+    let stored: std::collections::HashMap<String, String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("listed")
+        .items
+        .into_iter()
+        .filter_map(|cm| Some((cm.metadata.name?, cm.metadata.resource_version?)))
+        .collect();
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(name, revision)| stored.get(name) != Some(revision))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+    server.kill().expect("stopped");
+    server.wait().expect("reaped");
 }
