@@ -115,11 +115,18 @@ fn serve(
         })
         .await
         .with_context(|| format!("starting the control plane in {}", data_dir.display()))?;
+        // The banner is for whoever watches; a server keeps serving when
+        // nobody reads its output (a closed pipe is not a reason to stop).
+        let banner = format!(
+            "gantry apiserver listening on https://{}\nkubeconfig: {}\n  export KUBECONFIG={}\n",
+            server.addr,
+            server.kubeconfig.display(),
+            server.kubeconfig.display()
+        );
         let mut out = io::stdout().lock();
-        writeln!(out, "gantry apiserver listening on https://{}", server.addr)?;
-        writeln!(out, "kubeconfig: {}", server.kubeconfig.display())?;
-        writeln!(out, "  export KUBECONFIG={}", server.kubeconfig.display())?;
-        out.flush()?;
+        if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
+            eprintln!("gantry apiserver: could not print to stdout ({e}); serving on");
+        }
         drop(out);
         shutdown_signal().await?;
         server.shutdown().await;

@@ -15,6 +15,36 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
+#[test]
+fn gantry_apiserver_keeps_serving_when_nobody_reads_its_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("apiserver")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gantry runs");
+    // Close the reading end before the server has printed anything.
+    drop(child.stdout.take());
+    let kubeconfig = dir.path().join("kubeconfig");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !kubeconfig.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(kubeconfig.exists(), "the server started");
+    // It has tried to print its banner by now; it must still be serving.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "the server exited"
+    );
+    child.kill().expect("stopped");
+    child.wait().expect("reaped");
+}
+
 #[tokio::test]
 async fn gantry_apiserver_serves_kubectl_compatible_clients_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -87,6 +117,8 @@ fn spawn_server(data: &Path, kubeconfig: &Path, listen: &str) -> Child {
         first.starts_with("gantry apiserver listening on"),
         "{first}"
     );
+    // Read the rest as the server writes it, as a terminal would.
+    std::thread::spawn(move || lines.for_each(drop));
     child
 }
 
