@@ -18,18 +18,13 @@ use kube::{
 #[test]
 fn gantry_apiserver_keeps_serving_when_nobody_reads_its_output() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg("apiserver")
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
+    let kubeconfig = dir.path().join("kubeconfig");
+    let mut child = apiserver(dir.path(), &kubeconfig, "127.0.0.1:0")
         .stderr(Stdio::null())
         .spawn()
         .expect("gantry runs");
     // Close the reading end before the server has printed anything.
     drop(child.stdout.take());
-    let kubeconfig = dir.path().join("kubeconfig");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !kubeconfig.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -49,13 +44,7 @@ fn gantry_apiserver_keeps_serving_when_nobody_reads_its_output() {
 async fn gantry_apiserver_serves_kubectl_compatible_clients_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg("apiserver")
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .stdout(Stdio::piped())
+    let mut child = apiserver(&dir.path().join("data"), &kubeconfig, "127.0.0.1:0")
         .spawn()
         .expect("gantry runs");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -67,13 +56,7 @@ async fn gantry_apiserver_serves_kubectl_compatible_clients_and_stops_on_sigterm
     let second = lines.next().expect("a line").expect("readable");
     assert_eq!(second, format!("kubeconfig: {}", kubeconfig.display()));
 
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(&kubeconfig).expect("kubeconfig written"),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .expect("config");
-    let namespaces: Api<Namespace> = Api::all(Client::try_from(config).expect("client"));
+    let namespaces: Api<Namespace> = Api::all(client(&kubeconfig).await);
     let names: Vec<String> = namespaces
         .list(&ListParams::default())
         .await
@@ -101,14 +84,21 @@ async fn gantry_apiserver_serves_kubectl_compatible_clients_and_stops_on_sigterm
 }
 
 /// Start `gantry apiserver` on `listen`; wait until it says it listens.
-fn spawn_server(data: &Path, kubeconfig: &Path, listen: &str) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+/// `gantry apiserver` on `listen`, its output piped.
+fn apiserver(data: &Path, kubeconfig: &Path, listen: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    command
         .arg("apiserver")
         .arg("--data-dir")
         .arg(data)
         .args(["--listen", listen, "--kubeconfig"])
         .arg(kubeconfig)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::piped());
+    command
+}
+
+fn spawn_server(data: &Path, kubeconfig: &Path, listen: &str) -> Child {
+    let mut child = apiserver(data, kubeconfig, listen)
         .spawn()
         .expect("gantry runs");
     let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
