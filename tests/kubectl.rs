@@ -93,6 +93,32 @@ fn scenario(kubectl: &Cli) {
         stderr.contains("unknown field \"spec.desiredCuont\""),
         "{stderr}"
     );
+    // With --validate=warn the field is dropped and kubectl shows the
+    // server's warning; a server dry run admits the object but writes
+    // nothing.
+    let typo_path = typo.to_str().expect("UTF-8 path");
+    let dry = kubectl.run(&[
+        "apply",
+        "--dry-run=server",
+        "-f",
+        typo_path,
+        "--validate=warn",
+    ]);
+    let dry_out = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success() && dry_out.contains("(server dry run)"),
+        "{dry_out}"
+    );
+    kubectl.fails(&["get", "gsvc", "typo"]);
+    let warned = kubectl.run(&["apply", "-f", typo_path, "--validate=warn"]);
+    let warning = String::from_utf8_lossy(&warned.stderr);
+    assert!(
+        warned.status.success() && warning.contains("Warning: unknown field \"spec.desiredCuont\""),
+        "{warning}"
+    );
+    let count = kubectl.ok(&["get", "gsvc", "typo", "-o", "jsonpath={.spec.desiredCount}"]);
+    assert_eq!(count, "1");
+    kubectl.ok(&["delete", "gsvc", "typo"]);
 
     // Patches, with the generation following spec changes.
     kubectl.ok(&[

@@ -636,3 +636,224 @@ async fn a_kube_rs_watcher_resumes_across_a_server_restart() {
     assert_eq!(seen.as_deref(), Some("after"));
     server.shutdown().await;
 }
+
+/// A raw GET through the client's TLS and token, for what kube-rs has no
+/// typed call for.
+async fn raw(client: &Client, request: http::Request<Vec<u8>>) -> http::Response<Vec<u8>> {
+    let (parts, body) = request.into_parts();
+    let request = http::Request::from_parts(parts, kube::client::Body::from(body));
+    let response = client.send(request).await.expect("answered");
+    let (parts, body) = response.into_parts();
+    let body = http_body_util::BodyExt::collect(body)
+        .await
+        .expect("body read")
+        .to_bytes()
+        .to_vec();
+    http::Response::from_parts(parts, body)
+}
+
+fn json_of(response: &http::Response<Vec<u8>>) -> serde_json::Value {
+    serde_json::from_slice(response.body()).expect("a JSON body")
+}
+
+#[tokio::test]
+async fn aggregated_discovery_and_openapi_v2_describe_the_crds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    install_crds(&client).await;
+
+    let accept =
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json";
+    let request = |path: &str| {
+        http::Request::get(path)
+            .header("Accept", accept)
+            .body(Vec::new())
+            .expect("request")
+    };
+    let apis = raw(&client, request("/apis")).await;
+    assert_eq!(
+        apis.headers()["content-type"],
+        "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        "clients read the document as aggregated only with this type"
+    );
+    let apis = json_of(&apis);
+    assert_eq!(apis["kind"], "APIGroupDiscoveryList");
+    let gantry = apis["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|group| group["metadata"]["name"] == "gantry.dev")
+        .expect("gantry.dev discovered");
+    let resources = gantry["versions"][0]["resources"]
+        .as_array()
+        .expect("resources");
+    let services = resources
+        .iter()
+        .find(|r| r["resource"] == "services")
+        .expect("services");
+    assert_eq!(services["scope"], "Namespaced");
+    assert_eq!(services["responseKind"]["kind"], "Service");
+    assert_eq!(services["shortNames"], json!(["gsvc", "ecssvc"]));
+    let subresources: Vec<&str> = services["subresources"]
+        .as_array()
+        .expect("subresources")
+        .iter()
+        .filter_map(|s| s["subresource"].as_str())
+        .collect();
+    assert_eq!(subresources, ["status", "scale"]);
+
+    let core = json_of(&raw(&client, request("/api")).await);
+    let core_resources = core["items"][0]["versions"][0]["resources"]
+        .as_array()
+        .expect("core resources");
+    assert!(
+        core_resources
+            .iter()
+            .any(|r| r["resource"] == "namespaces" && r["scope"] == "Cluster")
+    );
+    // Without the aggregated media type, the legacy list is what comes.
+    let legacy = raw(
+        &client,
+        http::Request::get("/apis")
+            .body(Vec::new())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(json_of(&legacy)["kind"], "APIGroupList");
+
+    let v2 = raw(
+        &client,
+        http::Request::get("/openapi/v2")
+            .header("Accept", "application/json")
+            .body(Vec::new())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(v2.status(), 200);
+    let v2 = json_of(&v2);
+    assert_eq!(v2["swagger"], "2.0");
+    let definition = &v2["definitions"]["dev.gantry.v1alpha1.TaskDefinition"];
+    assert!(
+        definition["properties"]["spec"]["properties"]["containerDefinitions"].is_object(),
+        "the CRD schema is the definition: {definition}"
+    );
+    let create =
+        &v2["paths"]["/apis/gantry.dev/v1alpha1/namespaces/{namespace}/taskdefinitions"]["post"];
+    let body = create["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|p| p["in"] == "body")
+        .expect("a body parameter");
+    assert_eq!(
+        body["schema"]["$ref"],
+        "#/definitions/dev.gantry.v1alpha1.TaskDefinition"
+    );
+    let protobuf_only = raw(
+        &client,
+        http::Request::get("/openapi/v2")
+            .header(
+                "Accept",
+                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+            )
+            .body(Vec::new())
+            .expect("request"),
+    )
+    .await;
+    assert_eq!(protobuf_only.status(), 406);
+}
+
+#[tokio::test]
+async fn dry_runs_write_nothing_and_dropped_fields_are_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    install_crds(&client).await;
+    let api: Api<TaskDefinition> = Api::namespaced(client.clone(), "default");
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+
+    let answered = api
+        .create(&dry, &web_task_definition())
+        .await
+        .expect("a dry-run create is admitted");
+    assert_eq!(
+        answered.spec.container_definitions[0].stop_timeout, 30,
+        "defaults are applied as for a real create"
+    );
+    assert!(
+        api.get_opt("web").await.expect("get").is_none(),
+        "nothing stored"
+    );
+    let mut invalid = web_task_definition();
+    invalid.spec.container_definitions[0].memory_reservation = Some(500);
+    let err = api
+        .create(&dry, &invalid)
+        .await
+        .expect_err("still validated");
+    assert_eq!(api_code(&err), Some(422));
+
+    let created = api
+        .create(&PostParams::default(), &web_task_definition())
+        .await
+        .expect("created");
+    let revision = created.metadata.resource_version.clone();
+    let patch = Patch::Merge(json!({"spec": {"cpu": 4096}}));
+    let patched = api
+        .patch("web", &PatchParams::default().dry_run(), &patch)
+        .await
+        .expect("dry-run patch");
+    assert_eq!(patched.spec.cpu, Some(4096));
+    let stored = api.get("web").await.expect("get");
+    assert_eq!(stored.metadata.resource_version, revision, "not written");
+    assert_ne!(stored.spec.cpu, Some(4096));
+    api.delete(
+        "web",
+        &DeleteParams {
+            dry_run: true,
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .expect("dry-run delete");
+    assert!(
+        api.get_opt("web").await.expect("get").is_some(),
+        "still there"
+    );
+
+    // An undeclared field is dropped with a warning (the default), or
+    // refused with fieldValidation=Strict.
+    let mut object = serde_json::to_value(web_task_definition()).expect("json");
+    object["metadata"]["name"] = json!("extra");
+    object["spec"]["colour"] = json!("blue");
+    let post = |validation: &str| {
+        http::Request::post(format!(
+            "/apis/gantry.dev/v1alpha1/namespaces/default/taskdefinitions{validation}"
+        ))
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&object).expect("body"))
+        .expect("request")
+    };
+    let strict = raw(&client, post("?fieldValidation=Strict")).await;
+    assert_eq!(strict.status(), 400);
+    assert!(
+        String::from_utf8_lossy(strict.body()).contains(r#"unknown field \"spec.colour\""#),
+        "{}",
+        String::from_utf8_lossy(strict.body())
+    );
+    let warned = raw(&client, post("")).await;
+    assert_eq!(warned.status(), 201);
+    let warnings: Vec<&str> = warned
+        .headers()
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(warnings, [r#"299 - "unknown field \"spec.colour\"""#]);
+    assert!(json_of(&warned)["spec"].get("colour").is_none(), "pruned");
+    let bad_option = raw(&client, post("?dryRun=Some")).await;
+    assert_eq!(bad_option.status(), 400);
+}

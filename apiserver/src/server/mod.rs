@@ -279,6 +279,20 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
     }
 }
 
+/// Whether the client takes JSON: no `Accept`, or one naming JSON or
+/// anything.
+fn accepts_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_none_or(|accept| {
+            accept.split(',').any(|media| {
+                let media = media.split(';').next().unwrap_or("").trim();
+                matches!(media, "application/json" | "*/*" | "application/*" | "")
+            })
+        })
+}
+
 /// Every `/api`, `/apis` and `/version` request.
 async fn dispatch(
     State(app): State<Arc<App>>,
@@ -298,8 +312,14 @@ async fn dispatch(
         .filter(|s| !s.is_empty())
         .collect();
     let json = |value: serde_json::Value| axum::Json(value).into_response();
+    let aggregated = headers
+        .get(header::ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(discovery::wants_aggregated);
     let (group, version, rest) = match segments.as_slice() {
         ["version"] => return json(discovery::version()),
+        ["openapi", "v2"] if accepts_json(&headers) => return json(openapi::v2(&app.registry)),
+        ["openapi", "v2"] => return ApiError::NotAcceptable.into_response(),
         ["openapi", "v3"] => return json(openapi::index(&app.registry)),
         ["openapi", "v3", "api", version] => {
             return openapi::group_version(&app.registry, "", version)
@@ -308,6 +328,14 @@ async fn dispatch(
         ["openapi", "v3", "apis", group, version] => {
             return openapi::group_version(&app.registry, group, version)
                 .map_or_else(|| ApiError::NoRoute.into_response(), json);
+        }
+        ["api" | "apis"] if aggregated => {
+            let list = discovery::aggregated(&app.registry, segments[0] == "api");
+            return (
+                [(header::CONTENT_TYPE, discovery::AGGREGATED)],
+                axum::Json(list),
+            )
+                .into_response();
         }
         ["api"] => return json(discovery::core_versions()),
         ["apis"] => return json(discovery::groups(&app.registry)),

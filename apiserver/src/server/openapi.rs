@@ -112,3 +112,92 @@ pub(super) fn group_version(registry: &Registry, group: &str, version: &str) -> 
         "components": {"schemas": schemas},
     }))
 }
+
+/// `/openapi/v2`: the same paths and schemas as the v3 documents, in one
+/// Swagger 2.0 document (JSON only), for clients that predate v3.
+pub(super) fn v2(registry: &Registry) -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut definitions = serde_json::Map::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for resource in registry.all() {
+        if !seen.insert((resource.group.clone(), resource.version.clone())) {
+            continue;
+        }
+        let Some(mut doc) = group_version(registry, &resource.group, &resource.version) else {
+            continue;
+        };
+        if let Some(Value::Object(schemas)) =
+            doc.pointer_mut("/components/schemas").map(Value::take)
+        {
+            definitions.extend(schemas);
+        }
+        if let Some(Value::Object(found)) = doc.get_mut("paths").map(Value::take) {
+            for (path, mut operations) in found {
+                if let Some(operations) = operations.as_object_mut() {
+                    operations.values_mut().for_each(operation_v2);
+                }
+                paths.insert(path, operations);
+            }
+        }
+    }
+    let mut doc = json!({
+        "swagger": "2.0",
+        "info": {"title": "Gantry", "version": format!("v1.{}", super::discovery::KUBERNETES_MINOR)},
+        "paths": paths,
+        "definitions": definitions,
+    });
+    rewrite_refs(&mut doc);
+    doc
+}
+
+/// A v3 operation as v2 spells it: typed query parameters, the request body
+/// as a `body` parameter, response schemas without media types.
+fn operation_v2(operation: &mut Value) {
+    let Some(operation) = operation.as_object_mut() else {
+        return;
+    };
+    let mut parameters: Vec<Value> = operation
+        .remove("parameters")
+        .and_then(|p| p.as_array().cloned())
+        .unwrap_or_default();
+    for parameter in &mut parameters {
+        if let Some(schema) = parameter.as_object_mut().and_then(|p| p.remove("schema")) {
+            parameter["type"] = schema["type"].clone();
+            parameter["uniqueItems"] = schema["uniqueItems"].clone();
+        }
+    }
+    if let Some(body) = operation.remove("requestBody") {
+        let schema = body.pointer("/content/application~1json/schema").cloned();
+        parameters.push(json!({"name": "body", "in": "body", "required": true, "schema": schema}));
+    }
+    if !parameters.is_empty() {
+        operation.insert("parameters".to_owned(), Value::Array(parameters));
+    }
+    if let Some(Value::Object(responses)) = operation.get_mut("responses") {
+        for response in responses.values_mut() {
+            if let Some(schema) = response
+                .pointer("/content/application~1json/schema")
+                .cloned()
+            {
+                *response = json!({"description": response["description"], "schema": schema});
+            }
+        }
+    }
+}
+
+fn rewrite_refs(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    Value::String(target) if key == "$ref" => {
+                        *target = target.replace("#/components/schemas/", "#/definitions/");
+                    }
+                    _ => rewrite_refs(value),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}

@@ -207,13 +207,21 @@ pub(super) fn delete_options(bytes: &[u8]) -> Result<Value, ApiError> {
         |e: String| ApiError::BadRequest(format!("the protobuf DeleteOptions do not decode: {e}"));
     let (_, _, raw) = unwrap(bytes).map_err(bad)?;
     let mut options = Map::new();
+    let mut dry_run = Vec::new();
     for (number, field) in fields(raw).map_err(bad)? {
-        if let (4, Field::Bytes(b)) = (number, field) {
-            options.insert(
-                "propagationPolicy".into(),
-                Value::String(text(b).map_err(bad)?),
-            );
+        match (number, field) {
+            (4, Field::Bytes(b)) => {
+                options.insert(
+                    "propagationPolicy".into(),
+                    Value::String(text(b).map_err(bad)?),
+                );
+            }
+            (5, Field::Bytes(b)) => dry_run.push(Value::String(text(b).map_err(bad)?)),
+            _ => {}
         }
+    }
+    if !dry_run.is_empty() {
+        options.insert("dryRun".into(), Value::Array(dry_run));
     }
     Ok(Value::Object(options))
 }

@@ -27,12 +27,97 @@ use crate::{
     validate_object_name,
 };
 
-/// What a path names.
+/// What a path names, and how the request asks for it to be written.
 pub(super) struct Target {
     pub(super) resource: Arc<Resource>,
     pub(super) namespace: Option<String>,
     pub(super) name: Option<String>,
     pub(super) subresource: Option<String>,
+    /// `dryRun=All`: admit and answer as if written, write nothing.
+    pub(super) dry_run: bool,
+    pub(super) field_validation: FieldValidation,
+    /// `Warning` headers for the response (unknown fields dropped).
+    warnings: std::sync::Mutex<Vec<String>>,
+}
+
+impl Target {
+    fn new(
+        resource: Arc<Resource>,
+        namespace: Option<&str>,
+        name: Option<&str>,
+        subresource: Option<&str>,
+    ) -> Self {
+        Self {
+            resource,
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+            subresource: subresource.map(str::to_owned),
+            dry_run: false,
+            field_validation: FieldValidation::Warn,
+            warnings: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Take the write options from the query: `dryRun` and
+    /// `fieldValidation`, refusing values the real server refuses.
+    fn with_options(mut self, query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        self.dry_run = match query.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unsupported dryRun value {other:?}: supported values: \"All\""
+                )));
+            }
+        };
+        self.field_validation = match query.get("fieldValidation").map(String::as_str) {
+            None | Some("" | "Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid fieldValidation value {other:?}: supported values: \"Ignore\", \"Warn\", \"Strict\""
+                )));
+            }
+        };
+        Ok(self)
+    }
+
+    fn warn(&self, warning: String) {
+        self.warnings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(warning);
+    }
+
+    /// The response with a `Warning: 299` header per warning, as
+    /// kube-apiserver sends them (kubectl prints them).
+    fn with_warnings(&self, mut response: Response) -> Response {
+        let warnings = std::mem::take(
+            &mut *self
+                .warnings
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for warning in warnings {
+            let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
+            if let Ok(value) = header::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+        response
+    }
+}
+
+/// What happens to fields the schema does not declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FieldValidation {
+    /// Dropped silently.
+    Ignore,
+    /// Dropped, with a warning per field (the server's default).
+    Warn,
+    /// Refused.
+    Strict,
 }
 
 /// Resolve `/api/v1/...` or `/apis/{g}/{v}/...` (the part after the
@@ -48,15 +133,7 @@ pub(super) fn resolve(
             .get(group, version, plural)
             .ok_or(ApiError::NoRoute)
     };
-    let target = |resource: Arc<Resource>,
-                  namespace: Option<&str>,
-                  name: Option<&str>,
-                  sub: Option<&str>| Target {
-        resource,
-        namespace: namespace.map(str::to_owned),
-        name: name.map(str::to_owned),
-        subresource: sub.map(str::to_owned),
-    };
+    let target = Target::new;
     // `namespaces/{ns}/{plural}/...` when {plural} is namespaced.
     if let ["namespaces", ns, plural, more @ ..] = rest
         && let Some(resource) = app
@@ -102,27 +179,41 @@ pub(super) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let target = target.with_options(&query)?;
+    let response = respond(&app, &target, method, &query, &headers, body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    Ok(target.with_warnings(response))
+}
+
+async fn respond(
+    app: &Arc<App>,
+    target: &Target,
+    method: Method,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let resource = Arc::clone(&target.resource);
     let as_table = table::wanted(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let strict = query.get("fieldValidation").map(String::as_str) == Some("Strict");
     match (
         method,
         target.name.as_deref(),
         target.subresource.as_deref(),
     ) {
         (Method::GET, None, None) if is_true(query.get("watch")) => {
-            watch(&app, &target, &query, as_table)
+            watch(app, target, query, as_table)
         }
-        (Method::GET, None, None) => list(&app, &target, &query, as_table),
+        (Method::GET, None, None) => list(app, target, query, as_table),
         (Method::POST, None, None) => {
-            let object = parse_body(&body, &headers)?;
-            create(&app, &target, object, strict)
+            let object = parse_body(&body, headers)?;
+            create(app, target, object)
                 .await
                 .map(|o| (StatusCode::CREATED, json_body(&o)).into_response())
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let key = resource.key(target.namespace.as_deref(), name);
-            let (revision, object) = stored(&app, &key, &resource, name)?;
+            let (revision, object) = stored(app, &key, &resource, name)?;
             if as_table {
                 let rows = table::table(&resource, &[&object], &revision.to_string(), false);
                 return Ok(json_body(&rows).into_response());
@@ -130,9 +221,9 @@ pub(super) async fn handle(
             Ok(json_body(&object).into_response())
         }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
-            let object = parse_body(&body, &headers)?;
+            let object = parse_body(&body, headers)?;
             let status_only = sub.is_some();
-            update(&app, &target, name, object, status_only, strict)
+            update(app, target, name, object, status_only)
                 .await
                 .map(|o| json_body(&o).into_response())
         }
@@ -165,27 +256,18 @@ pub(super) async fn handle(
                     manager,
                     force: is_true(query.get("force")),
                     subresource: sub,
-                    strict,
                 };
-                return server_side_apply(&app, &target, name, applied, &request).await;
+                return server_side_apply(app, target, name, applied, &request).await;
             }
             let patch: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
-            patch_object(
-                &app,
-                &target,
-                name,
-                &content_type,
-                &patch,
-                sub.is_some(),
-                strict,
-            )
-            .await
-            .map(|o| json_body(&o).into_response())
+            patch_object(app, target, name, &content_type, &patch, sub.is_some())
+                .await
+                .map(|o| json_body(&o).into_response())
         }
         (Method::GET, Some(name), Some("scale")) if resource.scale.is_some() => {
             let key = resource.key(target.namespace.as_deref(), name);
-            let (_, object) = stored(&app, &key, &resource, name)?;
+            let (_, object) = stored(app, &key, &resource, name)?;
             let scale = scale::of(&resource, &object).ok_or(ApiError::NoRoute)?;
             Ok(json_body(&scale).into_response())
         }
@@ -199,7 +281,7 @@ pub(super) async fn handle(
                 .to_owned();
             let change: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-            rescale(&app, &target, name, &method, &content_type, &change)
+            rescale(app, target, name, &method, &content_type, &change)
                 .await
                 .map(|s| json_body(&s).into_response())
         }
@@ -223,7 +305,12 @@ pub(super) async fn handle(
                     .and_then(Value::as_str)
                     .or(query.get("propagationPolicy").map(String::as_str)),
             )?;
-            delete(&app, &target, name, policy)
+            let dry_run = target.dry_run
+                || options
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|d| d.iter().any(|v| v == "All"));
+            delete(app, target, name, policy, dry_run)
                 .await
                 .map(|o| json_body(&o).into_response())
         }
@@ -240,7 +327,6 @@ struct ApplyRequest<'a> {
     manager: &'a str,
     force: bool,
     subresource: Option<&'a str>,
-    strict: bool,
 }
 
 /// Server-side apply: create the object if it is missing, else merge the
@@ -288,7 +374,7 @@ async fn server_side_apply(
                 return Err(not_found(resource, name));
             }
             let object = super::apply::apply(&json!({}), &applied, &apply)?;
-            return match create(app, target, object, request.strict).await {
+            return match create(app, target, object).await {
                 Err(ApiError::AlreadyExists { .. }) => continue,
                 other => other.map(|o| (StatusCode::CREATED, json_body(&o)).into_response()),
             };
@@ -298,7 +384,7 @@ async fn server_side_apply(
             "resourceVersion".into(),
             Value::String(revision.to_string()),
         );
-        match update(app, target, name, next, status_only, request.strict).await {
+        match update(app, target, name, next, status_only).await {
             Err(ApiError::Conflict { .. }) => continue,
             other => return other.map(|o| json_body(&o).into_response()),
         }
@@ -343,7 +429,7 @@ async fn rescale(
             "resourceVersion".into(),
             Value::String(precondition.to_string()),
         );
-        match update(app, target, name, next, false, false).await {
+        match update(app, target, name, next, false).await {
             Err(ApiError::Conflict { .. }) if *method == Method::PATCH => {}
             Err(e) => return Err(e),
             Ok(updated) => return scale::of(resource, &updated).ok_or(ApiError::NoRoute),
@@ -501,18 +587,20 @@ fn check_identity(object: &mut Value, target: &Target) -> Result<(), ApiError> {
 }
 
 /// Pruning, schema defaults and validation for custom resources; name
-/// checks for every kind. With `strict` (`fieldValidation=Strict`) an
-/// undeclared field is refused rather than pruned.
-fn admit(
-    resource: &Resource,
-    object: &mut Value,
-    old: Option<&Value>,
-    strict: bool,
-) -> Result<(), ApiError> {
+/// checks for every kind. An undeclared field is pruned, with a warning
+/// unless `fieldValidation=Ignore`, or refused with
+/// `fieldValidation=Strict`.
+fn admit(target: &Target, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let resource = &target.resource;
     let mut errors = validate_object_name(object);
     if let Some(validator) = &resource.validator {
         let unknown = validator.prune(object);
-        if strict && !unknown.is_empty() {
+        if target.field_validation == FieldValidation::Warn {
+            for field in &unknown {
+                target.warn(format!("unknown field \"{field}\""));
+            }
+        }
+        if target.field_validation == FieldValidation::Strict && !unknown.is_empty() {
             let fields: Vec<String> = unknown
                 .iter()
                 .map(|f| format!("unknown field \"{f}\""))
@@ -541,12 +629,7 @@ fn admit(
     }
 }
 
-async fn create(
-    app: &App,
-    target: &Target,
-    mut object: Value,
-    strict: bool,
-) -> Result<Value, ApiError> {
+async fn create(app: &App, target: &Target, mut object: Value) -> Result<Value, ApiError> {
     let resource = &target.resource;
     check_identity(&mut object, target)?;
     if resource.namespaced {
@@ -589,12 +672,21 @@ async fn create(
         // With a status subresource, a create sets no status.
         map.remove("status");
     }
-    admit(resource, &mut object, None, strict)?;
+    admit(target, &mut object, None)?;
+    let name = meta(&object, "name").unwrap_or_default();
+    let key = resource.key(target.namespace.as_deref(), &name);
+    if target.dry_run {
+        if app.store.get(&key).is_some() {
+            return Err(ApiError::AlreadyExists {
+                resource: resource.qualified(),
+                name,
+            });
+        }
+        return Ok(object);
+    }
     if resource.plural == "customresourcedefinitions" {
         super::crd::accept(&mut object, &app.registry)?;
     }
-    let name = meta(&object, "name").unwrap_or_default();
-    let key = resource.key(target.namespace.as_deref(), &name);
     let stored = app
         .store
         .create(&key, object)
@@ -622,7 +714,6 @@ async fn update(
     name: &str,
     mut object: Value,
     status_only: bool,
-    strict: bool,
 ) -> Result<Value, ApiError> {
     let resource = &target.resource;
     check_identity(&mut object, target)?;
@@ -708,7 +799,7 @@ async fn update(
             + 1;
         metadata_mut(&mut next).insert("generation".into(), json!(generation));
     }
-    admit(resource, &mut next, Some(&current), strict)?;
+    admit(target, &mut next, Some(&current))?;
     if next == *current {
         return Ok((*current).clone());
     }
@@ -718,6 +809,19 @@ async fn update(
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
     let precondition = precondition.or(Some(current_revision));
+    if target.dry_run {
+        if precondition != Some(current_revision) {
+            return Err(ApiError::Conflict {
+                resource: resource.qualified(),
+                name: name.to_owned(),
+            });
+        }
+        metadata_mut(&mut next).insert(
+            "resourceVersion".into(),
+            Value::String(current_revision.to_string()),
+        );
+        return Ok(next);
+    }
     if old_meta.contains_key("deletionTimestamp") && !finalizers_left {
         let deleted = app
             .store
@@ -741,7 +845,6 @@ async fn patch_object(
     content_type: &str,
     patch: &Value,
     status_only: bool,
-    strict: bool,
 ) -> Result<Value, ApiError> {
     let resource = &target.resource;
     let key = resource.key(target.namespace.as_deref(), name);
@@ -778,7 +881,7 @@ async fn patch_object(
             "resourceVersion".into(),
             Value::String(revision.to_string()),
         );
-        match update(app, target, name, next, status_only, strict).await {
+        match update(app, target, name, next, status_only).await {
             Err(ApiError::Conflict { .. }) => continue,
             other => return other,
         }
@@ -794,10 +897,14 @@ async fn delete(
     target: &Target,
     name: &str,
     policy: Propagation,
+    dry_run: bool,
 ) -> Result<Value, ApiError> {
     let resource = &target.resource;
     let key = resource.key(target.namespace.as_deref(), name);
     let (_, current) = stored(app, &key, resource, name)?;
+    if dry_run {
+        return Ok((*current).clone());
+    }
     if resource.plural == "namespaces" && resource.group.is_empty() {
         gc::empty_namespace(app, name).await?;
     }
@@ -848,7 +955,7 @@ pub(super) fn delete_object<'a>(
     Box::pin(async move {
         let target = target_of(app, object)?;
         let name = meta(object, "name").unwrap_or_default();
-        delete(app, &target, &name, policy).await
+        delete(app, &target, &name, policy, false).await
     })
 }
 
@@ -881,12 +988,12 @@ fn target_of(app: &App, object: &Value) -> Result<Target, ApiError> {
                 text("kind")
             ))
         })?;
-    Ok(Target {
-        namespace: meta(object, "namespace"),
-        name: meta(object, "name"),
-        subresource: None,
+    Ok(Target::new(
         resource,
-    })
+        meta(object, "namespace").as_deref(),
+        meta(object, "name").as_deref(),
+        None,
+    ))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -52,6 +52,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// 413.
     TooLarge(usize),
+    /// 406: no representation the client accepts.
+    NotAcceptable,
     /// 415.
     UnsupportedMediaType(String),
     /// 500.
@@ -127,6 +129,12 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 message.clone(),
+                json!({}),
+            ),
+            Self::NotAcceptable => (
+                StatusCode::NOT_ACCEPTABLE,
+                "NotAcceptable",
+                "only the following media types are accepted: application/json".into(),
                 json!({}),
             ),
             Self::Gone(message) => (StatusCode::GONE, "Expired", message.clone(), json!({})),
