@@ -7,6 +7,8 @@ use std::{
     process::ExitCode,
 };
 
+mod agent_command;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gantry::manifests::{self, Catalog};
@@ -44,6 +46,9 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         kubeconfig: Option<PathBuf>,
     },
+    /// Run the agent: register this host as a ContainerInstance and run
+    /// the tasks bound to it in Docker (or a simulated runtime).
+    Agent(Box<agent_command::AgentArgs>),
     /// Check manifests against Gantry's CRDs offline, as the API server
     /// would on create (schema, list types and CEL rules).
     Validate {
@@ -89,6 +94,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { paths } => validate(&paths, &mut out),
+        Command::Agent(args) => {
+            drop(out);
+            init_logging();
+            agent_command::run(&args)
+        }
         Command::Apiserver {
             data_dir,
             listen,
@@ -132,6 +142,17 @@ fn serve(
         server.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Logs to stderr, `RUST_LOG` choosing what (info by default).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::IsTerminal::is_terminal(&io::stderr()))
+        .try_init();
 }
 
 /// Ctrl-C or SIGTERM.

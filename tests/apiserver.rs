@@ -1,18 +1,19 @@
 //! `gantry apiserver` as a user runs it: it prints where it listens,
 //! writes a kubeconfig that a real client can use, and stops on SIGTERM.
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::Arc,
 };
-
-use std::{path::Path, process::Child, sync::Arc};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
-    Api, Client,
+    Api,
     api::{ListParams, PostParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 
 #[test]
@@ -56,7 +57,7 @@ async fn gantry_apiserver_serves_kubectl_compatible_clients_and_stops_on_sigterm
     let second = lines.next().expect("a line").expect("readable");
     assert_eq!(second, format!("kubeconfig: {}", kubeconfig.display()));
 
-    let namespaces: Api<Namespace> = Api::all(client(&kubeconfig).await);
+    let namespaces: Api<Namespace> = Api::all(common::client(&kubeconfig).await);
     let names: Vec<String> = namespaces
         .list(&ListParams::default())
         .await
@@ -83,7 +84,6 @@ async fn gantry_apiserver_serves_kubectl_compatible_clients_and_stops_on_sigterm
     assert!(exit.success(), "{exit:?}");
 }
 
-/// Start `gantry apiserver` on `listen`; wait until it says it listens.
 /// `gantry apiserver` on `listen`, its output piped.
 fn apiserver(data: &Path, kubeconfig: &Path, listen: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
@@ -112,16 +112,6 @@ fn spawn_server(data: &Path, kubeconfig: &Path, listen: &str) -> Child {
     child
 }
 
-async fn client(kubeconfig: &Path) -> Client {
-    let config = kube::Config::from_custom_kubeconfig(
-        Kubeconfig::read_from(kubeconfig).expect("kubeconfig written"),
-        &KubeConfigOptions::default(),
-    )
-    .await
-    .expect("config");
-    Client::try_from(config).expect("client")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_server_during_a_write_storm_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -133,7 +123,7 @@ async fn kill_9_of_the_server_during_a_write_storm_loses_no_acknowledged_write()
         .port();
     let listen = format!("127.0.0.1:{port}");
     let mut server = spawn_server(&data, &kubeconfig, &listen);
-    let api: Api<ConfigMap> = Api::namespaced(client(&kubeconfig).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(common::client(&kubeconfig).await, "default");
 
     let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let mut writers = Vec::new();
@@ -172,7 +162,7 @@ async fn kill_9_of_the_server_during_a_write_storm_loses_no_acknowledged_write()
     );
 
     let mut server = spawn_server(&data, &kubeconfig, &listen);
-    let api: Api<ConfigMap> = Api::namespaced(client(&kubeconfig).await, "default");
+    let api: Api<ConfigMap> = Api::namespaced(common::client(&kubeconfig).await, "default");
     let stored: std::collections::HashMap<String, String> = api
         .list(&ListParams::default())
         .await

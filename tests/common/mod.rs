@@ -1,6 +1,9 @@
 //! What the end-to-end tests share: the real CLI tools fetched from PyPI,
 //! and the control plane to run them against.
 
+// Each test binary uses a part of this.
+#![allow(dead_code)]
+
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -91,4 +94,48 @@ impl Cli {
         assert!(!out.status.success(), "{args:?} should have failed");
         String::from_utf8(out.stderr).expect("UTF-8")
     }
+}
+
+/// A kube client from a kubeconfig file.
+pub async fn client(kubeconfig: &Path) -> kube::Client {
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(kubeconfig).expect("kubeconfig written"),
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    kube::Client::try_from(config).expect("client")
+}
+
+/// Whether a Docker engine answers. Without one a test fails under CI and
+/// is skipped (loudly) elsewhere: `false` means skip.
+pub fn docker() -> bool {
+    let answers = Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !answers {
+        assert!(
+            std::env::var("CI").is_err(),
+            "Docker is needed: no engine answers `docker version`"
+        );
+        eprintln!("SKIPPED: no Docker engine");
+    }
+    answers
+}
+
+/// The image the tests run (scripts/build-image builds it once).
+pub fn test_image() -> String {
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image"))
+        .output()
+        .expect("scripts/build-image runs");
+    assert!(
+        out.status.success(),
+        "scripts/build-image failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .trim()
+        .to_owned()
 }

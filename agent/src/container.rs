@@ -1,0 +1,106 @@
+//! A container definition, with the task's overrides, as the runtime
+//! config the agent creates.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use crds::v1alpha1::{ContainerDefinition, Task, TaskDefinitionSpec};
+use kube::ResourceExt;
+
+use crate::runtime::{ContainerConfig, PortSpec, labels};
+
+/// The runtime's name for a task's container: unique per task uid, so
+/// that a second create of it fails rather than duplicating it.
+#[must_use]
+pub fn runtime_name(task: &Task, container: &str) -> String {
+    let uid = task.uid().unwrap_or_default();
+    let short: String = uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
+    format!("gantry-{}-{container}-{short}", task.name_any())
+}
+
+#[must_use]
+pub fn config(
+    task: &Task,
+    definition: &TaskDefinitionSpec,
+    def: &ContainerDefinition,
+    instance: &str,
+    host_ip: &str,
+) -> ContainerConfig {
+    let uid = task.uid().unwrap_or_default();
+    let overrides = task
+        .spec
+        .overrides
+        .as_ref()
+        .and_then(|o| o.container_overrides.iter().find(|c| c.name == def.name));
+    let mut environment: Vec<(String, String)> = def
+        .environment
+        .iter()
+        .map(|kv| (kv.name.clone(), kv.value.clone()))
+        .collect();
+    for kv in overrides
+        .map(|o| o.environment.as_slice())
+        .unwrap_or_default()
+    {
+        environment.retain(|(name, _)| *name != kv.name);
+        environment.push((kv.name.clone(), kv.value.clone()));
+    }
+    let command = overrides
+        .and_then(|o| o.command.clone())
+        .unwrap_or_else(|| def.command.clone());
+    let binds = def
+        .mount_points
+        .iter()
+        .filter_map(|mount| {
+            let volume = definition
+                .volumes
+                .iter()
+                .find(|v| v.name == mount.source_volume)?;
+            // A volume without a host path is a Docker volume of the task's
+            // own.
+            let source = volume.host.as_ref().map_or_else(
+                || format!("gantry-{uid}-{}", volume.name),
+                |host| host.source_path.clone(),
+            );
+            let mode = if mount.read_only { ":ro" } else { "" };
+            Some(format!("{source}:{}{mode}", mount.container_path))
+        })
+        .collect();
+    let labels = BTreeMap::from([
+        (labels::INSTANCE.to_owned(), instance.to_owned()),
+        (
+            labels::TASK_NAMESPACE.to_owned(),
+            task.namespace().unwrap_or_default(),
+        ),
+        (labels::TASK_NAME.to_owned(), task.name_any()),
+        (labels::TASK_UID.to_owned(), uid.clone()),
+        (labels::CONTAINER.to_owned(), def.name.clone()),
+    ]);
+    ContainerConfig {
+        runtime_name: runtime_name(task, &def.name),
+        image: def.image.clone(),
+        command,
+        entry_point: def.entry_point.clone(),
+        environment,
+        ports: def
+            .port_mappings
+            .iter()
+            .map(|p| PortSpec {
+                container_port: p.container_port,
+                host_port: p.host_port,
+                protocol: p.protocol,
+            })
+            .collect(),
+        host_ip: host_ip.to_owned(),
+        cpu_shares: def.cpu,
+        memory_mib: def.memory,
+        memory_reservation_mib: def.memory_reservation,
+        health_check: def.health_check.clone(),
+        network_mode: definition.network_mode,
+        binds,
+        stop_timeout: Duration::from_secs(u64::from(def.stop_timeout)),
+        labels,
+    }
+}

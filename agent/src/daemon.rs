@@ -1,0 +1,168 @@
+//! The agent's main loop: register, keep the Lease, and feed the task
+//! supervisors from three sources — the watch of Tasks bound here, the
+//! watch of this instance's allocations (the fence), and the runtime's
+//! events — plus a periodic resync.
+
+use std::{collections::BTreeSet, future::Future, sync::Arc};
+
+use crds::v1alpha1::{CONTAINER_INSTANCE_LABEL, ContainerInstance, Task};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{
+    Api, Client,
+    api::DeleteParams,
+    runtime::{WatchStreamExt, watcher},
+};
+use tracing::Instrument;
+
+use crate::{
+    Config, Error, registration,
+    runtime::{Runtime, labels},
+    supervisor::{self, Context, Shared},
+};
+
+/// Run the agent until `shutdown` completes.
+///
+/// # Errors
+/// When the runtime cannot be reached or registration is refused; once
+/// running, failures are logged and retried.
+pub async fn run<R: Runtime>(
+    client: Client,
+    config: Config,
+    runtime: R,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let span = tracing::info_span!("agent", cluster = %config.cluster, instance = %config.name);
+    run_inner(client, config, runtime, shutdown)
+        .instrument(span)
+        .await
+}
+
+async fn run_inner<R: Runtime>(
+    client: Client,
+    config: Config,
+    runtime: R,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let info = runtime.info().await?;
+    let instances: Api<ContainerInstance> = Api::namespaced(client.clone(), &config.cluster);
+    let spec = registration::spec(&config, &info);
+    let instance = registration::register(&instances, &config, spec).await?;
+    tracing::info!(runtime = %info.version, "registered");
+
+    let config = Arc::new(config);
+    let context = Arc::new(Context {
+        config: Arc::clone(&config),
+        runtime: Arc::new(runtime),
+        client: client.clone(),
+        shared: Arc::new(Shared::default()),
+    });
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &config.cluster);
+    let lease = registration::keep_lease(leases.clone(), instance, &config);
+
+    let tasks: Api<Task> = Api::namespaced(client.clone(), &config.cluster);
+    let selector = format!("{CONTAINER_INSTANCE_LABEL}={}", config.name);
+    let mut task_events = watcher(tasks, watcher::Config::default().labels(&selector))
+        .default_backoff()
+        .boxed();
+    let mut instance_events = watcher(
+        instances.clone(),
+        watcher::Config::default().fields(&format!("metadata.name={}", config.name)),
+    )
+    .default_backoff()
+    .applied_objects()
+    .boxed();
+    let mut changes = context.runtime.changes(&config.name);
+    let mut resync = tokio::time::interval(config.resync);
+    let mut relisting = Vec::new();
+    let mut synced = false;
+
+    tokio::pin!(shutdown);
+    tokio::pin!(lease);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = &mut lease => {}
+            event = task_events.try_next() => match event {
+                Ok(Some(watcher::Event::Apply(task))) => {
+                    if let Some(uid) = context.shared.set_task(task) {
+                        supervisor::notify(&context, &uid);
+                    }
+                }
+                Ok(Some(watcher::Event::Delete(task))) => {
+                    if let Some(uid) = kube::ResourceExt::uid(&task) {
+                        context.shared.remove_task(&uid);
+                        supervisor::notify(&context, &uid);
+                    }
+                }
+                Ok(Some(watcher::Event::Init)) => relisting.clear(),
+                Ok(Some(watcher::Event::InitApply(task))) => relisting.push(task),
+                Ok(Some(watcher::Event::InitDone)) => {
+                    let gone = context.shared.replace_tasks(std::mem::take(&mut relisting));
+                    for uid in gone.iter().chain(&context.shared.task_uids()) {
+                        supervisor::notify(&context, uid);
+                    }
+                    if !synced {
+                        synced = true;
+                        adopt(&context).await;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => tracing::warn!(error = %e, "task watch failed; retrying"),
+            },
+            instance = instance_events.try_next() => match instance {
+                Ok(Some(instance)) => {
+                    let allocated: BTreeSet<String> = instance
+                        .status
+                        .iter()
+                        .flat_map(|s| &s.allocations)
+                        .map(|a| a.task_uid.clone())
+                        .collect();
+                    context.shared.set_allocated(allocated);
+                    supervisor::notify_all(&context);
+                }
+                Ok(None) => break,
+                Err(e) => tracing::warn!(error = %e, "instance watch failed; retrying"),
+            },
+            Some(uid) = changes.next() => {
+                // Before the first task list, an unknown uid may yet be a
+                // task of ours; the adoption after the list settles it.
+                if synced || context.shared.task_uids().contains(&uid) {
+                    supervisor::notify(&context, &uid);
+                }
+            }
+            _ = resync.tick() => {
+                if synced {
+                    supervisor::notify_all(&context);
+                    adopt(&context).await;
+                }
+            }
+        }
+    }
+    if config.deregister_on_exit {
+        let _ = leases.delete(&config.name, &DeleteParams::default()).await;
+        instances
+            .delete(&config.name, &DeleteParams::default())
+            .await?;
+        tracing::info!("deregistered");
+    }
+    Ok(())
+}
+
+/// Give every container labelled with this instance a supervisor: those
+/// of known tasks are re-adopted, the others (tasks deleted while the
+/// agent was away) are stopped and removed.
+async fn adopt<R: Runtime>(context: &Arc<Context<R>>) {
+    match context.runtime.list(&context.config.name).await {
+        Ok(observed) => {
+            let uids: BTreeSet<String> = observed
+                .iter()
+                .filter_map(|o| o.label(labels::TASK_UID).map(str::to_owned))
+                .collect();
+            for uid in uids {
+                supervisor::notify(context, &uid);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing containers failed"),
+    }
+}

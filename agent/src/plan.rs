@@ -1,0 +1,618 @@
+//! What a task's containers should do next: a pure function of the Task
+//! (its definition snapshot, `desiredStatus`, and the status recorded so
+//! far), what the runtime reports of its containers, and whether this
+//! instance holds the task's allocation. The agent carries the actions
+//! out and writes the status back; the status is the only memory, so a
+//! restarted agent picks up where the last one stopped.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use crds::v1alpha1::{
+    ContainerDefinition, ContainerLastStatus, ContainerStatus, DependencyCondition, DesiredStatus,
+    HealthStatus, StopCode, TaskDefinitionSpec, TaskLastStatus, TaskStatus,
+};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use crate::runtime::{Observed, State};
+
+/// ECS's reason when an essential container stops.
+pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
+/// ECS's reason when a user stops a task.
+pub const STOPPED_BY_USER: &str = "Task stopped by user";
+
+/// What the plan is made from.
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub definition: &'a TaskDefinitionSpec,
+    pub desired: DesiredStatus,
+    /// This instance holds the task's allocation: nothing may start
+    /// without it.
+    pub fenced: bool,
+    /// The status recorded so far.
+    pub recorded: &'a TaskStatus,
+    /// The task's containers as the runtime reports them, by container
+    /// name.
+    pub observed: &'a BTreeMap<String, Observed>,
+    /// A launch that failed since the status was recorded.
+    pub failure: Option<&'a Failure>,
+}
+
+/// A container that could not be launched, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub container: String,
+    /// ECS-style, e.g. `CannotPullContainerError: ...`.
+    pub reason: String,
+}
+
+/// One thing to do to a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Pull if needed, create and start.
+    Launch(String),
+    /// Start a container that was created but never started.
+    Start(String),
+    /// SIGTERM, then SIGKILL after the timeout.
+    Stop {
+        container: String,
+        timeout: Duration,
+    },
+}
+
+/// The actions to take now and the status to report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub status: TaskStatus,
+}
+
+impl Plan {
+    /// Everything is stopped and nothing more will happen.
+    #[must_use]
+    pub fn finished(&self) -> bool {
+        self.status.last_status == Some(TaskLastStatus::Stopped)
+    }
+}
+
+#[must_use]
+pub fn plan(input: &Input<'_>, now: Timestamp) -> Plan {
+    let containers = &input.definition.container_definitions;
+    let stop = stop_cause(input);
+    let mut actions = Vec::new();
+    match &stop {
+        Some(_) => {
+            // Dependents first: the reverse of the definition order.
+            for def in containers.iter().rev() {
+                if input
+                    .observed
+                    .get(&def.name)
+                    .is_some_and(|o| o.state == State::Running)
+                {
+                    actions.push(Action::Stop {
+                        container: def.name.clone(),
+                        timeout: Duration::from_secs(u64::from(def.stop_timeout)),
+                    });
+                }
+            }
+        }
+        None if input.fenced => {
+            for def in containers {
+                match input.observed.get(&def.name) {
+                    None if dependencies_met(def, input.observed) => {
+                        actions.push(Action::Launch(def.name.clone()));
+                    }
+                    Some(o)
+                        if o.state == State::Created && dependencies_met(def, input.observed) =>
+                    {
+                        actions.push(Action::Start(def.name.clone()));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        None => {}
+    }
+    let status = status(input, stop.as_ref(), now);
+    Plan { actions, status }
+}
+
+/// Why the task is stopping, if it is: what was recorded first wins.
+fn stop_cause(input: &Input<'_>) -> Option<(StopCode, String)> {
+    if let Some(code) = input.recorded.stop_code {
+        let reason = input.recorded.stopped_reason.clone().unwrap_or_default();
+        return Some((code, reason));
+    }
+    if let Some(failure) = input.failure {
+        return Some((StopCode::TaskFailedToStart, failure.reason.clone()));
+    }
+    if input.desired == DesiredStatus::Stopped {
+        return Some((StopCode::UserInitiated, STOPPED_BY_USER.to_owned()));
+    }
+    let containers = &input.definition.container_definitions;
+    if containers.iter().any(|def| {
+        def.essential
+            && input
+                .observed
+                .get(&def.name)
+                .is_some_and(|o| o.state == State::Exited)
+    }) {
+        return Some((
+            StopCode::EssentialContainerExited,
+            ESSENTIAL_EXITED.to_owned(),
+        ));
+    }
+    for def in containers {
+        if input.observed.contains_key(&def.name) {
+            continue;
+        }
+        for dependency in &def.depends_on {
+            if let Some(why) = never_met(
+                dependency.condition,
+                input.observed.get(&dependency.container_name),
+            ) {
+                return Some((
+                    StopCode::TaskFailedToStart,
+                    format!(
+                        "dependency of {} on {} ({}) can never be met: {why}",
+                        def.name,
+                        dependency.container_name,
+                        condition_name(dependency.condition)
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The condition as ECS spells it.
+fn condition_name(condition: DependencyCondition) -> &'static str {
+    match condition {
+        DependencyCondition::Start => "START",
+        DependencyCondition::Complete => "COMPLETE",
+        DependencyCondition::Success => "SUCCESS",
+        DependencyCondition::Healthy => "HEALTHY",
+    }
+}
+
+fn dependencies_met(def: &ContainerDefinition, observed: &BTreeMap<String, Observed>) -> bool {
+    def.depends_on.iter().all(|dependency| {
+        let Some(o) = observed.get(&dependency.container_name) else {
+            return false;
+        };
+        match dependency.condition {
+            DependencyCondition::Start => matches!(o.state, State::Running | State::Exited),
+            DependencyCondition::Complete => o.state == State::Exited,
+            DependencyCondition::Success => o.state == State::Exited && o.exit_code == Some(0),
+            DependencyCondition::Healthy => {
+                o.state == State::Running && o.health == Some(HealthStatus::Healthy)
+            }
+        }
+    })
+}
+
+/// Why a dependency can no longer be met, if that is so.
+fn never_met(condition: DependencyCondition, observed: Option<&Observed>) -> Option<String> {
+    let o = observed?;
+    match condition {
+        DependencyCondition::Success if o.state == State::Exited && o.exit_code != Some(0) => {
+            Some(format!("it exited with code {}", o.exit_code.unwrap_or(-1)))
+        }
+        DependencyCondition::Healthy if o.state == State::Exited => {
+            Some("it exited before it was healthy".to_owned())
+        }
+        DependencyCondition::Healthy if o.health == Some(HealthStatus::Unhealthy) => {
+            Some("it is unhealthy".to_owned())
+        }
+        _ => None,
+    }
+}
+
+fn status(input: &Input<'_>, stop: Option<&(StopCode, String)>, now: Timestamp) -> TaskStatus {
+    let recorded = input.recorded;
+    let defs = &input.definition.container_definitions;
+    let containers: Vec<ContainerStatus> = defs
+        .iter()
+        .map(|def| container_status(def, input, stop.is_some()))
+        .collect();
+    let any_running = input.observed.values().any(|o| o.state == State::Running);
+    let last_status = match stop {
+        Some(_) if any_running => TaskLastStatus::Stopping,
+        Some(_) => TaskLastStatus::Stopped,
+        None if input.observed.is_empty() => TaskLastStatus::Pending,
+        None if defs.iter().all(|def| {
+            input.observed.get(&def.name).is_some_and(|o| {
+                o.state == State::Running || (!def.essential && o.state == State::Exited)
+            })
+        }) =>
+        {
+            TaskLastStatus::Running
+        }
+        None => TaskLastStatus::Activating,
+    };
+    let stamp = |kept: &Option<Time>, now_applies: bool| {
+        kept.clone().or_else(|| now_applies.then_some(Time(now)))
+    };
+    TaskStatus {
+        observed_generation: recorded.observed_generation,
+        last_status: Some(last_status),
+        health_status: Some(task_health(defs, input.observed)),
+        stop_code: stop.map(|(code, _)| *code),
+        stopped_reason: stop.map(|(_, reason)| reason.clone()),
+        containers,
+        pull_started_at: recorded.pull_started_at.clone(),
+        pull_stopped_at: recorded.pull_stopped_at.clone(),
+        started_at: stamp(&recorded.started_at, last_status == TaskLastStatus::Running),
+        stopping_at: stamp(&recorded.stopping_at, stop.is_some()),
+        stopped_at: stamp(&recorded.stopped_at, last_status == TaskLastStatus::Stopped),
+        conditions: recorded.conditions.clone(),
+    }
+}
+
+fn container_status(
+    def: &ContainerDefinition,
+    input: &Input<'_>,
+    stopping: bool,
+) -> ContainerStatus {
+    let recorded = input
+        .recorded
+        .containers
+        .iter()
+        .find(|c| c.name == def.name);
+    let Some(o) = input.observed.get(&def.name) else {
+        // Not launched, or removed after the task stopped: say why it
+        // never ran, or keep what was reported.
+        if let Some(failure) = input.failure.filter(|f| f.container == def.name) {
+            return ContainerStatus {
+                name: def.name.clone(),
+                runtime_id: None,
+                image: Some(def.image.clone()),
+                last_status: ContainerLastStatus::Stopped,
+                exit_code: None,
+                reason: Some(failure.reason.clone()),
+                health_status: None,
+                network_bindings: Vec::new(),
+            };
+        }
+        let mut status = recorded.cloned().unwrap_or_else(|| ContainerStatus {
+            name: def.name.clone(),
+            runtime_id: None,
+            image: Some(def.image.clone()),
+            last_status: ContainerLastStatus::Pending,
+            exit_code: None,
+            reason: None,
+            health_status: None,
+            network_bindings: Vec::new(),
+        });
+        // A stopping task starts nothing more.
+        if stopping {
+            status.last_status = ContainerLastStatus::Stopped;
+        }
+        return status;
+    };
+    let exited = o.state == State::Exited;
+    let reason = if exited && o.oom_killed {
+        Some("OutOfMemoryError: Container killed due to memory usage".to_owned())
+    } else {
+        o.error.clone().filter(|e| !e.is_empty())
+    };
+    ContainerStatus {
+        name: def.name.clone(),
+        runtime_id: Some(o.id.clone()),
+        image: Some(o.image.clone()),
+        last_status: match o.state {
+            State::Created => ContainerLastStatus::Pending,
+            State::Running => ContainerLastStatus::Running,
+            State::Exited => ContainerLastStatus::Stopped,
+        },
+        exit_code: if exited {
+            o.exit_code.and_then(|c| i32::try_from(c).ok())
+        } else {
+            None
+        },
+        reason,
+        health_status: def
+            .health_check
+            .as_ref()
+            .map(|_| o.health.unwrap_or_default()),
+        network_bindings: o.network_bindings.clone(),
+    }
+}
+
+/// ECS: UNHEALTHY if any essential container with a health check is
+/// unhealthy, HEALTHY if all of them are healthy, UNKNOWN otherwise (and
+/// always when none has a health check).
+fn task_health(
+    defs: &[ContainerDefinition],
+    observed: &BTreeMap<String, Observed>,
+) -> HealthStatus {
+    let checked: Vec<HealthStatus> = defs
+        .iter()
+        .filter(|def| def.essential && def.health_check.is_some())
+        .map(|def| {
+            observed
+                .get(&def.name)
+                .and_then(|o| o.health)
+                .unwrap_or_default()
+        })
+        .collect();
+    if checked.contains(&HealthStatus::Unhealthy) {
+        HealthStatus::Unhealthy
+    } else if !checked.is_empty() && checked.iter().all(|h| *h == HealthStatus::Healthy) {
+        HealthStatus::Healthy
+    } else {
+        HealthStatus::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn definition(containers: serde_json::Value) -> TaskDefinitionSpec {
+        serde_json::from_value(
+            serde_json::json!({"containerDefinitions": containers, "memory": 64}),
+        )
+        .expect("a definition")
+    }
+
+    fn observed(
+        name: &str,
+        state: State,
+        exit_code: Option<i64>,
+        health: Option<HealthStatus>,
+    ) -> (String, Observed) {
+        (
+            name.to_owned(),
+            Observed {
+                id: format!("id-{name}"),
+                labels: BTreeMap::new(),
+                image: "img".to_owned(),
+                state,
+                exit_code,
+                health,
+                oom_killed: false,
+                error: None,
+                network_bindings: Vec::new(),
+            },
+        )
+    }
+
+    fn run(
+        definition: &TaskDefinitionSpec,
+        observed: &[(String, Observed)],
+        recorded: &TaskStatus,
+        desired: DesiredStatus,
+        fenced: bool,
+    ) -> Plan {
+        let observed: BTreeMap<String, Observed> = observed.iter().cloned().collect();
+        plan(
+            &Input {
+                definition,
+                desired,
+                fenced,
+                recorded,
+                observed: &observed,
+                failure: None,
+            },
+            Timestamp::UNIX_EPOCH,
+        )
+    }
+
+    fn two_with(condition: &str) -> TaskDefinitionSpec {
+        definition(serde_json::json!([
+            {"name": "db", "image": "img", "essential": false},
+            {"name": "app", "image": "img", "dependsOn": [{"containerName": "db", "condition": condition}]},
+        ]))
+    }
+
+    #[test]
+    fn nothing_starts_without_the_allocation() {
+        let def = two_with("START");
+        let plan = run(
+            &def,
+            &[],
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            false,
+        );
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.last_status, Some(TaskLastStatus::Pending));
+    }
+
+    #[test]
+    fn dependents_wait_for_their_condition() {
+        let def = two_with("HEALTHY");
+        let fresh = run(
+            &def,
+            &[],
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert_eq!(fresh.actions, [Action::Launch("db".into())]);
+        let starting = [observed(
+            "db",
+            State::Running,
+            None,
+            Some(HealthStatus::Unknown),
+        )];
+        let plan = run(
+            &def,
+            &starting,
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert!(plan.actions.is_empty(), "app waits for db to be healthy");
+        assert_eq!(plan.status.last_status, Some(TaskLastStatus::Activating));
+        let healthy = [observed(
+            "db",
+            State::Running,
+            None,
+            Some(HealthStatus::Healthy),
+        )];
+        let plan = run(
+            &def,
+            &healthy,
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert_eq!(plan.actions, [Action::Launch("app".into())]);
+
+        let success = two_with("SUCCESS");
+        let done = [observed("db", State::Exited, Some(0), None)];
+        let plan = run(
+            &success,
+            &done,
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert_eq!(plan.actions, [Action::Launch("app".into())]);
+    }
+
+    #[test]
+    fn a_dependency_that_can_never_be_met_fails_the_task() {
+        let def = two_with("SUCCESS");
+        let failed = [observed("db", State::Exited, Some(2), None)];
+        let plan = run(
+            &def,
+            &failed,
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.stop_code, Some(StopCode::TaskFailedToStart));
+        assert_eq!(
+            plan.status.stopped_reason.as_deref(),
+            Some("dependency of app on db (SUCCESS) can never be met: it exited with code 2")
+        );
+        assert_eq!(plan.status.last_status, Some(TaskLastStatus::Stopped));
+    }
+
+    #[test]
+    fn an_essential_exit_stops_the_rest_and_a_non_essential_one_does_not() {
+        let def = two_with("START");
+        let side_exited = [
+            observed("db", State::Exited, Some(7), None),
+            observed("app", State::Running, None, None),
+        ];
+        let plan = run(
+            &def,
+            &side_exited,
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.status.last_status, Some(TaskLastStatus::Running));
+        assert_eq!(plan.status.containers[0].exit_code, Some(7));
+
+        let app_exited = [
+            observed("db", State::Running, None, None),
+            observed("app", State::Exited, Some(3), None),
+        ];
+        let plan = run(
+            &def,
+            &app_exited,
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert_eq!(
+            plan.actions,
+            [Action::Stop {
+                container: "db".into(),
+                timeout: Duration::from_secs(30)
+            }]
+        );
+        assert_eq!(
+            plan.status.stop_code,
+            Some(StopCode::EssentialContainerExited)
+        );
+        assert_eq!(
+            plan.status.stopped_reason.as_deref(),
+            Some(ESSENTIAL_EXITED)
+        );
+        assert_eq!(plan.status.last_status, Some(TaskLastStatus::Stopping));
+        assert_eq!(plan.status.containers[1].exit_code, Some(3));
+    }
+
+    #[test]
+    fn stopping_goes_in_reverse_order_and_the_first_cause_is_kept() {
+        let def = two_with("START");
+        let both = [
+            observed("db", State::Running, None, None),
+            observed("app", State::Running, None, None),
+        ];
+        let plan = run(
+            &def,
+            &both,
+            &TaskStatus::default(),
+            DesiredStatus::Stopped,
+            true,
+        );
+        let order: Vec<&str> = plan
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Stop { container, .. } => container.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(order, ["app", "db"]);
+        assert_eq!(plan.status.stop_code, Some(StopCode::UserInitiated));
+
+        // A cause once recorded stays, whatever happens next.
+        let recorded = TaskStatus {
+            stop_code: Some(StopCode::EssentialContainerExited),
+            stopped_reason: Some(ESSENTIAL_EXITED.into()),
+            ..TaskStatus::default()
+        };
+        let plan = run(&def, &both, &recorded, DesiredStatus::Stopped, true);
+        assert_eq!(
+            plan.status.stop_code,
+            Some(StopCode::EssentialContainerExited)
+        );
+        let gone = run(&def, &[], &recorded, DesiredStatus::Running, true);
+        assert!(gone.actions.is_empty(), "a stopped task never starts again");
+        assert!(gone.finished());
+    }
+
+    #[test]
+    fn task_health_follows_essential_containers_with_checks() {
+        let def = definition(serde_json::json!([
+            {"name": "a", "image": "img", "healthCheck": {"command": ["CMD", "true"]}},
+            {"name": "b", "image": "img", "essential": false, "healthCheck": {"command": ["CMD", "true"]}},
+        ]));
+        let status = |a, b| {
+            run(
+                &def,
+                &[
+                    observed("a", State::Running, None, Some(a)),
+                    observed("b", State::Running, None, Some(b)),
+                ],
+                &TaskStatus::default(),
+                DesiredStatus::Running,
+                true,
+            )
+            .status
+            .health_status
+        };
+        assert_eq!(
+            status(HealthStatus::Healthy, HealthStatus::Unhealthy),
+            Some(HealthStatus::Healthy)
+        );
+        assert_eq!(
+            status(HealthStatus::Unhealthy, HealthStatus::Healthy),
+            Some(HealthStatus::Unhealthy)
+        );
+        assert_eq!(
+            status(HealthStatus::Unknown, HealthStatus::Healthy),
+            Some(HealthStatus::Unknown)
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! The Docker runtime, through bollard.
+
+use std::{collections::HashMap, time::Duration};
+
+use bollard::{
+    models::{
+        ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
+        PortBinding,
+    },
+    query_parameters::{
+        CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+        InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+        StopContainerOptionsBuilder,
+    },
+};
+use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode, Protocol};
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+
+use super::{ContainerConfig, Info, Observed, Runtime, RuntimeError, State, labels};
+
+/// Docker through its API socket.
+#[derive(Clone, Debug)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+const MIB: i64 = 1024 * 1024;
+
+impl Docker {
+    /// Connect to `host` (a `unix://` or `tcp://` URI), or to the local
+    /// default (`DOCKER_HOST`, else the usual socket), and agree on an API
+    /// version the engine speaks.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Unreachable`] when no engine answers there.
+    pub async fn connect(host: Option<&str>) -> Result<Self, RuntimeError> {
+        let at = host
+            .map(str::to_owned)
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+        let unreachable = |e: bollard::errors::Error| RuntimeError::Unreachable {
+            at: at.clone(),
+            message: e.to_string(),
+        };
+        let client = match host {
+            Some(uri) if uri.starts_with("unix://") => {
+                bollard::Docker::connect_with_unix(uri, 120, bollard::API_DEFAULT_VERSION)
+            }
+            Some(uri) => bollard::Docker::connect_with_http(uri, 120, bollard::API_DEFAULT_VERSION),
+            None => bollard::Docker::connect_with_local_defaults(),
+        }
+        .map_err(unreachable)?;
+        let client = client.negotiate_version().await.map_err(unreachable)?;
+        client.ping().await.map_err(unreachable)?;
+        Ok(Self { client })
+    }
+
+    fn other(e: bollard::errors::Error) -> RuntimeError {
+        match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => RuntimeError::NotFound(message),
+            e => RuntimeError::Other(e.to_string()),
+        }
+    }
+}
+
+fn port_key(container_port: u16, protocol: Protocol) -> String {
+    let protocol = match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    };
+    format!("{container_port}/{protocol}")
+}
+
+fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let host_network = config.network_mode == NetworkMode::Host;
+    for port in &config.ports {
+        if host_network {
+            continue;
+        }
+        port_bindings
+            .entry(port_key(port.container_port, port.protocol))
+            .or_default()
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(config.host_ip.clone()),
+                // Empty: Docker picks a free port (ECS's dynamic mapping).
+                host_port: Some(if port.host_port == 0 {
+                    String::new()
+                } else {
+                    port.host_port.to_string()
+                }),
+            });
+    }
+    let healthcheck = config.health_check.as_ref().map(|h| HealthConfig {
+        test: Some(h.command.clone()),
+        interval: Some(i64::from(h.interval) * NANOS_PER_SECOND),
+        timeout: Some(i64::from(h.timeout) * NANOS_PER_SECOND),
+        retries: Some(i64::from(h.retries)),
+        start_period: h.start_period.map(|s| i64::from(s) * NANOS_PER_SECOND),
+        start_interval: None,
+    });
+    ContainerCreateBody {
+        image: Some(config.image.clone()),
+        cmd: (!config.command.is_empty()).then(|| config.command.clone()),
+        entrypoint: (!config.entry_point.is_empty()).then(|| config.entry_point.clone()),
+        env: Some(
+            config
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
+        exposed_ports: Some(
+            config
+                .ports
+                .iter()
+                .map(|p| port_key(p.container_port, p.protocol))
+                .collect(),
+        ),
+        labels: Some(config.labels.clone().into_iter().collect()),
+        healthcheck,
+        stop_timeout: i64::try_from(config.stop_timeout.as_secs()).ok(),
+        host_config: Some(HostConfig {
+            // Docker's minimum share is 2; ECS sends 2 for cpu 0 too.
+            cpu_shares: Some(i64::from(config.cpu_shares.unwrap_or(0).max(2))),
+            memory: config.memory_mib.map(|m| i64::from(m) * MIB),
+            memory_reservation: config.memory_reservation_mib.map(|m| i64::from(m) * MIB),
+            network_mode: Some(
+                match config.network_mode {
+                    NetworkMode::Bridge => "bridge",
+                    NetworkMode::Host => "host",
+                }
+                .to_owned(),
+            ),
+            port_bindings: Some(port_bindings),
+            binds: (!config.binds.is_empty()).then(|| config.binds.clone()),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+impl Runtime for Docker {
+    async fn info(&self) -> Result<Info, RuntimeError> {
+        let version = self.client.version().await.map_err(Self::other)?;
+        let info = self.client.info().await.map_err(Self::other)?;
+        Ok(Info {
+            version: version.version.unwrap_or_default(),
+            memory_mib: info.mem_total.and_then(|m| u64::try_from(m / MIB).ok()),
+            cpus: info.ncpu.and_then(|n| u32::try_from(n).ok()),
+        })
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if self.client.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let (name, tag) = match image.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => (name, tag),
+            _ => (image, "latest"),
+        };
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(name)
+            .tag(tag)
+            .build();
+        self.client
+            .create_image(Some(options), None, None)
+            .try_for_each(|_| async { Ok(()) })
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError { message, .. }
+                | bollard::errors::Error::DockerStreamError { error: message } => {
+                    RuntimeError::CannotPull(message)
+                }
+                e => RuntimeError::CannotPull(e.to_string()),
+            })
+    }
+
+    async fn create(&self, config: &ContainerConfig) -> Result<String, RuntimeError> {
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&config.runtime_name)
+            .build();
+        self.client
+            .create_container(Some(options), create_body(config))
+            .await
+            .map(|created| created.id)
+            .map_err(|e| RuntimeError::Container {
+                kind: "CannotCreateContainerError",
+                message: e.to_string(),
+            })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.client
+            .start_container(id, None)
+            .await
+            .map_err(|e| RuntimeError::Container {
+                kind: "CannotStartContainerError",
+                message: e.to_string(),
+            })
+    }
+
+    async fn stop(&self, id: &str, timeout: Duration) -> Result<(), RuntimeError> {
+        let seconds = i32::try_from(timeout.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match self.client.stop_container(id, Some(options)).await {
+            // 304: it had stopped already.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            other => other.map_err(Self::other),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.client.remove_container(id, Some(options)).await {
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            other => other.map_err(Self::other),
+        }
+    }
+
+    async fn list(&self, instance: &str) -> Result<Vec<Observed>, RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={instance}", labels::INSTANCE)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let summaries = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(Self::other)?;
+        let mut observed = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            match self.inspect(&id).await {
+                Ok(o) => observed.push(o),
+                // Removed between the list and the inspect.
+                Err(RuntimeError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(observed)
+    }
+
+    fn changes(&self, instance: &str) -> BoxStream<'static, String> {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "label".to_owned(),
+                vec![format!("{}={instance}", labels::INSTANCE)],
+            ),
+        ]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        self.client
+            .events(Some(options))
+            .filter_map(|event| async move {
+                let event = event.ok()?;
+                let mut attributes = event.actor?.attributes?;
+                attributes.remove(labels::TASK_UID)
+            })
+            .boxed()
+    }
+}
+
+impl Docker {
+    async fn inspect(&self, id: &str) -> Result<Observed, RuntimeError> {
+        let inspected = self
+            .client
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(Self::other)?;
+        let config = inspected.config.unwrap_or_default();
+        let state = inspected.state.unwrap_or_default();
+        let status = match state.status {
+            Some(ContainerStateStatusEnum::CREATED) => State::Created,
+            Some(
+                ContainerStateStatusEnum::RUNNING
+                | ContainerStateStatusEnum::PAUSED
+                | ContainerStateStatusEnum::RESTARTING,
+            ) => State::Running,
+            _ => State::Exited,
+        };
+        let health = state.health.and_then(|h| match h.status? {
+            HealthStatusEnum::HEALTHY => Some(HealthStatus::Healthy),
+            HealthStatusEnum::UNHEALTHY => Some(HealthStatus::Unhealthy),
+            HealthStatusEnum::STARTING => Some(HealthStatus::Unknown),
+            HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
+        });
+        let mut network_bindings = Vec::new();
+        let host_network = inspected
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("host");
+        if host_network {
+            for key in config.exposed_ports.iter().flatten() {
+                if let Some((port, protocol)) = parse_port_key(key) {
+                    network_bindings.push(NetworkBinding {
+                        bind_ip: "0.0.0.0".to_owned(),
+                        container_port: port,
+                        host_port: port,
+                        protocol,
+                    });
+                }
+            }
+        } else if let Some(ports) = inspected.network_settings.and_then(|n| n.ports) {
+            for (key, bindings) in ports {
+                let Some((container_port, protocol)) = parse_port_key(&key) else {
+                    continue;
+                };
+                for binding in bindings.into_iter().flatten() {
+                    let Some(host_port) = binding.host_port.and_then(|p| p.parse().ok()) else {
+                        continue;
+                    };
+                    network_bindings.push(NetworkBinding {
+                        bind_ip: binding.host_ip.unwrap_or_default(),
+                        container_port,
+                        host_port,
+                        protocol,
+                    });
+                }
+            }
+        }
+        network_bindings.sort_by_key(|b| (b.container_port, b.protocol, b.host_port));
+        Ok(Observed {
+            id: inspected.id.unwrap_or_else(|| id.to_owned()),
+            labels: config.labels.unwrap_or_default().into_iter().collect(),
+            image: config.image.unwrap_or_default(),
+            state: status,
+            exit_code: state.exit_code,
+            health,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error,
+            network_bindings,
+        })
+    }
+}
+
+fn parse_port_key(key: &str) -> Option<(u16, Protocol)> {
+    let (port, protocol) = key.split_once('/')?;
+    let protocol = match protocol {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        _ => return None,
+    };
+    Some((port.parse().ok()?, protocol))
+}

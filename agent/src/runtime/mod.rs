@@ -1,0 +1,144 @@
+//! The container runtime the agent drives: Docker through bollard, or a
+//! simulated one for scale tests. Both speak in the same terms: a
+//! container config derived from a container definition, and what the
+//! runtime reports of the containers that carry this instance's label.
+
+mod docker;
+mod sim;
+
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+use crds::v1alpha1::{HealthCheck, HealthStatus, NetworkBinding, NetworkMode, Protocol};
+use futures::stream::BoxStream;
+
+pub use docker::Docker;
+pub use sim::{Sim, SimOptions};
+
+/// Labels every container carries, so that a restarted agent can tell
+/// whose it is.
+pub mod labels {
+    /// The ContainerInstance (agent) that runs it.
+    pub const INSTANCE: &str = "gantry.dev/instance";
+    pub const TASK_NAMESPACE: &str = "gantry.dev/task-namespace";
+    pub const TASK_NAME: &str = "gantry.dev/task-name";
+    pub const TASK_UID: &str = "gantry.dev/task-uid";
+    pub const CONTAINER: &str = "gantry.dev/container-name";
+}
+
+/// One port to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub container_port: u16,
+    /// 0: the runtime picks one (ECS's dynamic host port).
+    pub host_port: u16,
+    pub protocol: Protocol,
+}
+
+/// Everything the runtime needs to create one container.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerConfig {
+    /// The runtime's name for it (unique per task and container, so that a
+    /// second create of the same container fails instead of duplicating).
+    pub runtime_name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub entry_point: Vec<String>,
+    pub environment: Vec<(String, String)>,
+    pub ports: Vec<PortSpec>,
+    /// The address published ports bind to: this instance's host IP.
+    pub host_ip: String,
+    pub cpu_shares: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub memory_reservation_mib: Option<u32>,
+    pub health_check: Option<HealthCheck>,
+    pub network_mode: NetworkMode,
+    /// `source:target[:ro]`: a host path or a named volume.
+    pub binds: Vec<String>,
+    pub stop_timeout: Duration,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A container's state as the runtime reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Created, never started.
+    Created,
+    Running,
+    Exited,
+}
+
+/// One container as the runtime reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    pub image: String,
+    pub state: State,
+    pub exit_code: Option<i64>,
+    /// `None` when the container has no health check.
+    pub health: Option<HealthStatus>,
+    pub oom_killed: bool,
+    /// Why the runtime could not run it, if it says.
+    pub error: Option<String>,
+    pub network_bindings: Vec<NetworkBinding>,
+}
+
+impl Observed {
+    #[must_use]
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// What the runtime says about itself, for the ContainerInstance.
+#[derive(Clone, Debug, Default)]
+pub struct Info {
+    pub version: String,
+    pub memory_mib: Option<u64>,
+    pub cpus: Option<u32>,
+}
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot reach the container runtime at {at}: {message}")]
+    Unreachable { at: String, message: String },
+    /// ECS's `CannotPullContainerError`, with the engine's message.
+    #[error("CannotPullContainerError: {0}")]
+    CannotPull(String),
+    /// ECS's `CannotCreateContainerError` / `CannotStartContainerError`.
+    #[error("{kind}: {message}")]
+    Container { kind: &'static str, message: String },
+    #[error("no such container {0}")]
+    NotFound(String),
+    #[error("container runtime: {0}")]
+    Other(String),
+}
+
+/// A container runtime: Docker, or the simulated one.
+pub trait Runtime: Send + Sync + 'static {
+    fn info(&self) -> impl Future<Output = Result<Info, RuntimeError>> + Send;
+    /// The image is present afterwards, pulled if it was not.
+    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Create a container; its runtime id.
+    fn create(
+        &self,
+        config: &ContainerConfig,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Stop: SIGTERM, then SIGKILL after `timeout`.
+    fn stop(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Every container, running or not, labelled with this instance.
+    fn list(
+        &self,
+        instance: &str,
+    ) -> impl Future<Output = Result<Vec<Observed>, RuntimeError>> + Send;
+    /// The task uids of this instance's containers as their state changes
+    /// (start, exit, health), as the runtime reports it.
+    fn changes(&self, instance: &str) -> BoxStream<'static, String>;
+}

@@ -1,0 +1,251 @@
+//! A simulated runtime: containers that exist only in memory, start after
+//! a configurable latency and fail at a configurable rate, for scale tests
+//! of the control plane with many instances in one process (as kwok does
+//! for Kubernetes nodes).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode};
+use futures::{StreamExt, stream::BoxStream};
+use rand::RngExt;
+use tokio::sync::broadcast;
+
+use super::{ContainerConfig, Info, Observed, Runtime, RuntimeError, State, labels};
+
+/// How simulated containers behave.
+#[derive(Clone, Copy, Debug)]
+pub struct SimOptions {
+    /// How long a start takes.
+    pub start_latency: Duration,
+    /// The share of starts (0 to 1) whose container exits at once with
+    /// code 1.
+    pub failure_rate: f64,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        Self {
+            start_latency: Duration::from_millis(10),
+            failure_rate: 0.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Container {
+    config: ContainerConfig,
+    observed: Observed,
+}
+
+#[derive(Debug, Default)]
+struct Containers {
+    by_id: BTreeMap<String, Container>,
+    next_id: u64,
+    next_port: u16,
+}
+
+/// The simulated runtime; clones share their containers.
+#[derive(Clone, Debug)]
+pub struct Sim {
+    options: SimOptions,
+    containers: Arc<Mutex<Containers>>,
+    changes: broadcast::Sender<(String, String)>,
+}
+
+impl Sim {
+    #[must_use]
+    pub fn new(options: SimOptions) -> Self {
+        Self {
+            options,
+            containers: Arc::new(Mutex::new(Containers {
+                next_port: 32768,
+                ..Containers::default()
+            })),
+            changes: broadcast::channel(4096).0,
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Containers) -> T) -> T {
+        f(&mut self
+            .containers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn changed(&self, observed: &Observed) {
+        if let (Some(instance), Some(uid)) = (
+            observed.label(labels::INSTANCE),
+            observed.label(labels::TASK_UID),
+        ) {
+            let _ = self.changes.send((instance.to_owned(), uid.to_owned()));
+        }
+    }
+
+    fn set_state(
+        &self,
+        id: &str,
+        state: State,
+        exit_code: Option<i64>,
+    ) -> Result<(), RuntimeError> {
+        let observed = self.with(|c| {
+            let container = c
+                .by_id
+                .get_mut(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
+            container.observed.state = state;
+            container.observed.exit_code = exit_code;
+            if container.config.health_check.is_some() {
+                container.observed.health = Some(if state == State::Running {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Unknown
+                });
+            }
+            Ok::<_, RuntimeError>(container.observed.clone())
+        })?;
+        self.changed(&observed);
+        Ok(())
+    }
+}
+
+impl Runtime for Sim {
+    async fn info(&self) -> Result<Info, RuntimeError> {
+        Ok(Info {
+            version: "sim".to_owned(),
+            memory_mib: None,
+            cpus: None,
+        })
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if image.contains("does-not-exist") {
+            return Err(RuntimeError::CannotPull(format!(
+                "pull access denied for {image}: the simulated registry has no such image"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn create(&self, config: &ContainerConfig) -> Result<String, RuntimeError> {
+        self.with(|c| {
+            if c.by_id
+                .values()
+                .any(|other| other.config.runtime_name == config.runtime_name)
+            {
+                return Err(RuntimeError::Container {
+                    kind: "CannotCreateContainerError",
+                    message: format!("the name {} is already in use", config.runtime_name),
+                });
+            }
+            c.next_id += 1;
+            let id = format!("sim-{:012}", c.next_id);
+            let mut network_bindings = Vec::new();
+            for port in &config.ports {
+                let host_port = match (config.network_mode, port.host_port) {
+                    (NetworkMode::Host, _) => port.container_port,
+                    (NetworkMode::Bridge, 0) => {
+                        c.next_port = c.next_port.checked_add(1).unwrap_or(32768);
+                        c.next_port
+                    }
+                    (NetworkMode::Bridge, fixed) => fixed,
+                };
+                network_bindings.push(NetworkBinding {
+                    bind_ip: config.host_ip.clone(),
+                    container_port: port.container_port,
+                    host_port,
+                    protocol: port.protocol,
+                });
+            }
+            let observed = Observed {
+                id: id.clone(),
+                labels: config.labels.clone(),
+                image: config.image.clone(),
+                state: State::Created,
+                exit_code: None,
+                health: None,
+                oom_killed: false,
+                error: None,
+                network_bindings,
+            };
+            c.by_id.insert(
+                id.clone(),
+                Container {
+                    config: config.clone(),
+                    observed,
+                },
+            );
+            Ok(id)
+        })
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        tokio::time::sleep(self.options.start_latency).await;
+        let fails = self.options.failure_rate > 0.0
+            && rand::rng().random_bool(self.options.failure_rate.min(1.0));
+        if fails {
+            self.set_state(id, State::Exited, Some(1))
+        } else {
+            self.set_state(id, State::Running, None)
+        }
+    }
+
+    async fn stop(&self, id: &str, _timeout: Duration) -> Result<(), RuntimeError> {
+        let running = self.with(|c| {
+            c.by_id
+                .get(id)
+                .map(|container| container.observed.state == State::Running)
+        });
+        match running {
+            None => Err(RuntimeError::NotFound(id.to_owned())),
+            // As a process killed by SIGTERM: 128 + 15.
+            Some(true) => self.set_state(id, State::Exited, Some(143)),
+            Some(false) => Ok(()),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.with(|c| c.by_id.remove(id));
+        Ok(())
+    }
+
+    async fn list(&self, instance: &str) -> Result<Vec<Observed>, RuntimeError> {
+        Ok(self.with(|c| {
+            c.by_id
+                .values()
+                .filter(|container| container.observed.label(labels::INSTANCE) == Some(instance))
+                .map(|container| container.observed.clone())
+                .collect()
+        }))
+    }
+
+    fn changes(&self, instance: &str) -> BoxStream<'static, String> {
+        let instance = instance.to_owned();
+        tokio_stream_of(self.changes.subscribe())
+            .filter_map(move |(of, uid)| {
+                let mine = of == instance;
+                async move { mine.then_some(uid) }
+            })
+            .boxed()
+    }
+}
+
+/// A broadcast receiver as a stream; a lagging receiver skips ahead (the
+/// agent's periodic resync covers what it missed).
+fn tokio_stream_of<T: Clone + Send + 'static>(
+    receiver: broadcast::Receiver<T>,
+) -> BoxStream<'static, T> {
+    futures::stream::unfold(receiver, |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(item) => return Some((item, receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,390 @@
+//! One supervisor per task bound here: it reads the task and its
+//! containers, plans, acts, and writes the status back, each time
+//! something changes (a Task or ContainerInstance watch event, a runtime
+//! event) and on a periodic resync.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use crds::v1alpha1::{Task, TaskStatus};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::{
+    Config, container,
+    plan::{self, Action, Failure, Input},
+    runtime::{Observed, Runtime, RuntimeError, labels},
+};
+
+/// What the supervisors share: the tasks bound here as last watched, the
+/// task uids this instance holds allocations for, and the supervisors
+/// themselves.
+#[derive(Debug, Default)]
+pub struct Shared {
+    tasks: Mutex<HashMap<String, Arc<Task>>>,
+    allocated: Mutex<BTreeSet<String>>,
+    supervisors: Mutex<HashMap<String, mpsc::UnboundedSender<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    pub fn set_task(&self, task: Task) -> Option<String> {
+        let uid = task.uid()?;
+        lock(&self.tasks).insert(uid.clone(), Arc::new(task));
+        Some(uid)
+    }
+
+    pub fn remove_task(&self, uid: &str) {
+        lock(&self.tasks).remove(uid);
+    }
+
+    /// Replace every task (after a watch relist); the uids that went.
+    pub fn replace_tasks(&self, tasks: Vec<Task>) -> Vec<String> {
+        let fresh: HashMap<String, Arc<Task>> = tasks
+            .into_iter()
+            .filter_map(|t| Some((t.uid()?, Arc::new(t))))
+            .collect();
+        let mut current = lock(&self.tasks);
+        let gone = current
+            .keys()
+            .filter(|uid| !fresh.contains_key(*uid))
+            .cloned()
+            .collect();
+        *current = fresh;
+        gone
+    }
+
+    pub fn task_uids(&self) -> Vec<String> {
+        lock(&self.tasks).keys().cloned().collect()
+    }
+
+    fn task(&self, uid: &str) -> Option<Arc<Task>> {
+        lock(&self.tasks).get(uid).cloned()
+    }
+
+    pub fn set_allocated(&self, uids: BTreeSet<String>) {
+        *lock(&self.allocated) = uids;
+    }
+
+    fn is_allocated(&self, uid: &str) -> bool {
+        lock(&self.allocated).contains(uid)
+    }
+}
+
+/// Wake the supervisor of a task, starting one if it has none.
+pub fn notify<R: Runtime>(context: &Arc<Context<R>>, uid: &str) {
+    let mut supervisors = lock(&context.shared.supervisors);
+    if let Some(sender) = supervisors.get(uid)
+        && sender.send(()).is_ok()
+    {
+        return;
+    }
+    let (sender, receiver) = mpsc::unbounded_channel();
+    supervisors.insert(uid.to_owned(), sender);
+    let context = Arc::clone(context);
+    let uid = uid.to_owned();
+    let span = tracing::info_span!("task", uid = %uid);
+    tokio::spawn(supervise(context, uid, receiver).instrument(span));
+}
+
+/// Wake every supervisor.
+pub fn notify_all<R: Runtime>(context: &Arc<Context<R>>) {
+    let uids: Vec<String> = lock(&context.shared.supervisors).keys().cloned().collect();
+    for uid in uids {
+        notify(context, &uid);
+    }
+}
+
+/// What every supervisor works with.
+#[allow(missing_debug_implementations)] // kube::Client has no Debug
+pub struct Context<R> {
+    pub config: Arc<Config>,
+    pub runtime: Arc<R>,
+    pub client: kube::Client,
+    pub shared: Arc<Shared>,
+}
+
+async fn supervise<R: Runtime>(
+    context: Arc<Context<R>>,
+    uid: String,
+    mut wake: mpsc::UnboundedReceiver<()>,
+) {
+    let mut supervisor = Supervisor {
+        context: Arc::clone(&context),
+        uid: uid.clone(),
+        failure: None,
+    };
+    loop {
+        let next = match supervisor.step().await {
+            Ok(Next::Done) => break,
+            Ok(Next::Soon) => Duration::from_millis(200),
+            Ok(Next::Idle) => context.config.resync,
+            Err(e) => {
+                tracing::warn!(error = %e, "task step failed; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            woken = wake.recv() => if woken.is_none() { break },
+            () = tokio::time::sleep(next) => {}
+        }
+        // Many wake-ups while busy are one.
+        while wake.try_recv().is_ok() {}
+    }
+    let mut supervisors = lock(&context.shared.supervisors);
+    // A wake-up after the last step must not be lost: only leave if
+    // nothing is queued.
+    if wake.is_empty() {
+        supervisors.remove(&uid);
+    } else {
+        drop(supervisors);
+        notify(&context, &uid);
+    }
+}
+
+enum Next {
+    /// Nothing left: the task is gone and so are its containers.
+    Done,
+    /// Something is under way; look again shortly.
+    Soon,
+    /// Steady; the next event or resync will wake it.
+    Idle,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("writing the task status: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+struct Supervisor<R> {
+    context: Arc<Context<R>>,
+    uid: String,
+    /// A launch failure not yet written to the status.
+    failure: Option<Failure>,
+}
+
+impl<R: Runtime> Supervisor<R> {
+    async fn observed(&self) -> Result<BTreeMap<String, Observed>, RuntimeError> {
+        let all = self.context.runtime.list(&self.context.config.name).await?;
+        Ok(all
+            .into_iter()
+            .filter(|o| o.label(labels::TASK_UID) == Some(&self.uid))
+            .filter_map(|o| Some((o.label(labels::CONTAINER)?.to_owned(), o)))
+            .collect())
+    }
+
+    async fn step(&mut self) -> Result<Next, StepError> {
+        let observed = self.observed().await?;
+        let Some(task) = self.context.shared.task(&self.uid) else {
+            // Deleted (or never ours): stop and remove what runs for it.
+            for o in observed.values() {
+                self.context
+                    .runtime
+                    .stop(&o.id, Duration::from_secs(30))
+                    .await?;
+                self.context.runtime.remove(&o.id).await?;
+            }
+            return Ok(Next::Done);
+        };
+        let Some(definition) = task.spec.definition.as_ref() else {
+            self.failure = Some(Failure {
+                container: String::new(),
+                reason: "the task has no task definition snapshot (spec.definition)".to_owned(),
+            });
+            return self
+                .write_status(&task, &observed, &TaskStatus::default())
+                .await;
+        };
+        let recorded = task.status.clone().unwrap_or_default();
+        let fenced = self.context.shared.is_allocated(&self.uid);
+        let plan = plan::plan(
+            &Input {
+                definition,
+                desired: task.spec.desired_status,
+                fenced,
+                recorded: &recorded,
+                observed: &observed,
+                failure: self.failure.as_ref(),
+            },
+            Timestamp::now(),
+        );
+        if plan.actions.is_empty() {
+            if !fenced && plan.status.stop_code.is_none() && observed.is_empty() {
+                tracing::debug!("waiting for this instance's allocation before starting");
+            }
+            let next = self.write_status(&task, &observed, &plan.status).await?;
+            if plan.finished() {
+                return self.clean_up(&task, &observed).await;
+            }
+            return Ok(next);
+        }
+        let mut status = plan.status.clone();
+        for action in &plan.actions {
+            if let Err(failure) = self.act(&task, definition, action, &mut status).await {
+                tracing::info!(container = %failure.container, reason = %failure.reason, "launch failed");
+                self.failure = Some(failure);
+                break;
+            }
+        }
+        // Record what acting changed (pull times), then look again at once.
+        if status != plan.status {
+            self.patch(&task, &status).await?;
+        }
+        Ok(Next::Soon)
+    }
+
+    async fn act(
+        &self,
+        task: &Task,
+        definition: &crds::v1alpha1::TaskDefinitionSpec,
+        action: &Action,
+        status: &mut TaskStatus,
+    ) -> Result<(), Failure> {
+        let runtime = &self.context.runtime;
+        let failed = |container: &str, e: RuntimeError| Failure {
+            container: container.to_owned(),
+            reason: e.to_string(),
+        };
+        match action {
+            Action::Launch(name) => {
+                let Some(def) = definition
+                    .container_definitions
+                    .iter()
+                    .find(|d| d.name == *name)
+                else {
+                    return Ok(());
+                };
+                let config = container::config(
+                    task,
+                    definition,
+                    def,
+                    &self.context.config.name,
+                    &self.context.config.host_ip,
+                );
+                status
+                    .pull_started_at
+                    .get_or_insert_with(|| Time(Timestamp::now()));
+                runtime
+                    .ensure_image(&config.image)
+                    .await
+                    .map_err(|e| failed(name, e))?;
+                status.pull_stopped_at = Some(Time(Timestamp::now()));
+                let id = match runtime.create(&config).await {
+                    Ok(id) => id,
+                    // Created by an earlier step whose list missed it: the
+                    // next look finds it; never a second one.
+                    Err(RuntimeError::Container { message, .. })
+                        if message.contains("already in use") =>
+                    {
+                        return Ok(());
+                    }
+                    Err(e) => return Err(failed(name, e)),
+                };
+                runtime.start(&id).await.map_err(|e| failed(name, e))
+            }
+            Action::Start(name) => {
+                let observed = self.observed().await.map_err(|e| failed(name, e))?;
+                if let Some(o) = observed.get(name) {
+                    runtime.start(&o.id).await.map_err(|e| failed(name, e))?;
+                }
+                Ok(())
+            }
+            Action::Stop { container, timeout } => {
+                let observed = self.observed().await.map_err(|e| failed(container, e))?;
+                if let Some(o) = observed.get(container) {
+                    runtime
+                        .stop(&o.id, *timeout)
+                        .await
+                        .map_err(|e| failed(container, e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_status(
+        &mut self,
+        task: &Task,
+        observed: &BTreeMap<String, Observed>,
+        status: &TaskStatus,
+    ) -> Result<Next, StepError> {
+        let mut status = status.clone();
+        if let Some(failure) = self.failure.as_ref().filter(|_| status.stop_code.is_none()) {
+            status.stop_code = Some(crds::v1alpha1::StopCode::TaskFailedToStart);
+            status.stopped_reason = Some(failure.reason.clone());
+            status.last_status = Some(crds::v1alpha1::TaskLastStatus::Stopped);
+        }
+        if task.status.as_ref() != Some(&status) {
+            self.patch(task, &status).await?;
+        }
+        // Once written, the failure is the status's to remember.
+        if status.stop_code.is_some() {
+            self.failure = None;
+        }
+        let transitional = observed.values().any(|o| {
+            o.state == crate::runtime::State::Created
+                || o.health == Some(crds::v1alpha1::HealthStatus::Unknown)
+        });
+        Ok(if transitional { Next::Soon } else { Next::Idle })
+    }
+
+    async fn patch(&self, task: &Task, status: &TaskStatus) -> Result<(), kube::Error> {
+        let api: Api<Task> = Api::namespaced(
+            self.context.client.clone(),
+            &task.namespace().unwrap_or_default(),
+        );
+        let patch = json!({ "status": status });
+        let updated = api
+            .patch_status(
+                &task.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        // The next step plans from what was written, not from a watch
+        // event that may not have arrived yet.
+        self.context.shared.set_task(updated);
+        Ok(())
+    }
+
+    /// A stopped task's containers go after the retention period; then the
+    /// supervisor has nothing more to do until the task changes.
+    async fn clean_up(
+        &self,
+        task: &Task,
+        observed: &BTreeMap<String, Observed>,
+    ) -> Result<Next, StepError> {
+        if observed.is_empty() {
+            return Ok(Next::Done);
+        }
+        let stopped_at = task
+            .status
+            .as_ref()
+            .and_then(|s| s.stopped_at.as_ref())
+            .map_or_else(Timestamp::now, |t| t.0);
+        let age = Timestamp::now().duration_since(stopped_at);
+        let retention = self.context.config.container_retention;
+        if age.as_secs_f64() >= retention.as_secs_f64() {
+            for o in observed.values() {
+                self.context.runtime.remove(&o.id).await?;
+            }
+            return Ok(Next::Done);
+        }
+        Ok(Next::Idle)
+    }
+}

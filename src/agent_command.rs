@@ -1,0 +1,187 @@
+//! `gantry agent`: the flags, and the agent (or N simulated ones) run
+//! until Ctrl-C or SIGTERM.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
+
+use agent::runtime::{Docker, Sim, SimOptions};
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    Docker,
+    Sim,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The control plane's kubeconfig [default: $KUBECONFIG, ~/.kube/config
+    /// or the in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The cluster (namespace) to join, as ECS_CLUSTER.
+    #[arg(long, value_name = "NAMESPACE", default_value = "default")]
+    cluster: String,
+    /// This instance's ContainerInstance name.
+    #[arg(long, value_name = "INSTANCE_ID")]
+    name: String,
+    #[arg(long, value_enum, default_value = "docker")]
+    runtime: RuntimeKind,
+    /// Docker's API socket (unix:// or tcp://) [default: $DOCKER_HOST or
+    /// the local socket].
+    #[arg(long, value_name = "URI")]
+    docker_host: Option<String>,
+    /// The address published ports bind to, and the instance's hostIP.
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0")]
+    host_ip: std::net::IpAddr,
+    /// CPU units to register [default: 1024 per core].
+    #[arg(long, value_name = "UNITS")]
+    cpu: Option<u32>,
+    /// Memory to register, MiB [default: the host's less --reserved-memory].
+    #[arg(long, value_name = "MIB")]
+    memory: Option<u32>,
+    /// Memory kept back from tasks, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    reserved_memory: u32,
+    /// Host ports no task may use.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "22,2375,2376,51678,51679"
+    )]
+    reserved_ports: Vec<u16>,
+    /// The `ecs.instance-type` attribute.
+    #[arg(long, value_name = "TYPE")]
+    instance_type: Option<String>,
+    /// The `ecs.availability-zone` attribute.
+    #[arg(long, value_name = "ZONE")]
+    availability_zone: Option<String>,
+    /// A custom attribute; repeat for more.
+    #[arg(long = "attribute", value_name = "KEY=VALUE", value_parser = parse_attribute)]
+    attributes: Vec<(String, String)>,
+    /// Where the agent keeps local state (unused by the Docker runtime,
+    /// which keeps its state in container labels).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Seconds between Lease renewals.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    lease_renew_seconds: u64,
+    /// How long a stopped task's containers are kept, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3 * 60 * 60)]
+    container_retention_seconds: u64,
+    /// Delete the ContainerInstance on Ctrl-C or SIGTERM.
+    #[arg(long)]
+    deregister_on_exit: bool,
+    /// With --runtime sim: run this many instances, named <name>-<i>.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    count: usize,
+    /// With --runtime sim: how long a container start takes, ms.
+    #[arg(long, value_name = "MS", default_value_t = 10)]
+    sim_start_latency_ms: u64,
+    /// With --runtime sim: the share of starts that exit at once with 1.
+    #[arg(long, value_name = "RATE", default_value_t = 0.0)]
+    sim_failure_rate: f64,
+}
+
+fn parse_attribute(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))?;
+    Ok((key.to_owned(), value.to_owned()))
+}
+
+impl AgentArgs {
+    fn config(&self, name: &str) -> agent::Config {
+        let mut config = agent::Config::new(&self.cluster, name);
+        config.host_ip = self.host_ip.to_string();
+        config.cpu = self.cpu;
+        config.memory = self.memory;
+        config.reserved_memory = self.reserved_memory;
+        config.reserved_ports.clone_from(&self.reserved_ports);
+        config.instance_type.clone_from(&self.instance_type);
+        config.availability_zone.clone_from(&self.availability_zone);
+        config.attributes = self.attributes.iter().cloned().collect::<BTreeMap<_, _>>();
+        config.lease_renew = Duration::from_secs(self.lease_renew_seconds.max(1));
+        config.lease_duration = config.lease_renew * 4;
+        config.container_retention = Duration::from_secs(self.container_retention_seconds);
+        config.deregister_on_exit = self.deregister_on_exit;
+        config
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    if args.count == 0 || (args.count > 1 && args.runtime != RuntimeKind::Sim) {
+        bail!("--count N runs N simulated instances: it needs --runtime sim and N ≥ 1");
+    }
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let client = client(args.kubeconfig.as_ref()).await?;
+        let shutdown = async {
+            if let Err(e) = super::shutdown_signal().await {
+                tracing::warn!(error = %e, "cannot listen for signals");
+                std::future::pending::<()>().await;
+            }
+        };
+        match args.runtime {
+            RuntimeKind::Docker => {
+                let docker = Docker::connect(args.docker_host.as_deref())
+                    .await
+                    .context("is Docker running? pass --docker-host URI if it listens elsewhere")?;
+                agent::run(client, args.config(&args.name), docker, shutdown).await?;
+            }
+            RuntimeKind::Sim => {
+                let options = SimOptions {
+                    start_latency: Duration::from_millis(args.sim_start_latency_ms),
+                    failure_rate: args.sim_failure_rate,
+                };
+                let (stop, _) = tokio::sync::watch::channel(false);
+                let mut agents = tokio::task::JoinSet::new();
+                for i in 0..args.count {
+                    let name = if args.count == 1 {
+                        args.name.clone()
+                    } else {
+                        format!("{}-{i}", args.name)
+                    };
+                    let mut stopped = stop.subscribe();
+                    let signal = async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    };
+                    agents.spawn(agent::run(
+                        client.clone(),
+                        args.config(&name),
+                        Sim::new(options),
+                        signal,
+                    ));
+                }
+                tokio::select! {
+                    () = shutdown => {}
+                    Some(result) = agents.join_next() => {
+                        result.context("an agent panicked")??;
+                    }
+                }
+                let _ = stop.send(true);
+                while let Some(result) = agents.join_next().await {
+                    result.context("an agent panicked")??;
+                }
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}

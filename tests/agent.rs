@@ -1,0 +1,635 @@
+//! `gantry agent` on the real Docker engine against the embedded control
+//! plane: it registers its host, runs the tasks bound to it with their
+//! dependencies, ports and health checks, reports exit codes and reasons,
+//! and after kill -9 re-adopts what runs without duplicating anything.
+//!
+//! No scheduler runs here: each test binds its tasks and writes their
+//! allocations itself, as a scheduler would.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use apiserver::server::Server;
+use crds::v1alpha1::{
+    Allocation, CONTAINER_INSTANCE_LABEL, ContainerInstance, ContainerLastStatus, HealthStatus,
+    StopCode, Task, TaskLastStatus,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{conditions, wait::await_condition},
+};
+use serde_json::{Value, json};
+
+/// A control plane with the CRDs, and the agents started against it.
+struct Cluster {
+    server: Option<Server>,
+    client: Client,
+    kubeconfig: PathBuf,
+    image: String,
+    agents: Vec<(String, Child)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (name, child) in &mut self.agents {
+            let _ = child.kill();
+            let _ = child.wait();
+            remove_containers(name);
+        }
+    }
+}
+
+fn remove_containers(instance: &str) {
+    let ids = docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=gantry.dev/instance={instance}"),
+    ]);
+    for id in ids.split_whitespace() {
+        docker(&["rm", "-f", id]);
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A name no other test (or earlier run) uses, for instances and tasks.
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+async fn cluster() -> Option<Cluster> {
+    if !common::docker() {
+        return None;
+    }
+    let image = common::test_image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::server(dir.path()).await;
+    let kubeconfig = server.kubeconfig.clone();
+    let client = common::client(&kubeconfig).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds::all() {
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("established in time")
+        .expect("watch ok");
+    }
+    Some(Cluster {
+        server: Some(server),
+        client,
+        kubeconfig,
+        image,
+        agents: Vec::new(),
+        _dir: dir,
+    })
+}
+
+impl Cluster {
+    /// Start `gantry agent` for `name` on `host_ip` and wait until its
+    /// ContainerInstance is registered.
+    async fn agent(&mut self, name: &str, host_ip: &str, retention_seconds: u32) {
+        let log = self._dir.path().join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["agent", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .args([
+                "--cluster",
+                "default",
+                "--name",
+                name,
+                "--host-ip",
+                host_ip,
+                "--lease-renew-seconds",
+                "1",
+                "--container-retention-seconds",
+                &retention_seconds.to_string(),
+            ])
+            .env("RUST_LOG", "info,agent=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("gantry agent runs");
+        self.agents.push((name.to_owned(), child));
+        let instances: Api<ContainerInstance> = Api::namespaced(self.client.clone(), "default");
+        let registered = tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(instances, name, |ci: Option<&ContainerInstance>| {
+                ci.is_some()
+            }),
+        )
+        .await;
+        assert!(
+            matches!(registered, Ok(Ok(_))),
+            "{name} registered; its log: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn tasks(&self) -> Api<Task> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Create a task bound to `instance` running `containers`, and reserve
+    /// its allocation there as a scheduler would (allocation first, then
+    /// the binding).
+    async fn run(&self, instance: &str, name: &str, containers: Value) -> Task {
+        let task: Task = serde_json::from_value(json!({
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "Task",
+            "metadata": {"name": name, "labels": {CONTAINER_INSTANCE_LABEL: instance}},
+            "spec": {
+                "taskDefinition": name,
+                "taskDefinitionRevision": 1,
+                "definition": {"containerDefinitions": containers, "memory": 64},
+            },
+        }))
+        .expect("a task");
+        let created = self
+            .tasks()
+            .create(&PostParams::default(), &task)
+            .await
+            .expect("task created");
+        let instances: Api<ContainerInstance> = Api::namespaced(self.client.clone(), "default");
+        let mut ci = instances.get_status(instance).await.expect("instance");
+        let status = ci.status.get_or_insert_with(Default::default);
+        status.allocations.push(Allocation {
+            task: name.to_owned(),
+            task_uid: created.uid().expect("uid"),
+            group: None,
+            task_definition: Some(name.to_owned()),
+            cpu: 10,
+            memory: 16,
+            ports: Vec::new(),
+            ports_udp: Vec::new(),
+        });
+        instances
+            .replace_status(instance, &PostParams::default(), &ci)
+            .await
+            .expect("allocation written against the revision read");
+        let bind = json!({"spec": {"containerInstance": instance}});
+        self.tasks()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&bind))
+            .await
+            .expect("bound")
+    }
+
+    /// Wait (on the watch, not by sleeping) until the task satisfies
+    /// `check`; its last state, for the assertions that follow.
+    async fn until(&self, name: &str, what: &str, check: impl Fn(&Task) -> bool) -> Task {
+        let waited = tokio::time::timeout(
+            Duration::from_secs(60),
+            await_condition(self.tasks(), name, |t: Option<&Task>| t.is_some_and(&check)),
+        )
+        .await;
+        let task = self.tasks().get(name).await.expect("task");
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "task {name} never became {what}: {:#?}; agent logs:\n{}",
+            task.status,
+            self.logs()
+        );
+        task
+    }
+
+    fn logs(&self) -> String {
+        self.agents
+            .iter()
+            .map(|(name, _)| {
+                std::fs::read_to_string(self._dir.path().join(format!("{name}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn kill_9(&mut self, name: &str) {
+        let (_, child) = self
+            .agents
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("that agent");
+        Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        child.wait().expect("reaped");
+    }
+}
+
+fn last(task: &Task) -> Option<TaskLastStatus> {
+    task.status.as_ref().and_then(|s| s.last_status)
+}
+
+fn container<'a>(task: &'a Task, name: &str) -> &'a crds::v1alpha1::ContainerStatus {
+    task.status
+        .as_ref()
+        .and_then(|s| s.containers.iter().find(|c| c.name == name))
+        .unwrap_or_else(|| panic!("container {name} in {:#?}", task.status))
+}
+
+fn containers_of(task: &Task) -> Vec<String> {
+    let uid = task.uid().expect("uid");
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=gantry.dev/task-uid={uid}"),
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn http_get(address: &str) -> String {
+    let mut stream = TcpStream::connect(address).unwrap_or_else(|e| panic!("{address}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.0\r\n\r\n")
+        .expect("request sent");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response read");
+    response
+}
+
+const HTTPD: &str =
+    "mkdir -p /www && echo served-by-gantry > /www/index.html && exec httpd -f -p 8080 -h /www";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_a_healthy_dependency_runs_and_its_host_port_answers() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("health");
+    cluster.agent(&instance, "127.0.0.1", 3600).await;
+    let image = cluster.image.clone();
+    cluster
+        .run(
+            &instance,
+            "web",
+            json!([
+                {
+                    "name": "db",
+                    "image": image,
+                    "command": ["sh", "-c", "touch /tmp/ready && exec sleep 3600"],
+                    "healthCheck": {"command": ["CMD-SHELL", "test -f /tmp/ready"], "interval": 5, "timeout": 2, "retries": 1},
+                    "stopTimeout": 1,
+                },
+                {
+                    "name": "web",
+                    "image": image,
+                    "command": ["sh", "-c", HTTPD],
+                    "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+                    "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}],
+                    "stopTimeout": 1,
+                },
+            ]),
+        )
+        .await;
+    let task = cluster
+        .until("web", "RUNNING", |t| {
+            last(t) == Some(TaskLastStatus::Running)
+        })
+        .await;
+    let status = task.status.as_ref().expect("status");
+    assert_eq!(status.health_status, Some(HealthStatus::Healthy));
+    assert!(status.started_at.is_some() && status.pull_stopped_at.is_some());
+    let db = container(&task, "db");
+    assert_eq!(db.health_status, Some(HealthStatus::Healthy));
+    let web = container(&task, "web");
+    assert_eq!(web.last_status, ContainerLastStatus::Running);
+    assert_eq!(web.health_status, None, "web has no health check");
+    let binding = web.network_bindings.first().expect("a host port bound");
+    assert_eq!(
+        (binding.bind_ip.as_str(), binding.container_port),
+        ("127.0.0.1", 8080)
+    );
+    assert_ne!(binding.host_port, 0, "Docker's dynamic port is reported");
+    let response = http_get(&format!("127.0.0.1:{}", binding.host_port));
+    assert!(response.contains("served-by-gantry"), "{response}");
+
+    // web started only once db was healthy: db's first health check
+    // passes no earlier than one interval after it started.
+    let started = |id: &str| docker(&["inspect", "-f", "{{.State.StartedAt}}", id]);
+    let db_started = started(db.runtime_id.as_deref().expect("db id"));
+    let web_started = started(web.runtime_id.as_deref().expect("web id"));
+    assert!(
+        web_started > db_started,
+        "web {web_started} after db {db_started}"
+    );
+
+    // Stopping it stops both, in reverse order, and records why.
+    let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
+    cluster
+        .tasks()
+        .patch("web", &PatchParams::default(), &Patch::Merge(&stop))
+        .await
+        .expect("stopped");
+    let task = cluster
+        .until("web", "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    let status = task.status.as_ref().expect("status");
+    assert_eq!(status.stop_code, Some(StopCode::UserInitiated));
+    assert_eq!(
+        status.stopped_reason.as_deref(),
+        Some("Task stopped by user")
+    );
+    assert!(
+        task.status
+            .iter()
+            .flat_map(|s| &s.containers)
+            .all(|c| c.last_status == ContainerLastStatus::Stopped)
+    );
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_and_pull_failures_are_reported_with_ecs_reasons() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("exits");
+    cluster.agent(&instance, "127.0.0.1", 3600).await;
+    let image = cluster.image.clone();
+
+    // A non-essential container exiting leaves the task running.
+    cluster
+        .run(
+            &instance,
+            "sidecar-exits",
+            json!([
+                {"name": "main", "image": image, "command": ["sleep", "3600"], "stopTimeout": 1},
+                {"name": "side", "image": image, "command": ["sh", "-c", "exit 5"], "essential": false},
+            ]),
+        )
+        .await;
+    let task = cluster
+        .until("sidecar-exits", "running with side exited", |t| {
+            last(t) == Some(TaskLastStatus::Running)
+                && t.status
+                    .iter()
+                    .flat_map(|s| &s.containers)
+                    .any(|c| c.name == "side" && c.last_status == ContainerLastStatus::Stopped)
+        })
+        .await;
+    assert_eq!(container(&task, "side").exit_code, Some(5));
+    assert_eq!(task.status.as_ref().and_then(|s| s.stop_code), None);
+
+    // An essential container exiting stops the task with its exit code.
+    cluster
+        .run(
+            &instance,
+            "crashes",
+            json!([{"name": "app", "image": image, "command": ["sh", "-c", "sleep 1; exit 3"]}]),
+        )
+        .await;
+    let task = cluster
+        .until("crashes", "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    let status = task.status.as_ref().expect("status");
+    assert_eq!(status.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(
+        status.stopped_reason.as_deref(),
+        Some("Essential container in task exited")
+    );
+    assert_eq!(container(&task, "app").exit_code, Some(3));
+    assert!(status.stopped_at.is_some());
+
+    // An image no registry has stops the task before anything runs.
+    cluster
+        .run(
+            &instance,
+            "no-image",
+            json!([{"name": "app", "image": "gantry-test/does-not-exist:1"}]),
+        )
+        .await;
+    let task = cluster
+        .until("no-image", "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    let status = task.status.as_ref().expect("status");
+    assert_eq!(status.stop_code, Some(StopCode::TaskFailedToStart));
+    let reason = status.stopped_reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+    let app = container(&task, "app");
+    assert_eq!(app.last_status, ContainerLastStatus::Stopped);
+    assert_eq!(app.reason.as_deref(), Some(reason));
+    assert!(containers_of(&task).is_empty(), "nothing was created");
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_readopts_running_tasks_and_stops_what_is_no_longer_wanted() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("restart");
+    cluster.agent(&instance, "127.0.0.1", 0).await;
+    let image = cluster.image.clone();
+    for name in ["keeps-running", "stopped-meanwhile", "deleted-meanwhile"] {
+        cluster
+            .run(
+                &instance,
+                name,
+                json!([{"name": "app", "image": image, "command": ["sleep", "3600"], "stopTimeout": 1}]),
+            )
+            .await;
+    }
+    let mut before = Vec::new();
+    for name in ["keeps-running", "stopped-meanwhile", "deleted-meanwhile"] {
+        let task = cluster
+            .until(name, "RUNNING", |t| {
+                last(t) == Some(TaskLastStatus::Running)
+            })
+            .await;
+        before.push(task);
+    }
+    let kept_id = container(&before[0], "app").runtime_id.clone().expect("id");
+    let kept_started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &kept_id]);
+
+    cluster.kill_9(&instance);
+    let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
+    cluster
+        .tasks()
+        .patch(
+            "stopped-meanwhile",
+            &PatchParams::default(),
+            &Patch::Merge(&stop),
+        )
+        .await
+        .expect("stopped");
+    cluster
+        .tasks()
+        .delete("deleted-meanwhile", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    // The containers run on while no agent is there.
+    assert_eq!(containers_of(&before[1]).len(), 1);
+    assert_eq!(containers_of(&before[2]).len(), 1);
+
+    cluster.agent(&instance, "127.0.0.1", 0).await;
+    let stopped = cluster
+        .until("stopped-meanwhile", "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    assert_eq!(
+        stopped.status.as_ref().and_then(|s| s.stop_code),
+        Some(StopCode::UserInitiated)
+    );
+    // With no retention, the stopped and the deleted tasks' containers go.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(containers_of(&before[1]).is_empty() && containers_of(&before[2]).is_empty()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "containers of stopped or deleted tasks remain; agent logs:\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The running one was adopted, untouched, and not duplicated.
+    let kept = cluster
+        .until("keeps-running", "RUNNING", |t| {
+            last(t) == Some(TaskLastStatus::Running)
+        })
+        .await;
+    assert_eq!(containers_of(&kept), [kept_id[..12].to_owned()]);
+    assert_eq!(
+        container(&kept, "app").runtime_id.as_deref(),
+        Some(kept_id.as_str())
+    );
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.StartedAt}}", &kept_id]),
+        kept_started,
+        "never restarted"
+    );
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_on_one_docker_engine_each_own_their_port_space() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let image = cluster.image.clone();
+    let hosts = [
+        (unique("host-a"), "127.0.0.2"),
+        (unique("host-b"), "127.0.0.3"),
+    ];
+    for (name, ip) in &hosts {
+        cluster.agent(name, ip, 3600).await;
+    }
+    for (i, (name, _)) in hosts.iter().enumerate() {
+        cluster
+            .run(
+                name,
+                &format!("fixed-port-{i}"),
+                json!([{
+                    "name": "web",
+                    "image": image,
+                    "command": ["sh", "-c", HTTPD],
+                    "portMappings": [{"containerPort": 8080, "hostPort": 18080}],
+                    "stopTimeout": 1,
+                }]),
+            )
+            .await;
+    }
+    for (i, (name, ip)) in hosts.iter().enumerate() {
+        let task = cluster
+            .until(&format!("fixed-port-{i}"), "RUNNING", |t| {
+                last(t) == Some(TaskLastStatus::Running)
+            })
+            .await;
+        assert_eq!(task.spec.container_instance.as_deref(), Some(name.as_str()));
+        let binding = &container(&task, "web").network_bindings[0];
+        assert_eq!((binding.bind_ip.as_str(), binding.host_port), (*ip, 18080));
+        let response = http_get(&format!("{ip}:18080"));
+        assert!(response.contains("served-by-gantry"), "{ip}: {response}");
+    }
+    let instances: Api<ContainerInstance> = Api::namespaced(cluster.client.clone(), "default");
+    for (name, ip) in &hosts {
+        let ci = instances.get(name).await.expect("instance");
+        assert_eq!(ci.spec.host_ip.as_deref(), Some(*ip));
+        assert_eq!(
+            ci.spec.registered_resources.ports,
+            [22, 2375, 2376, 51678, 51679]
+        );
+        assert_eq!(ci.spec.attributes["ecs.os-type"], "linux");
+        assert!(ci.spec.registered_resources.cpu >= 1024);
+    }
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_says_what_to_fix_when_it_cannot_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = |kubeconfig: &Path, docker_host: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args([
+                "agent",
+                "--name",
+                "x",
+                "--docker-host",
+                docker_host,
+                "--kubeconfig",
+            ])
+            .arg(kubeconfig)
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "the agent cannot run");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let stderr = agent(&dir.path().join("nope.yaml"), "unix:///var/run/docker.sock");
+    assert!(
+        stderr.contains("reading the kubeconfig") && stderr.contains("nope.yaml"),
+        "{stderr}"
+    );
+    let server = common::server(dir.path()).await;
+    let kubeconfig = server.kubeconfig.clone();
+    let stderr =
+        tokio::task::spawn_blocking(move || agent(&kubeconfig, "unix:///nonexistent/docker.sock"))
+            .await
+            .expect("ran");
+    assert!(
+        stderr.contains("is Docker running?")
+            && stderr
+                .contains("cannot reach the container runtime at unix:///nonexistent/docker.sock"),
+        "{stderr}"
+    );
+    server.shutdown().await;
+}
