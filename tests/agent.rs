@@ -633,3 +633,108 @@ async fn the_agent_says_what_to_fix_when_it_cannot_run() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_instances_register_by_count_and_run_what_is_bound_to_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::server(dir.path()).await;
+    let client = common::client(&server.kubeconfig).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds::all() {
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+        await_condition(crds.clone(), &name, conditions::is_crd_established())
+            .await
+            .expect("established");
+    }
+    let name = unique("sim");
+    let mut cluster = Cluster {
+        server: Some(server),
+        client: client.clone(),
+        kubeconfig: dir.path().join("kubeconfig"),
+        image: "gantry-test/any:1".to_owned(),
+        agents: Vec::new(),
+        _dir: dir,
+    };
+    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args([
+            "agent",
+            "--runtime",
+            "sim",
+            "--count",
+            "3",
+            "--cpu",
+            "2048",
+            "--memory",
+            "4096",
+        ])
+        .args(["--name", &name, "--kubeconfig"])
+        .arg(&cluster.kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gantry agent runs");
+    cluster.agents.push((name.clone(), child));
+    let instances: Api<ContainerInstance> = Api::namespaced(client.clone(), "default");
+    for i in 0..3 {
+        let instance = format!("{name}-{i}");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(
+                instances.clone(),
+                &instance,
+                |ci: Option<&ContainerInstance>| ci.is_some(),
+            ),
+        )
+        .await
+        .expect("registered in time")
+        .expect("watch ok");
+        let ci = instances.get(&instance).await.expect("instance");
+        assert_eq!(
+            (
+                ci.spec.registered_resources.cpu,
+                ci.spec.registered_resources.memory
+            ),
+            (2048, 4096)
+        );
+    }
+    let target = format!("{name}-1");
+    cluster
+        .run(
+            &target,
+            "simulated",
+            json!([{"name": "app", "image": "gantry-test/any:1", "portMappings": [{"containerPort": 80}]}]),
+        )
+        .await;
+    let task = cluster
+        .until("simulated", "RUNNING", |t| {
+            last(t) == Some(TaskLastStatus::Running)
+        })
+        .await;
+    let app = container(&task, "app");
+    assert!(
+        app.runtime_id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("sim-"))
+    );
+    assert_ne!(
+        app.network_bindings[0].host_port, 0,
+        "a dynamic port is assigned"
+    );
+    // And stops as a real one would.
+    let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
+    cluster
+        .tasks()
+        .patch("simulated", &PatchParams::default(), &Patch::Merge(&stop))
+        .await
+        .expect("stopped");
+    let task = cluster
+        .until("simulated", "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    assert_eq!(container(&task, "app").exit_code, Some(143));
+    cluster.server.take().expect("server").shutdown().await;
+}
