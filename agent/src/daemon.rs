@@ -153,7 +153,7 @@ async fn run_inner<R: Runtime>(
 /// of known tasks are re-adopted, the others (tasks deleted while the
 /// agent was away) are stopped and removed.
 async fn adopt<R: Runtime>(context: &Arc<Context<R>>) {
-    match context.runtime.list(&context.config.name).await {
+    match context.runtime.list(&context.config.name, None).await {
         Ok(observed) => {
             let uids: BTreeSet<String> = observed
                 .iter()

@@ -180,10 +180,13 @@ struct Supervisor<R> {
 
 impl<R: Runtime> Supervisor<R> {
     async fn observed(&self) -> Result<BTreeMap<String, Observed>, RuntimeError> {
-        let all = self.context.runtime.list(&self.context.config.name).await?;
-        Ok(all
+        let mine = self
+            .context
+            .runtime
+            .list(&self.context.config.name, Some(&self.uid))
+            .await?;
+        Ok(mine
             .into_iter()
-            .filter(|o| o.label(labels::TASK_UID) == Some(&self.uid))
             .filter_map(|o| Some((o.label(labels::CONTAINER)?.to_owned(), o)))
             .collect())
     }
@@ -235,7 +238,10 @@ impl<R: Runtime> Supervisor<R> {
         }
         let mut status = plan.status.clone();
         for action in &plan.actions {
-            if let Err(failure) = self.act(&task, definition, action, &mut status).await {
+            if let Err(failure) = self
+                .act(&task, definition, &observed, action, &mut status)
+                .await
+            {
                 tracing::info!(container = %failure.container, reason = %failure.reason, "launch failed");
                 self.failure = Some(failure);
                 break;
@@ -252,6 +258,7 @@ impl<R: Runtime> Supervisor<R> {
         &self,
         task: &Task,
         definition: &crds::v1alpha1::TaskDefinitionSpec,
+        observed: &BTreeMap<String, Observed>,
         action: &Action,
         status: &mut TaskStatus,
     ) -> Result<(), Failure> {
@@ -298,14 +305,12 @@ impl<R: Runtime> Supervisor<R> {
                 runtime.start(&id).await.map_err(|e| failed(name, e))
             }
             Action::Start(name) => {
-                let observed = self.observed().await.map_err(|e| failed(name, e))?;
                 if let Some(o) = observed.get(name) {
                     runtime.start(&o.id).await.map_err(|e| failed(name, e))?;
                 }
                 Ok(())
             }
             Action::Stop { container, timeout } => {
-                let observed = self.observed().await.map_err(|e| failed(container, e))?;
                 if let Some(o) = observed.get(container) {
                     runtime
                         .stop(&o.id, *timeout)

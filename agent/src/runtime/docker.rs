@@ -230,11 +230,16 @@ impl Runtime for Docker {
         }
     }
 
-    async fn list(&self, instance: &str) -> Result<Vec<Observed>, RuntimeError> {
-        let filters = HashMap::from([(
-            "label".to_owned(),
-            vec![format!("{}={instance}", labels::INSTANCE)],
-        )]);
+    async fn list(
+        &self,
+        instance: &str,
+        task_uid: Option<&str>,
+    ) -> Result<Vec<Observed>, RuntimeError> {
+        // Docker ANDs label filters: only this task's containers are
+        // inspected, not the whole host's.
+        let mut wanted = vec![format!("{}={instance}", labels::INSTANCE)];
+        wanted.extend(task_uid.map(|uid| format!("{}={uid}", labels::TASK_UID)));
+        let filters = HashMap::from([("label".to_owned(), wanted)]);
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)

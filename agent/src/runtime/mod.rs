@@ -133,10 +133,12 @@ pub trait Runtime: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Every container, running or not, labelled with this instance.
+    /// Every container, running or not, labelled with this instance (and,
+    /// if given, with that task uid).
     fn list(
         &self,
         instance: &str,
+        task_uid: Option<&str>,
     ) -> impl Future<Output = Result<Vec<Observed>, RuntimeError>> + Send;
     /// The task uids of this instance's containers as their state changes
     /// (start, exit, health), as the runtime reports it.

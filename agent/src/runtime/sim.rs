@@ -212,11 +212,19 @@ impl Runtime for Sim {
         Ok(())
     }
 
-    async fn list(&self, instance: &str) -> Result<Vec<Observed>, RuntimeError> {
+    async fn list(
+        &self,
+        instance: &str,
+        task_uid: Option<&str>,
+    ) -> Result<Vec<Observed>, RuntimeError> {
         Ok(self.with(|c| {
             c.by_id
                 .values()
                 .filter(|container| container.observed.label(labels::INSTANCE) == Some(instance))
+                .filter(|container| {
+                    task_uid
+                        .is_none_or(|uid| container.observed.label(labels::TASK_UID) == Some(uid))
+                })
                 .map(|container| container.observed.clone())
                 .collect()
         }))
