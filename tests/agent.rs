@@ -42,9 +42,12 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for (name, child) in &mut self.agents {
+        // Every agent first: a live one would recreate what is removed.
+        for (_, child) in &mut self.agents {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        for (name, _) in &self.agents {
             remove_containers(name);
         }
     }
@@ -80,11 +83,8 @@ fn unique(prefix: &str) -> String {
     )
 }
 
-async fn cluster() -> Option<Cluster> {
-    if !common::docker() {
-        return None;
-    }
-    let image = common::test_image();
+/// The control plane and the CRDs, for agents that need no Docker.
+async fn control_plane(image: String) -> Cluster {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = common::server(dir.path()).await;
     let kubeconfig = server.kubeconfig.clone();
@@ -103,42 +103,61 @@ async fn cluster() -> Option<Cluster> {
         .expect("established in time")
         .expect("watch ok");
     }
-    Some(Cluster {
+    Cluster {
         server: Some(server),
         client,
         kubeconfig,
         image,
         agents: Vec::new(),
         _dir: dir,
-    })
+    }
+}
+
+/// The control plane, with Docker and the test image; `None` to skip.
+async fn cluster() -> Option<Cluster> {
+    if !common::docker() {
+        return None;
+    }
+    Some(control_plane(common::test_image()).await)
 }
 
 impl Cluster {
     /// Start `gantry agent` for `name` on `host_ip` and wait until its
     /// ContainerInstance is registered.
     async fn agent(&mut self, name: &str, host_ip: &str, retention_seconds: u32) {
-        let log = self._dir.path().join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args(["agent", "--kubeconfig"])
-            .arg(&self.kubeconfig)
-            .args([
-                "--cluster",
-                "default",
-                "--name",
-                name,
+        self.spawn(
+            name,
+            &[
                 "--host-ip",
                 host_ip,
                 "--lease-renew-seconds",
                 "1",
                 "--container-retention-seconds",
                 &retention_seconds.to_string(),
-            ])
+            ],
+        );
+        self.registered(name).await;
+    }
+
+    /// Start `gantry agent --name name` with more flags; its stderr goes to
+    /// `<name>.log` for the failure messages.
+    fn spawn(&mut self, name: &str, flags: &[&str]) {
+        let log = self._dir.path().join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["agent", "--kubeconfig"])
+            .arg(&self.kubeconfig)
+            .args(["--cluster", "default", "--name", name])
+            .args(flags)
             .env("RUST_LOG", "info,agent=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("gantry agent runs");
         self.agents.push((name.to_owned(), child));
+    }
+
+    /// Wait until the ContainerInstance `name` exists.
+    async fn registered(&self, name: &str) {
         let instances: Api<ContainerInstance> = Api::namespaced(self.client.clone(), "default");
         let registered = tokio::time::timeout(
             Duration::from_secs(30),
@@ -149,8 +168,8 @@ impl Cluster {
         .await;
         assert!(
             matches!(registered, Ok(Ok(_))),
-            "{name} registered; its log: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            "{name} registered; agent logs:\n{}",
+            self.logs()
         );
     }
 
@@ -218,6 +237,21 @@ impl Cluster {
             self.logs()
         );
         task
+    }
+
+    /// Wait until the task's `lastStatus` is `status`.
+    async fn until_last(&self, name: &str, status: TaskLastStatus) -> Task {
+        self.until(name, &format!("{status:?}"), |t| last(t) == Some(status))
+            .await
+    }
+
+    /// Stop a task the way a user does: `desiredStatus: STOPPED`.
+    async fn stop(&self, name: &str) {
+        let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
+        self.tasks()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&stop))
+            .await
+            .expect("stopped");
     }
 
     fn logs(&self) -> String {
@@ -316,11 +350,7 @@ async fn a_task_with_a_healthy_dependency_runs_and_its_host_port_answers() {
             ]),
         )
         .await;
-    let task = cluster
-        .until("web", "RUNNING", |t| {
-            last(t) == Some(TaskLastStatus::Running)
-        })
-        .await;
+    let task = cluster.until_last("web", TaskLastStatus::Running).await;
     let status = task.status.as_ref().expect("status");
     assert_eq!(status.health_status, Some(HealthStatus::Healthy));
     assert!(status.started_at.is_some() && status.pull_stopped_at.is_some());
@@ -349,17 +379,8 @@ async fn a_task_with_a_healthy_dependency_runs_and_its_host_port_answers() {
     );
 
     // Stopping it stops both, in reverse order, and records why.
-    let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
-    cluster
-        .tasks()
-        .patch("web", &PatchParams::default(), &Patch::Merge(&stop))
-        .await
-        .expect("stopped");
-    let task = cluster
-        .until("web", "STOPPED", |t| {
-            last(t) == Some(TaskLastStatus::Stopped)
-        })
-        .await;
+    cluster.stop("web").await;
+    let task = cluster.until_last("web", TaskLastStatus::Stopped).await;
     let status = task.status.as_ref().expect("status");
     assert_eq!(status.stop_code, Some(StopCode::UserInitiated));
     assert_eq!(
@@ -415,11 +436,7 @@ async fn exit_codes_and_pull_failures_are_reported_with_ecs_reasons() {
             json!([{"name": "app", "image": image, "command": ["sh", "-c", "sleep 1; exit 3"]}]),
         )
         .await;
-    let task = cluster
-        .until("crashes", "STOPPED", |t| {
-            last(t) == Some(TaskLastStatus::Stopped)
-        })
-        .await;
+    let task = cluster.until_last("crashes", TaskLastStatus::Stopped).await;
     let status = task.status.as_ref().expect("status");
     assert_eq!(status.stop_code, Some(StopCode::EssentialContainerExited));
     assert_eq!(
@@ -438,9 +455,7 @@ async fn exit_codes_and_pull_failures_are_reported_with_ecs_reasons() {
         )
         .await;
     let task = cluster
-        .until("no-image", "STOPPED", |t| {
-            last(t) == Some(TaskLastStatus::Stopped)
-        })
+        .until_last("no-image", TaskLastStatus::Stopped)
         .await;
     let status = task.status.as_ref().expect("status");
     assert_eq!(status.stop_code, Some(StopCode::TaskFailedToStart));
@@ -472,27 +487,14 @@ async fn a_restarted_agent_readopts_running_tasks_and_stops_what_is_no_longer_wa
     }
     let mut before = Vec::new();
     for name in ["keeps-running", "stopped-meanwhile", "deleted-meanwhile"] {
-        let task = cluster
-            .until(name, "RUNNING", |t| {
-                last(t) == Some(TaskLastStatus::Running)
-            })
-            .await;
+        let task = cluster.until_last(name, TaskLastStatus::Running).await;
         before.push(task);
     }
     let kept_id = container(&before[0], "app").runtime_id.clone().expect("id");
     let kept_started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &kept_id]);
 
     cluster.kill_9(&instance);
-    let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
-    cluster
-        .tasks()
-        .patch(
-            "stopped-meanwhile",
-            &PatchParams::default(),
-            &Patch::Merge(&stop),
-        )
-        .await
-        .expect("stopped");
+    cluster.stop("stopped-meanwhile").await;
     cluster
         .tasks()
         .delete("deleted-meanwhile", &DeleteParams::default())
@@ -504,9 +506,7 @@ async fn a_restarted_agent_readopts_running_tasks_and_stops_what_is_no_longer_wa
 
     cluster.agent(&instance, "127.0.0.1", 0).await;
     let stopped = cluster
-        .until("stopped-meanwhile", "STOPPED", |t| {
-            last(t) == Some(TaskLastStatus::Stopped)
-        })
+        .until_last("stopped-meanwhile", TaskLastStatus::Stopped)
         .await;
     assert_eq!(
         stopped.status.as_ref().and_then(|s| s.stop_code),
@@ -524,9 +524,7 @@ async fn a_restarted_agent_readopts_running_tasks_and_stops_what_is_no_longer_wa
     }
     // The running one was adopted, untouched, and not duplicated.
     let kept = cluster
-        .until("keeps-running", "RUNNING", |t| {
-            last(t) == Some(TaskLastStatus::Running)
-        })
+        .until_last("keeps-running", TaskLastStatus::Running)
         .await;
     assert_eq!(containers_of(&kept), [kept_id[..12].to_owned()]);
     assert_eq!(
@@ -571,9 +569,7 @@ async fn two_agents_on_one_docker_engine_each_own_their_port_space() {
     }
     for (i, (name, ip)) in hosts.iter().enumerate() {
         let task = cluster
-            .until(&format!("fixed-port-{i}"), "RUNNING", |t| {
-                last(t) == Some(TaskLastStatus::Running)
-            })
+            .until_last(&format!("fixed-port-{i}"), TaskLastStatus::Running)
             .await;
         assert_eq!(task.spec.container_instance.as_deref(), Some(name.as_str()));
         let binding = &container(&task, "web").network_bindings[0];
@@ -636,31 +632,12 @@ async fn the_agent_says_what_to_fix_when_it_cannot_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_instances_register_by_count_and_run_what_is_bound_to_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = common::server(dir.path()).await;
-    let client = common::client(&server.kubeconfig).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds::all() {
-        let name = crd.name_any();
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-        await_condition(crds.clone(), &name, conditions::is_crd_established())
-            .await
-            .expect("established");
-    }
+    // No Docker: the simulated runtime takes any image.
+    let mut cluster = control_plane("gantry-test/any:1".to_owned()).await;
     let name = unique("sim");
-    let mut cluster = Cluster {
-        server: Some(server),
-        client: client.clone(),
-        kubeconfig: dir.path().join("kubeconfig"),
-        image: "gantry-test/any:1".to_owned(),
-        agents: Vec::new(),
-        _dir: dir,
-    };
-    let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args([
-            "agent",
+    cluster.spawn(
+        &name,
+        &[
             "--runtime",
             "sim",
             "--count",
@@ -669,28 +646,12 @@ async fn simulated_instances_register_by_count_and_run_what_is_bound_to_them() {
             "2048",
             "--memory",
             "4096",
-        ])
-        .args(["--name", &name, "--kubeconfig"])
-        .arg(&cluster.kubeconfig)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gantry agent runs");
-    cluster.agents.push((name.clone(), child));
-    let instances: Api<ContainerInstance> = Api::namespaced(client.clone(), "default");
+        ],
+    );
+    let instances: Api<ContainerInstance> = Api::namespaced(cluster.client.clone(), "default");
     for i in 0..3 {
         let instance = format!("{name}-{i}");
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(
-                instances.clone(),
-                &instance,
-                |ci: Option<&ContainerInstance>| ci.is_some(),
-            ),
-        )
-        .await
-        .expect("registered in time")
-        .expect("watch ok");
+        cluster.registered(&instance).await;
         let ci = instances.get(&instance).await.expect("instance");
         assert_eq!(
             (
@@ -705,13 +666,11 @@ async fn simulated_instances_register_by_count_and_run_what_is_bound_to_them() {
         .run(
             &target,
             "simulated",
-            json!([{"name": "app", "image": "gantry-test/any:1", "portMappings": [{"containerPort": 80}]}]),
+            json!([{"name": "app", "image": cluster.image, "portMappings": [{"containerPort": 80}]}]),
         )
         .await;
     let task = cluster
-        .until("simulated", "RUNNING", |t| {
-            last(t) == Some(TaskLastStatus::Running)
-        })
+        .until_last("simulated", TaskLastStatus::Running)
         .await;
     let app = container(&task, "app");
     assert!(
@@ -724,16 +683,9 @@ async fn simulated_instances_register_by_count_and_run_what_is_bound_to_them() {
         "a dynamic port is assigned"
     );
     // And stops as a real one would.
-    let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
-    cluster
-        .tasks()
-        .patch("simulated", &PatchParams::default(), &Patch::Merge(&stop))
-        .await
-        .expect("stopped");
+    cluster.stop("simulated").await;
     let task = cluster
-        .until("simulated", "STOPPED", |t| {
-            last(t) == Some(TaskLastStatus::Stopped)
-        })
+        .until_last("simulated", TaskLastStatus::Stopped)
         .await;
     assert_eq!(container(&task, "app").exit_code, Some(143));
     cluster.server.take().expect("server").shutdown().await;
