@@ -139,6 +139,7 @@ async fn run_inner<R: Runtime>(
             }
         }
     }
+    supervisor::stop_all(&context.shared);
     if config.deregister_on_exit {
         let _ = leases.delete(&config.name, &DeleteParams::default()).await;
         instances

@@ -32,7 +32,7 @@ use crate::{
 pub struct Shared {
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     allocated: Mutex<BTreeSet<String>>,
-    supervisors: Mutex<HashMap<String, mpsc::UnboundedSender<()>>>,
+    supervisors: Mutex<HashMap<String, Supervised>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,20 +83,35 @@ impl Shared {
     }
 }
 
+/// A running supervisor: how to wake it, and how to end it.
+#[derive(Debug)]
+struct Supervised {
+    wake: mpsc::UnboundedSender<()>,
+    task: tokio::task::AbortHandle,
+}
+
+/// End every supervisor (the agent is stopping). Containers are left as
+/// they are, as after kill -9; the next start re-adopts them.
+pub fn stop_all(shared: &Shared) {
+    for (_, supervised) in lock(&shared.supervisors).drain() {
+        supervised.task.abort();
+    }
+}
+
 /// Wake the supervisor of a task, starting one if it has none.
 pub fn notify<R: Runtime>(context: &Arc<Context<R>>, uid: &str) {
     let mut supervisors = lock(&context.shared.supervisors);
-    if let Some(sender) = supervisors.get(uid)
-        && sender.send(()).is_ok()
+    if let Some(supervised) = supervisors.get(uid)
+        && supervised.wake.send(()).is_ok()
     {
         return;
     }
-    let (sender, receiver) = mpsc::unbounded_channel();
-    supervisors.insert(uid.to_owned(), sender);
-    let context = Arc::clone(context);
-    let uid = uid.to_owned();
+    let (wake, receiver) = mpsc::unbounded_channel();
     let span = tracing::info_span!("task", uid = %uid);
-    tokio::spawn(supervise(context, uid, receiver).instrument(span));
+    let task =
+        tokio::spawn(supervise(Arc::clone(context), uid.to_owned(), receiver).instrument(span))
+            .abort_handle();
+    supervisors.insert(uid.to_owned(), Supervised { wake, task });
 }
 
 /// Wake every supervisor.
