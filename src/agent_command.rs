@@ -110,29 +110,13 @@ impl AgentArgs {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                .await
-                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
-}
-
 pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     if args.count == 0 || (args.count > 1 && args.runtime != RuntimeKind::Sim) {
         bail!("--count N runs N simulated instances: it needs --runtime sim and N ≥ 1");
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let client = client(args.kubeconfig.as_ref()).await?;
+        let client = super::client(args.kubeconfig.as_ref()).await?;
         let shutdown = async {
             if let Err(e) = super::shutdown_signal().await {
                 tracing::warn!(error = %e, "cannot listen for signals");

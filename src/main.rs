@@ -8,6 +8,7 @@ use std::{
 };
 
 mod agent_command;
+mod controller_command;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -49,6 +50,9 @@ enum Command {
     /// Run the agent: register this host as a ContainerInstance and run
     /// the tasks bound to it in Docker (or a simulated runtime).
     Agent(Box<agent_command::AgentArgs>),
+    /// Run the controller: the scheduler, which places tasks, and the
+    /// reconcilers of services, tasks, task definitions and instances.
+    Controller(Box<controller_command::ControllerArgs>),
     /// Check manifests against Gantry's CRDs offline, as the API server
     /// would on create (schema, list types and CEL rules).
     Validate {
@@ -99,6 +103,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging();
             agent_command::run(&args)
         }
+        Command::Controller(args) => {
+            drop(out);
+            init_logging();
+            controller_command::run(&args)
+        }
         Command::Apiserver {
             data_dir,
             listen,
@@ -142,6 +151,23 @@ fn serve(
         server.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A client for the control plane of `kubeconfig`, or of the environment.
+async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }
 
 /// Logs to stderr, `RUST_LOG` choosing what (info by default).

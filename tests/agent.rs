@@ -22,11 +22,10 @@ use crds::v1alpha1::{
     Allocation, CONTAINER_INSTANCE_LABEL, ContainerInstance, ContainerLastStatus, HealthStatus,
     StopCode, Task, TaskLastStatus,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
-    runtime::{conditions, wait::await_condition},
+    runtime::wait::await_condition,
 };
 use serde_json::{Value, json};
 
@@ -89,20 +88,7 @@ async fn control_plane(image: String) -> Cluster {
     let server = common::server(dir.path()).await;
     let kubeconfig = server.kubeconfig.clone();
     let client = common::client(&kubeconfig).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds::all() {
-        let name = crd.name_any();
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .expect("established in time")
-        .expect("watch ok");
-    }
+    common::install_crds(&client).await;
     Cluster {
         server: Some(server),
         client,

@@ -125,6 +125,35 @@ async fn kube_rs_creates_reads_updates_and_deletes_with_preconditions() {
         Some("x")
     );
 
+    // A merge patch naming a resourceVersion is conditional on it.
+    let stale = patched.metadata.resource_version.clone().expect("rv");
+    let current = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": stale}, "data": {"n": "1"}})),
+        )
+        .await
+        .expect("patched at the version read");
+    let err = api
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": stale}, "data": {"n": "2"}})),
+        )
+        .await
+        .expect_err("stale");
+    assert_eq!(api_code(&err), Some(409));
+    let unchanged = api.get("a").await.expect("got");
+    assert_eq!(
+        unchanged.metadata.resource_version,
+        current.metadata.resource_version
+    );
+    assert_eq!(
+        unchanged.data.expect("data").get("n").map(String::as_str),
+        Some("1")
+    );
+
     api.delete("a", &DeleteParams::default())
         .await
         .expect("deleted");
@@ -232,6 +261,38 @@ async fn crds_serve_gantry_kinds_with_validation_and_generations() {
         .await
         .expect("replaced");
     assert_eq!(kept.status.and_then(|s| s.revision), Some(2));
+    // A status patch naming a stale resourceVersion is refused, as
+    // schedulers' reservations rely on.
+    let stale = status_written.metadata.resource_version.clone();
+    api.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"resourceVersion": stale}, "status": {"revision": 3}})),
+    )
+    .await
+    .expect("patched at the version read");
+    let err = api
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"resourceVersion": stale}, "status": {"revision": 7}}),
+            ),
+        )
+        .await
+        .expect_err("stale");
+    assert_eq!(api_code(&err), Some(409));
+    // Stale and invalid: the stale version is what the writer must hear
+    // of (it would not have made this change on the current object).
+    let err = api
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": stale}, "spec": {"containerDefinitions": []}})),
+        )
+        .await
+        .expect_err("stale");
+    assert_eq!(api_code(&err), Some(409));
 
     // Discovery lists the new kinds with their short names.
     let resources = client

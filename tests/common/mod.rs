@@ -139,3 +139,28 @@ pub fn test_image() -> String {
         .trim()
         .to_owned()
 }
+
+/// Create Gantry's CRDs and wait until each is established.
+pub async fn install_crds(client: &kube::Client) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::{
+        Api, ResourceExt,
+        api::PostParams,
+        runtime::{conditions, wait::await_condition},
+    };
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds::all() {
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("established in time")
+        .expect("watch ok");
+    }
+}
+pub mod gantry;

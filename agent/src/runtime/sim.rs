@@ -1,7 +1,8 @@
 //! A simulated runtime: containers that exist only in memory, start after
 //! a configurable latency and fail at a configurable rate, for scale tests
 //! of the control plane with many instances in one process (as kwok does
-//! for Kubernetes nodes).
+//! for Kubernetes nodes). A container whose command ends in `exit N`
+//! exits with N as soon as it starts.
 
 use std::{
     collections::BTreeMap,
@@ -112,6 +113,18 @@ impl Sim {
     }
 }
 
+/// The code a command ending in `exit N` (as `sh -c "exit 3"`) exits
+/// with at once: how a test asks the simulation for a failing container.
+fn exit_code(command: &[String]) -> Option<i64> {
+    command
+        .last()?
+        .trim()
+        .strip_prefix("exit ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 impl Runtime for Sim {
     async fn info(&self) -> Result<Info, RuntimeError> {
         Ok(Info {
@@ -186,7 +199,10 @@ impl Runtime for Sim {
         tokio::time::sleep(self.options.start_latency).await;
         let fails = self.options.failure_rate > 0.0
             && rand::rng().random_bool(self.options.failure_rate.min(1.0));
-        if fails {
+        let exit = self.with(|c| c.by_id.get(id).and_then(|c| exit_code(&c.config.command)));
+        if let Some(code) = exit {
+            self.set_state(id, State::Exited, Some(code))
+        } else if fails {
             self.set_state(id, State::Exited, Some(1))
         } else {
             self.set_state(id, State::Running, None)

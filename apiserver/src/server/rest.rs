@@ -742,6 +742,15 @@ async fn update(
         }
         None => None,
     };
+    // A stale resourceVersion is a conflict before anything else, as on
+    // kube-apiserver: a writer that read an old version must read again,
+    // not be told its old view is invalid.
+    if precondition.is_some_and(|p| p != current_revision) {
+        return Err(ApiError::Conflict {
+            resource: resource.qualified(),
+            name: name.to_owned(),
+        });
+    }
     let mut next = if status_only {
         // Only status changes through /status.
         let mut next = (*current).clone();
@@ -848,6 +857,12 @@ async fn patch_object(
 ) -> Result<Value, ApiError> {
     let resource = &target.resource;
     let key = resource.key(target.namespace.as_deref(), name);
+    // A patch that names a resourceVersion is a precondition, as on a real
+    // API server: it conflicts instead of being retried.
+    let precondition = patch
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     // Read, patch, write against the revision read; retry if it moved.
     for _ in 0..5 {
         let (revision, current) = stored(app, &key, resource, name)?;
@@ -879,10 +894,10 @@ async fn patch_object(
         }
         metadata_mut(&mut next).insert(
             "resourceVersion".into(),
-            Value::String(revision.to_string()),
+            Value::String(precondition.clone().unwrap_or(revision.to_string())),
         );
         match update(app, target, name, next, status_only).await {
-            Err(ApiError::Conflict { .. }) => continue,
+            Err(ApiError::Conflict { .. }) if precondition.is_none() => continue,
             other => return other,
         }
     }

@@ -103,6 +103,33 @@ impl ClusterState {
         Ok(placement)
     }
 
+    /// Check `task` against the named instance only (a task pinned there,
+    /// as a DAEMON service's are), without recording anything.
+    ///
+    /// # Errors
+    /// [`Unplaceable`] with that instance's cause, or with no instances if
+    /// it is unknown.
+    pub fn place_on(&self, name: &str, task: &TaskRequest) -> Result<Placement, Unplaceable> {
+        let Some(id) = self.instance_id(name) else {
+            return Err(Unplaceable {
+                instances: 0,
+                causes: BTreeMap::new(),
+            });
+        };
+        let instance = self.instance(id).expect("named instances are live");
+        let p = self.prepare(task);
+        match self.check(instance, &p) {
+            Ok(()) => Ok(Placement {
+                instance: id,
+                name: name.to_owned(),
+            }),
+            Err(cause) => Err(Unplaceable {
+                instances: 1,
+                causes: BTreeMap::from([(cause, 1)]),
+            }),
+        }
+    }
+
     /// Place tasks one after another, each seeing the ones before it.
     pub fn place_batch<'a>(
         &mut self,

@@ -25,6 +25,7 @@ mod state;
 
 use std::{collections::BTreeMap, fmt};
 
+pub use engine::allocation_for;
 pub use query::{ParseError, Query};
 pub use state::{ClusterState, InstanceId, StateError};
 

@@ -1,0 +1,354 @@
+//! ContainerInstances: whether their agent is connected, what happens when
+//! it is gone for good, and draining.
+//!
+//! The agent renews a Lease named after its instance; the instance object
+//! itself is never touched for liveness, so schedulers' reservations do
+//! not conflict with heartbeats. This reconciler turns the Lease into
+//! `status.agentConnected` and the `AgentConnected` condition, and after
+//! `instance_loss_timeout` without renewal stops the tasks bound there so
+//! that their services replace them. A returning agent then finds them
+//! STOPPED and stops their containers (the agent's fence).
+
+use std::{sync::Arc, time::Duration};
+
+use crds::v1alpha1::{
+    CONTAINER_INSTANCE_LABEL, ContainerInstance, InstanceState, StopCode, Task, TaskLastStatus,
+};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::{
+    api::coordination::v1::Lease,
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        predicates, reflector,
+        reflector::ObjectRef,
+        watcher::{self, watcher},
+    },
+};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::{
+    Context,
+    events::{self, Note},
+};
+
+pub const AGENT_CONNECTED: &str = "AgentConnected";
+pub const DRAINING: &str = "Draining";
+
+/// What the Lease says of an instance's agent, at `now`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connectivity {
+    /// Renewed; good until the given time.
+    Connected { until: Timestamp },
+    /// Not renewed since the given time (or never, since registration).
+    Disconnected { since: Timestamp },
+}
+
+/// Read the Lease of an instance.
+#[must_use]
+pub fn connectivity(
+    instance: &ContainerInstance,
+    lease: Option<&Lease>,
+    now: Timestamp,
+) -> Connectivity {
+    let spec = lease.and_then(|l| l.spec.as_ref());
+    let until = spec.and_then(|s| {
+        let renewed = s.renew_time.as_ref()?.0;
+        let seconds = i64::from(s.lease_duration_seconds.unwrap_or(0));
+        renewed.checked_add(SignedDuration::from_secs(seconds)).ok()
+    });
+    match until {
+        Some(until) if until > now => Connectivity::Connected { until },
+        Some(until) => Connectivity::Disconnected { since: until },
+        None => Connectivity::Disconnected {
+            since: instance.creation_timestamp().map_or(now, |t| t.0),
+        },
+    }
+}
+
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let (reader, writer) = reflector::store();
+    // Only spec changes (state, attributes) and new instances: allocation
+    // writes do not concern this reconciler.
+    let instances = reflector::reflector(
+        writer,
+        watcher(
+            Api::<ContainerInstance>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(instances, reader)
+        .watches(
+            Api::<Lease>::all(client),
+            watcher::Config::default(),
+            |lease| {
+                Some(
+                    ObjectRef::<ContainerInstance>::new(&lease.name_any())
+                        .within(&lease.namespace().unwrap_or_default()),
+                )
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |ci, ctx| {
+                let span = tracing::info_span!("instance", name = %events::key(ci.as_ref()));
+                reconcile(ci, ctx).instrument(span).boxed()
+            },
+            |_, error, _| {
+                tracing::warn!(%error, "instance reconcile failed");
+                Action::requeue(Duration::from_secs(5))
+            },
+            context,
+        )
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+async fn reconcile(ci: Arc<ContainerInstance>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let result = reconcile_inner(&ci, &ctx).await;
+    ctx.metrics.reconciled("instance", result.is_ok());
+    result
+}
+
+async fn reconcile_inner(ci: &ContainerInstance, ctx: &Context) -> Result<Action, kube::Error> {
+    let namespace = ci.namespace().unwrap_or_default();
+    let name = ci.name_any();
+    let instances: Api<ContainerInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    // The store may trail: read the instance and its Lease as they are.
+    let Some(ci) = instances.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), &namespace);
+    let lease = leases.get_opt(&name).await?;
+    let now = Timestamp::now();
+    let connectivity = connectivity(&ci, lease.as_ref(), now);
+    let status = ci.status.clone().unwrap_or_default();
+    let mut conditions = status.conditions.clone();
+    let connected = matches!(connectivity, Connectivity::Connected { .. });
+    let was = events::condition(&conditions, AGENT_CONNECTED).map(|c| c.status == "True");
+    match connectivity {
+        Connectivity::Connected { .. } => events::set_condition(
+            &mut conditions,
+            AGENT_CONNECTED,
+            true,
+            "LeaseRenewed",
+            "the agent renews its Lease",
+            ci.metadata.generation,
+            now,
+        ),
+        Connectivity::Disconnected { since } => events::set_condition(
+            &mut conditions,
+            AGENT_CONNECTED,
+            false,
+            if lease.is_some() {
+                "LeaseExpired"
+            } else {
+                "NoLease"
+            },
+            format!("the agent has not renewed its Lease since {since}"),
+            ci.metadata.generation,
+            now,
+        ),
+    }
+    let draining = ci.spec.state == InstanceState::Draining;
+    let was_draining = events::is_true(&conditions, DRAINING);
+    events::set_condition(
+        &mut conditions,
+        DRAINING,
+        draining,
+        if draining { "Draining" } else { "Active" },
+        if draining {
+            "no new tasks are placed here; service tasks are moved away"
+        } else {
+            "tasks may be placed here"
+        },
+        ci.metadata.generation,
+        now,
+    );
+    if conditions != status.conditions
+        || status.agent_connected != connected
+        || status.observed_generation != ci.metadata.generation
+    {
+        let patch = json!({"status": {
+            "agentConnected": connected,
+            "conditions": conditions,
+            "observedGeneration": ci.metadata.generation,
+        }});
+        instances
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+    match (was, connected) {
+        (Some(true), false) => {
+            ctx.events
+                .publish(
+                    &ci,
+                    &Note::warning(
+                        "AgentDisconnected",
+                        format!(
+                            "the agent of container instance {name} stopped renewing its Lease"
+                        ),
+                    ),
+                )
+                .await;
+        }
+        (Some(false), true) => {
+            ctx.events
+                .publish(
+                    &ci,
+                    &Note::normal(
+                        "AgentConnected",
+                        format!("the agent of container instance {name} is connected again"),
+                    ),
+                )
+                .await;
+        }
+        _ => {}
+    }
+    if draining && !was_draining {
+        ctx.events
+            .publish(
+                &ci,
+                &Note::normal(
+                    "Draining",
+                    format!(
+                        "container instance {name} is DRAINING: service tasks move away within their deployment limits; standalone tasks are left alone"
+                    ),
+                ),
+            )
+            .await;
+    }
+    let loss = ctx.config.instance_loss_timeout;
+    match connectivity {
+        Connectivity::Connected { until } => Ok(Action::requeue(until_then(now, until))),
+        Connectivity::Disconnected { since } => {
+            let lost_at = since
+                .checked_add(SignedDuration::try_from(loss).unwrap_or(SignedDuration::MAX))
+                .unwrap_or(Timestamp::MAX);
+            if lost_at > now {
+                return Ok(Action::requeue(until_then(now, lost_at)));
+            }
+            let stopped = stop_tasks(ctx, &ci, since).await?;
+            if stopped > 0 {
+                ctx.events
+                    .publish(
+                        &ci,
+                        &Note::warning(
+                            "InstanceLost",
+                            format!(
+                                "container instance {name} lost: no Lease renewal for {}s; {stopped} task(s) stopped, services replace theirs",
+                                loss.as_secs()
+                            ),
+                        ),
+                    )
+                    .await;
+            }
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+    }
+}
+
+fn until_then(now: Timestamp, then: Timestamp) -> Duration {
+    let millis = then.as_millisecond() - now.as_millisecond();
+    Duration::from_millis(u64::try_from(millis.max(0)).unwrap_or(0) + 500)
+}
+
+/// Mark the tasks of a lost instance STOPPED: no agent will report them.
+async fn stop_tasks(
+    ctx: &Context,
+    ci: &ContainerInstance,
+    since: Timestamp,
+) -> Result<usize, kube::Error> {
+    let name = ci.name_any();
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &ci.namespace().unwrap_or_default());
+    let bound = tasks
+        .list(&ListParams::default().labels(&format!("{CONTAINER_INSTANCE_LABEL}={name}")))
+        .await?;
+    let mut stopped = 0;
+    let now = Timestamp::now();
+    for task in bound.items {
+        let status = task.status.clone().unwrap_or_default();
+        if status.last_status == Some(TaskLastStatus::Stopped) {
+            continue;
+        }
+        let reason = format!(
+            "Host EC2 (instance {name}) stopped/terminated: its agent has not renewed its Lease since {since}"
+        );
+        let mut status_patch =
+            crate::task::stopped(&status, StopCode::TerminationNotice, reason, now);
+        status_patch["status"]["stoppingAt"] =
+            json!(status.stopping_at.clone().unwrap_or(Time(now)));
+        tasks
+            .patch_status(
+                &task.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&status_patch),
+            )
+            .await?;
+        let spec_patch = json!({"spec": {"desiredStatus": "STOPPED"}});
+        tasks
+            .patch(
+                &task.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&spec_patch),
+            )
+            .await?;
+        stopped += 1;
+    }
+    Ok(stopped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::{
+        api::coordination::v1::LeaseSpec, apimachinery::pkg::apis::meta::v1::MicroTime,
+    };
+
+    fn lease(renewed: i64, seconds: i32) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                renew_time: Some(MicroTime(Timestamp::from_second(renewed).expect("a time"))),
+                lease_duration_seconds: Some(seconds),
+                ..LeaseSpec::default()
+            }),
+            ..Lease::default()
+        }
+    }
+
+    #[test]
+    fn the_lease_decides_connectivity() {
+        let ci: ContainerInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "ContainerInstance",
+            "metadata": {"name": "i"}, "spec": {},
+        }))
+        .expect("an instance");
+        let at = |s| Timestamp::from_second(s).expect("a time");
+        assert_eq!(
+            connectivity(&ci, Some(&lease(100, 40)), at(130)),
+            Connectivity::Connected { until: at(140) }
+        );
+        assert_eq!(
+            connectivity(&ci, Some(&lease(100, 40)), at(141)),
+            Connectivity::Disconnected { since: at(140) }
+        );
+        assert!(matches!(
+            connectivity(&ci, None, at(5)),
+            Connectivity::Disconnected { .. }
+        ));
+    }
+}

@@ -1,0 +1,180 @@
+//! Prometheus metrics, served with health probes on `--metrics-addr`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
+use prometheus_client::{
+    encoding::{EncodeLabelSet, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabel {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedulerLabel {
+    pub scheduler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+/// Every metric Gantry's controller exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub reconciles: Family<ControllerLabel, Counter>,
+    pub reconcile_errors: Family<ControllerLabel, Counter>,
+    /// Seconds from a task seen unbound to its binding.
+    pub placement_latency: Histogram,
+    pub placements: Family<SchedulerLabel, Counter>,
+    /// 409s met while reserving or binding, as the Omega paper counts them.
+    pub conflicts: Family<SchedulerLabel, Counter>,
+    pub unplaceable: Family<SchedulerLabel, Counter>,
+    pub tasks: Family<StatusLabel, Gauge>,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    #[must_use]
+    pub fn new() -> Self {
+        let reconciles = Family::default();
+        let reconcile_errors = Family::default();
+        let placement_latency = Histogram::new([
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        let placements = Family::default();
+        let conflicts = Family::default();
+        let unplaceable = Family::default();
+        let tasks = Family::default();
+        let mut registry = Registry::with_prefix("gantry");
+        registry.register(
+            "reconciles",
+            "Reconciles run, per controller",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, per controller",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "placement_duration_seconds",
+            "Time from a task seen unbound to its binding",
+            placement_latency.clone(),
+        );
+        registry.register(
+            "placements",
+            "Tasks bound, per scheduler",
+            placements.clone(),
+        );
+        registry.register(
+            "placement_conflicts",
+            "409 Conflicts met while reserving or binding, per scheduler",
+            conflicts.clone(),
+        );
+        registry.register(
+            "placement_failures",
+            "Placement attempts that found no instance, per scheduler",
+            unplaceable.clone(),
+        );
+        registry.register(
+            "tasks",
+            "Tasks by lastStatus (PROVISIONING when not yet reported)",
+            tasks.clone(),
+        );
+        Self {
+            reconciles,
+            reconcile_errors,
+            placement_latency,
+            placements,
+            conflicts,
+            unplaceable,
+            tasks,
+            registry,
+        }
+    }
+
+    pub fn reconciled(&self, controller: &'static str, ok: bool) {
+        let label = ControllerLabel { controller };
+        self.reconciles.get_or_create(&label).inc();
+        if !ok {
+            self.reconcile_errors.get_or_create(&label).inc();
+        }
+    }
+
+    pub fn placed(&self, scheduler: &str, latency: Duration) {
+        self.placements
+            .get_or_create(&SchedulerLabel {
+                scheduler: scheduler.to_owned(),
+            })
+            .inc();
+        self.placement_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn conflict(&self, scheduler: &str, n: u64) {
+        self.conflicts
+            .get_or_create(&SchedulerLabel {
+                scheduler: scheduler.to_owned(),
+            })
+            .inc_by(n);
+    }
+
+    #[must_use]
+    pub fn counts(&self, scheduler: &str) -> (u64, u64) {
+        let label = SchedulerLabel {
+            scheduler: scheduler.to_owned(),
+        };
+        (
+            self.placements.get_or_create(&label).get(),
+            self.conflicts.get_or_create(&label).get(),
+        )
+    }
+
+    /// The text exposition format.
+    #[must_use]
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// Serve `/metrics`, `/healthz` and `/readyz` until the process ends.
+///
+/// # Errors
+/// When serving fails.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .with_state(metrics);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving metrics");
+    }
+    axum::serve(listener, app).await
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+}

@@ -1,0 +1,357 @@
+//! The Service controller: reads what a Service has, asks [`plan`] what
+//! it needs, and carries that out — tasks created with an owner reference
+//! (deleting the Service deletes them), tasks stopped with ECS's stop code
+//! and reason, status and events written.
+//!
+//! Tasks are listed from the API server on each reconcile rather than from
+//! a cache: a list is a consistent read, so a reconcile always sees the
+//! tasks the previous one created and never starts them twice.
+
+pub mod plan;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use crds::v1alpha1::{
+    ContainerInstance, DesiredStatus, PlacementConstraint, PlacementConstraintType,
+    SchedulingStrategy, Service, ServiceStatus, Task, TaskDefinition, TaskSpec, TaskStatus,
+};
+use futures::{FutureExt, StreamExt, stream};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        reflector::{self, ObjectRef, Store},
+        watcher::{self, watcher},
+    },
+};
+use rand::RngExt;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::{Context, convert, events, task_definition::VALID};
+use plan::{DEPLOYMENT_LABEL, Definition, NewTask, SERVICE_LABEL, Stop};
+
+/// What of an instance matters to services: its generation and connectivity.
+type Seen = (Option<i64>, bool);
+
+struct State {
+    context: Arc<Context>,
+    instances: Store<ContainerInstance>,
+}
+
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let (instances, writer) = reflector::store::<ContainerInstance>();
+    let instance_cache = reflector::reflector(
+        writer,
+        watcher(
+            Api::<ContainerInstance>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    let controller = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let services = controller.store();
+    let by_definition = services.clone();
+    let by_instance = services.clone();
+    // Only a change that can move tasks (state, attributes, connectivity,
+    // a new instance) concerns services; allocation writes do not.
+    let seen: Mutex<HashMap<(String, String), Seen>> = Mutex::new(HashMap::new());
+    let controller = controller
+        .owns(Api::<Task>::all(client.clone()), watcher::Config::default())
+        .watches(
+            Api::<TaskDefinition>::all(client.clone()),
+            watcher::Config::default(),
+            move |td| {
+                let namespace = td.namespace();
+                let family = td.name_any();
+                by_definition
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace() == namespace && s.spec.task_definition == family)
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<ContainerInstance>::all(client),
+            watcher::Config::default(),
+            move |ci| {
+                let key = (ci.namespace().unwrap_or_default(), ci.name_any());
+                let now = (
+                    ci.metadata.generation,
+                    ci.status.as_ref().is_some_and(|s| s.agent_connected),
+                );
+                let changed = seen
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key.clone(), now)
+                    != Some(now);
+                if !changed {
+                    return Vec::new();
+                }
+                by_instance
+                    .state()
+                    .into_iter()
+                    .filter(|s| s.namespace().as_deref() == Some(key.0.as_str()))
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        );
+    let state = Arc::new(State { context, instances });
+    let reconciling = controller
+        .with_config(
+            kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |service, state| {
+                let span = tracing::info_span!("service", name = %events::key(service.as_ref()));
+                reconcile(service, state).instrument(span).boxed()
+            },
+            |_, error, _| {
+                tracing::warn!(%error, "service reconcile failed");
+                Action::requeue(Duration::from_secs(2))
+            },
+            state,
+        )
+        .for_each(|_| futures::future::ready(()));
+    tokio::select! {
+        () = reconciling => {}
+        () = instance_cache => {}
+    }
+}
+
+async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, kube::Error> {
+    let result = reconcile_inner(&service, &state).await;
+    state.context.metrics.reconciled("service", result.is_ok());
+    result
+}
+
+async fn reconcile_inner(service: &Service, state: &State) -> Result<Action, kube::Error> {
+    let ctx = &state.context;
+    let namespace = service.namespace().unwrap_or_default();
+    let name = service.name_any();
+    if service.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let tds: Api<TaskDefinition> = Api::namespaced(ctx.client.clone(), &namespace);
+    let td = tds.get_opt(&service.spec.task_definition).await?;
+    let invalid;
+    let definition = match &td {
+        None => Definition::Missing,
+        Some(td) => {
+            let status = td.status.clone().unwrap_or_default();
+            if status.observed_generation != td.metadata.generation {
+                // Not judged yet: its status change will bring us back.
+                return Ok(Action::requeue(Duration::from_secs(2)));
+            }
+            match status.revision {
+                Some(revision)
+                    if Some(revision) == td.metadata.generation
+                        && events::is_true(&status.conditions, VALID) =>
+                {
+                    Definition::Valid {
+                        revision,
+                        spec: &td.spec,
+                    }
+                }
+                _ => {
+                    invalid = events::condition(&status.conditions, VALID)
+                        .map(|c| c.message.clone())
+                        .unwrap_or_default();
+                    Definition::Invalid(&invalid)
+                }
+            }
+        }
+    };
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owned = tasks
+        .list(&ListParams::default().labels(&format!("{SERVICE_LABEL}={name}")))
+        .await?
+        .items;
+    let instances: Vec<_> = state
+        .instances
+        .state()
+        .iter()
+        .filter(|ci| ci.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|ci| convert::instance_spec(ci))
+        .collect();
+    let plan = plan::plan(&plan::Input {
+        service,
+        definition,
+        tasks: &owned,
+        instances: &instances,
+        now: Timestamp::now(),
+    });
+
+    let owner = Arc::new(service.clone());
+    let created: Vec<_> = stream::iter(plan.create.clone())
+        .map(|new| {
+            let (tasks, owner) = (tasks.clone(), Arc::clone(&owner));
+            async move { create(&tasks, &owner, &new).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let stopped: Vec<_> = stream::iter(plan.stop.clone())
+        .map(|stop| {
+            let tasks = tasks.clone();
+            async move { stop_task(&tasks, &stop).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for result in created.into_iter().chain(stopped) {
+        result?;
+    }
+    if service.status.as_ref() != Some(&plan.status) {
+        write_status(service, &plan.status, ctx).await?;
+    }
+    for note in &plan.events {
+        ctx.events.publish(service, note).await;
+    }
+    Ok(Action::requeue(
+        plan.requeue.unwrap_or(Duration::from_secs(30)),
+    ))
+}
+
+async fn write_status(
+    service: &Service,
+    status: &ServiceStatus,
+    ctx: &Context,
+) -> Result<(), kube::Error> {
+    let api: Api<Service> =
+        Api::namespaced(ctx.client.clone(), &service.namespace().unwrap_or_default());
+    let mut body = serde_json::to_value(status).unwrap_or_default();
+    // Empty lists must be written too, or a merge patch keeps the old ones.
+    for list in ["deployments", "conditions"] {
+        if body.get(list).is_none() {
+            body[list] = json!([]);
+        }
+    }
+    api.patch_status(
+        &service.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": body})),
+    )
+    .await?;
+    Ok(())
+}
+
+fn suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// The Task a service starts for `new`.
+#[must_use]
+pub fn task_for(service: &Service, new: &NewTask) -> Task {
+    let name = service.name_any();
+    let spec = &service.spec;
+    let mut constraints = spec.placement_constraints.clone();
+    if let Some(instance) = &new.instance {
+        constraints.push(PlacementConstraint {
+            type_: PlacementConstraintType::MemberOf,
+            expression: Some(convert::pin_expression(instance)),
+        });
+    }
+    let strategy = match spec.scheduling_strategy {
+        SchedulingStrategy::Daemon => Vec::new(),
+        SchedulingStrategy::Replica if spec.placement_strategy.is_empty() => {
+            convert::service_default_strategy()
+        }
+        SchedulingStrategy::Replica => spec.placement_strategy.clone(),
+    };
+    Task {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{}-{}", new.deployment, suffix())),
+            namespace: service.namespace(),
+            labels: Some(BTreeMap::from([
+                (SERVICE_LABEL.to_owned(), name.clone()),
+                (DEPLOYMENT_LABEL.to_owned(), new.deployment.to_string()),
+            ])),
+            owner_references: service.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: TaskSpec {
+            task_definition: spec.task_definition.clone(),
+            task_definition_revision: Some(new.revision),
+            definition: Some(new.definition.clone()),
+            group: Some(format!("service:{name}")),
+            started_by: Some(plan::deployment_id(new.deployment)),
+            overrides: None,
+            placement_strategy: strategy,
+            placement_constraints: constraints,
+            desired_status: DesiredStatus::Running,
+            scheduler_name: spec.scheduler_name.clone(),
+            container_instance: None,
+        },
+        status: None,
+    }
+}
+
+async fn create(api: &Api<Task>, service: &Service, new: &NewTask) -> Result<(), kube::Error> {
+    for _ in 0..3 {
+        match api
+            .create(&PostParams::default(), &task_for(service, new))
+            .await
+        {
+            Ok(_) => return Ok(()),
+            // A name taken by chance: draw another.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Stop a task with the service's stop code and reason. The reason is
+/// recorded first: the agent keeps the first stop cause it finds.
+async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<(), kube::Error> {
+    let params = PatchParams::default();
+    let cause = json!({"status": {"stopCode": stop.code, "stoppedReason": stop.reason}});
+    let desired = json!({"spec": {"desiredStatus": "STOPPED"}});
+    let result = if stop.bound {
+        api.patch_status(&stop.task, &params, &Patch::Merge(&cause))
+            .await?;
+        api.patch(&stop.task, &params, &Patch::Merge(&desired))
+            .await
+    } else {
+        // No agent has it: it is stopped once it says so.
+        api.patch(&stop.task, &params, &Patch::Merge(&desired))
+            .await?;
+        // It is not stopping yet (the plan stops no task that is), so no
+        // cause is recorded to keep.
+        let stopped = crate::task::stopped(
+            &TaskStatus::default(),
+            stop.code,
+            stop.reason.clone(),
+            Timestamp::now(),
+        );
+        api.patch_status(&stop.task, &params, &Patch::Merge(&stopped))
+            .await
+    };
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,209 @@
+//! Tasks after their run: stopped tasks are deleted after the retention
+//! period (ECS keeps them visible for about an hour), a task stopped
+//! before any agent took it is marked STOPPED here (no agent will), and
+//! the tasks-by-status gauge is kept.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use crds::v1alpha1::{DesiredStatus, StopCode, Task, TaskLastStatus, TaskStatus};
+use futures::StreamExt;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher::{self, watcher},
+    },
+};
+use serde_json::{Value, json};
+
+use crate::{Context, metrics::StatusLabel};
+
+/// "Task stopped by user", as the agent words it.
+pub const STOPPED_BY_USER: &str = "Task stopped by user";
+
+/// What to do with one task now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chore {
+    None,
+    /// Stopped before placement: record it STOPPED.
+    MarkStopped,
+    /// Stopped longer ago than the retention period.
+    Delete,
+}
+
+/// The status patch of a task no agent will report on: STOPPED now,
+/// keeping a stop cause already recorded (the agent keeps the first one
+/// too).
+#[must_use]
+pub fn stopped(status: &TaskStatus, code: StopCode, reason: String, now: Timestamp) -> Value {
+    json!({"status": {
+        "lastStatus": TaskLastStatus::Stopped,
+        "stopCode": status.stop_code.unwrap_or(code),
+        "stoppedReason": status.stopped_reason.clone().unwrap_or(reason),
+        "stoppedAt": Time(now),
+    }})
+}
+
+#[must_use]
+pub fn chore(task: &Task, retention: Duration, now: Timestamp) -> Chore {
+    let status = task.status.clone().unwrap_or_default();
+    if status.last_status == Some(TaskLastStatus::Stopped) {
+        let stopped = status
+            .stopped_at
+            .map(|t| t.0)
+            .or_else(|| task.creation_timestamp().map(|t| t.0));
+        let expired = stopped.is_some_and(|t| {
+            now.as_millisecond() - t.as_millisecond()
+                >= i64::try_from(retention.as_millis()).unwrap_or(i64::MAX)
+        });
+        return if expired { Chore::Delete } else { Chore::None };
+    }
+    if task.spec.container_instance.is_none()
+        && (task.spec.desired_status == DesiredStatus::Stopped || status.stop_code.is_some())
+    {
+        return Chore::MarkStopped;
+    }
+    Chore::None
+}
+
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (store, writer) = reflector::store::<Task>();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<Task>::all(context.client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
+    let sweep = async {
+        let _ = store.wait_until_ready().await;
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            tick.tick().await;
+            sweep(&context, &store).await;
+        }
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = stream => {}
+        () = sweep => {}
+    }
+}
+
+async fn sweep(context: &Context, store: &Store<Task>) {
+    let now = Timestamp::now();
+    let mut counts: BTreeMap<String, i64> = BTreeMap::new();
+    for status in [
+        "PROVISIONING",
+        "PENDING",
+        "ACTIVATING",
+        "RUNNING",
+        "DEACTIVATING",
+        "STOPPING",
+        "DEPROVISIONING",
+        "STOPPED",
+    ] {
+        counts.insert(status.to_owned(), 0);
+    }
+    for task in store.state() {
+        let last = task
+            .status
+            .as_ref()
+            .and_then(|s| s.last_status)
+            .unwrap_or(TaskLastStatus::Provisioning);
+        let last = serde_json::to_value(last)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        *counts.entry(last).or_default() += 1;
+        let result = match chore(&task, context.config.task_retention, now) {
+            Chore::None => continue,
+            Chore::Delete => delete(context, &task).await,
+            Chore::MarkStopped => mark_stopped(context, &task, now).await,
+        };
+        context.metrics.reconciled("task", result.is_ok());
+        if let Err(e) = result {
+            tracing::warn!(task = %crate::events::key(task.as_ref()), error = %e, "task chore failed");
+        }
+    }
+    for (status, n) in counts {
+        context
+            .metrics
+            .tasks
+            .get_or_create(&StatusLabel { status })
+            .set(n);
+    }
+}
+
+async fn delete(context: &Context, task: &Task) -> Result<(), kube::Error> {
+    let api: Api<Task> = Api::namespaced(
+        context.client.clone(),
+        &task.namespace().unwrap_or_default(),
+    );
+    match api.delete(&task.name_any(), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn mark_stopped(context: &Context, task: &Task, now: Timestamp) -> Result<(), kube::Error> {
+    let api: Api<Task> = Api::namespaced(
+        context.client.clone(),
+        &task.namespace().unwrap_or_default(),
+    );
+    let status = task.status.clone().unwrap_or_default();
+    let patch = stopped(
+        &status,
+        StopCode::UserInitiated,
+        STOPPED_BY_USER.to_owned(),
+        now,
+    );
+    api.patch_status(
+        &task.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::v1alpha1::{TaskSpec, TaskStatus};
+    use serde_json::json;
+
+    #[test]
+    fn stopped_tasks_go_after_retention_and_unplaced_stops_are_recorded() {
+        let spec: TaskSpec =
+            serde_json::from_value(json!({"taskDefinition": "web"})).expect("a spec");
+        let mut task = Task::new("t", spec);
+        let at = |s| Timestamp::from_second(s).expect("a time");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(chore(&task, hour, at(10)), Chore::None);
+        task.spec.desired_status = DesiredStatus::Stopped;
+        assert_eq!(chore(&task, hour, at(10)), Chore::MarkStopped);
+        task.spec.container_instance = Some("i-1".into());
+        assert_eq!(
+            chore(&task, hour, at(10)),
+            Chore::None,
+            "the agent stops a bound task"
+        );
+        task.status = Some(TaskStatus {
+            last_status: Some(TaskLastStatus::Stopped),
+            stopped_at: Some(Time(at(100))),
+            ..TaskStatus::default()
+        });
+        assert_eq!(chore(&task, hour, at(3699)), Chore::None);
+        assert_eq!(chore(&task, hour, at(3700)), Chore::Delete);
+    }
+}

@@ -1,0 +1,179 @@
+//! TaskDefinitions: each valid spec is a revision (its generation); the
+//! `Valid` condition says whether the latest spec can run, and why not.
+//!
+//! The CRD's schema and CEL rules refuse most mistakes at admission; what
+//! is left needs Gantry's own knowledge: the cluster query language of
+//! `memberOf` constraints, and container sizes against the task's.
+
+use std::{sync::Arc, time::Duration};
+
+use crds::v1alpha1::{TaskDefinition, TaskDefinitionSpec};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{Controller, controller::Action, watcher},
+};
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::{
+    Context, convert,
+    events::{self, Note},
+    placement::Query,
+};
+
+pub const VALID: &str = "Valid";
+
+/// Everything wrong with a spec that admission could not see.
+#[must_use]
+pub fn problems(spec: &TaskDefinitionSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, c) in spec.placement_constraints.iter().enumerate() {
+        if let Some(expression) = &c.expression
+            && convert::pinned_instance(expression).is_none()
+            && let Err(e) = Query::parse(expression)
+        {
+            problems.push(format!("placementConstraints[{i}].expression: {e}"));
+        }
+    }
+    let containers = &spec.container_definitions;
+    if let Some(cpu) = spec.cpu {
+        let sum: u32 = containers.iter().filter_map(|c| c.cpu).sum();
+        if sum > cpu {
+            problems.push(format!(
+                "containerDefinitions: the containers' cpu ({sum}) exceeds the task's ({cpu})"
+            ));
+        }
+    }
+    if let Some(memory) = spec.memory {
+        for (i, c) in containers.iter().enumerate() {
+            if let Some(m) = c.memory.filter(|m| *m > memory) {
+                problems.push(format!(
+                    "containerDefinitions[{i}].memory: {m} MiB exceeds the task's {memory} MiB"
+                ));
+            }
+        }
+        let reserved: u32 = containers.iter().filter_map(|c| c.memory_reservation).sum();
+        if reserved > memory {
+            problems.push(format!(
+                "containerDefinitions: the containers' memoryReservation ({reserved} MiB) exceeds the task's {memory} MiB"
+            ));
+        }
+    }
+    problems
+}
+
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    Controller::new(
+        Api::<TaskDefinition>::all(context.client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(
+        |td, ctx| {
+            let span = tracing::info_span!("task_definition", name = %events::key(td.as_ref()));
+            reconcile(td, ctx).instrument(span).boxed()
+        },
+        |_, error, _| {
+            tracing::warn!(%error, "task definition reconcile failed");
+            Action::requeue(Duration::from_secs(5))
+        },
+        context,
+    )
+    .for_each(|_| futures::future::ready(()))
+    .await;
+}
+
+async fn reconcile(td: Arc<TaskDefinition>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
+    let result = reconcile_inner(&td, &ctx).await;
+    ctx.metrics.reconciled("taskdefinition", result.is_ok());
+    result
+}
+
+async fn reconcile_inner(td: &TaskDefinition, ctx: &Context) -> Result<Action, kube::Error> {
+    let generation = td.metadata.generation;
+    let status = td.status.clone().unwrap_or_default();
+    if status.observed_generation == generation && generation.is_some() {
+        return Ok(Action::await_change());
+    }
+    let problems = problems(&td.spec);
+    let mut conditions = status.conditions.clone();
+    let valid = problems.is_empty();
+    let revision = if valid { generation } else { status.revision };
+    events::set_condition(
+        &mut conditions,
+        VALID,
+        valid,
+        if valid { "Valid" } else { "Invalid" },
+        if valid {
+            format!("revision {} can run", generation.unwrap_or_default())
+        } else {
+            problems.join("; ")
+        },
+        generation,
+        Timestamp::now(),
+    );
+    let api: Api<TaskDefinition> =
+        Api::namespaced(ctx.client.clone(), &td.namespace().unwrap_or_default());
+    let patch = json!({"status": {
+        "observedGeneration": generation,
+        "revision": revision,
+        "conditions": conditions,
+    }});
+    api.patch_status(
+        &td.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    let note = if valid {
+        Note::normal(
+            "RevisionRegistered",
+            format!(
+                "{}:{} registered",
+                td.name_any(),
+                generation.unwrap_or_default()
+            ),
+        )
+    } else {
+        Note::warning(
+            "InvalidTaskDefinition",
+            format!(
+                "revision {} cannot run: {}",
+                generation.unwrap_or_default(),
+                problems.join("; ")
+            ),
+        )
+    };
+    ctx.events.publish(td, &note).await;
+    Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn what_admission_cannot_check_is_named() {
+        let spec: TaskDefinitionSpec = serde_json::from_value(json!({
+            "cpu": 256, "memory": 128,
+            "containerDefinitions": [
+                {"name": "a", "image": "x", "cpu": 200, "memory": 256},
+                {"name": "b", "image": "x", "cpu": 100, "memoryReservation": 64},
+            ],
+            "placementConstraints": [{"type": "memberOf", "expression": "attribute:x =="}],
+        }))
+        .expect("a spec");
+        let found = problems(&spec);
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].starts_with("placementConstraints[0].expression"));
+        assert!(found[1].contains("cpu (300) exceeds the task's (256)"));
+        assert!(found[2].starts_with("containerDefinitions[0].memory: 256 MiB"));
+    }
+}

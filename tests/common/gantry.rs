@@ -1,0 +1,302 @@
+//! A control plane with `gantry controller` and simulated agents as real
+//! processes, for the controller's tests.
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use apiserver::server::Server;
+use crds::v1alpha1::{ContainerInstance, Service, Task, TaskLastStatus};
+use k8s_openapi::api::{core::v1::Namespace, events::v1::Event};
+use kube::{
+    Api, Client,
+    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::wait::await_condition,
+};
+use serde_json::{Value, json};
+
+/// The control plane and the processes started against it.
+pub struct Gantry {
+    pub server: Option<Server>,
+    pub client: Client,
+    pub kubeconfig: PathBuf,
+    pub processes: Vec<(String, Child)>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for Gantry {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.processes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+impl Gantry {
+    pub async fn start(namespace: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let server = super::server(dir.path()).await;
+        let kubeconfig = server.kubeconfig.clone();
+        let client = super::client(&kubeconfig).await;
+        super::install_crds(&client).await;
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(namespace.to_owned()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                },
+            )
+            .await
+            .expect("namespace created");
+        Self {
+            server: Some(server),
+            client,
+            kubeconfig,
+            processes: Vec::new(),
+            dir,
+        }
+    }
+
+    pub fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("RUST_LOG", "info,controller=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("gantry runs");
+        self.processes.push((name.to_owned(), child));
+    }
+
+    /// Start `gantry controller`; its metrics port.
+    pub fn controller(&mut self, name: &str, flags: &[&str]) -> u16 {
+        let port = free_port();
+        let metrics = format!("127.0.0.1:{port}");
+        let mut args = vec!["controller", "--identity", name, "--metrics-addr", &metrics];
+        args.extend_from_slice(flags);
+        self.spawn(name, &args);
+        port
+    }
+
+    /// Start `count` simulated instances `<name>-<i>` (or one named
+    /// `name`) in `namespace` in one agent process.
+    pub fn agents(&mut self, namespace: &str, name: &str, count: usize, cpu: u32, memory: u32) {
+        let (count, cpu, memory) = (count.to_string(), cpu.to_string(), memory.to_string());
+        self.spawn(
+            name,
+            &[
+                "agent",
+                "--runtime",
+                "sim",
+                "--cluster",
+                namespace,
+                "--name",
+                name,
+                "--count",
+                &count,
+                "--cpu",
+                &cpu,
+                "--memory",
+                &memory,
+                "--lease-renew-seconds",
+                "1",
+                "--sim-start-latency-ms",
+                "5",
+            ],
+        );
+    }
+
+    pub fn kill_9(&mut self, name: &str) {
+        let (_, child) = self
+            .processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("that process");
+        Command::new("kill")
+            .args(["-9", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        child.wait().expect("reaped");
+    }
+
+    pub fn logs(&self) -> String {
+        self.processes
+            .iter()
+            .map(|(name, _)| {
+                let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                format!(
+                    "--- {name} ---\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Create objects, or replace the spec of those that exist (a merge
+    /// patch, as `kubectl apply` sends for a changed spec).
+    pub async fn apply(&self, namespace: &str, objects: &[Value]) {
+        for object in objects {
+            let name = object["metadata"]["name"].as_str().expect("a name");
+            let kind = object["kind"].as_str().expect("a kind");
+            let result = match kind {
+                "TaskDefinition" => {
+                    upsert(
+                        self.api::<crds::v1alpha1::TaskDefinition>(namespace),
+                        object,
+                    )
+                    .await
+                }
+                "Service" => upsert(self.api::<Service>(namespace), object).await,
+                other => panic!("cannot apply {other}"),
+            };
+            result.unwrap_or_else(|e| panic!("{kind} {name} applied: {e}"));
+        }
+    }
+
+    /// Wait until `check` holds for the service; the service then.
+    pub async fn service_until(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Service) -> bool,
+    ) -> Service {
+        let api = self.api::<Service>(namespace);
+        let waited = tokio::time::timeout(
+            Duration::from_secs(120),
+            await_condition(api.clone(), name, |s: Option<&Service>| {
+                s.is_some_and(&check)
+            }),
+        )
+        .await;
+        let service = api.get(name).await.expect("service");
+        assert!(
+            matches!(waited, Ok(Ok(_))),
+            "service {name} never {what}: {:#?}\n{}",
+            service.status,
+            self.logs()
+        );
+        service
+    }
+
+    pub async fn instances_connected(&self, namespace: &str, n: usize) {
+        let api = self.api::<ContainerInstance>(namespace);
+        for _ in 0..600 {
+            let list = api.list(&ListParams::default()).await.expect("list");
+            let connected = list
+                .items
+                .iter()
+                .filter(|ci| ci.status.as_ref().is_some_and(|s| s.agent_connected))
+                .count();
+            if connected >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{n} instances never connected\n{}", self.logs());
+    }
+
+    pub async fn live_tasks(&self, namespace: &str, service: &str) -> Vec<Task> {
+        self.api::<Task>(namespace)
+            .list(&ListParams::default().labels(&format!("gantry.dev/service={service}")))
+            .await
+            .expect("tasks")
+            .items
+            .into_iter()
+            .filter(|t| last(t) != Some(TaskLastStatus::Stopped))
+            .collect()
+    }
+
+    pub async fn events(&self, namespace: &str) -> Vec<(String, String, String)> {
+        self.api::<Event>(namespace)
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .map(|e| {
+                (
+                    e.regarding.and_then(|r| r.name).unwrap_or_default(),
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    pub async fn until_event(&self, namespace: &str, about: &str, reason: &str) -> String {
+        for _ in 0..600 {
+            if let Some((_, _, note)) = self
+                .events(namespace)
+                .await
+                .into_iter()
+                .find(|(r, why, _)| r == about && why == reason)
+            {
+                return note;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "no {reason} event about {about}: {:#?}\n{}",
+            self.events(namespace).await,
+            self.logs()
+        );
+    }
+
+    pub async fn scrape(&self, port: u16) -> String {
+        let out = Command::new("curl")
+            .args(["-sf", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+async fn upsert<K>(api: Api<K>, object: &Value) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let name = object["metadata"]["name"].as_str().expect("a name");
+    if api.get_opt(name).await?.is_some() {
+        let spec = json!({"spec": object["spec"]});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&spec))
+            .await?;
+    } else {
+        let typed: K = serde_json::from_value(object.clone()).expect("a typed object");
+        api.create(&PostParams::default(), &typed).await?;
+    }
+    Ok(())
+}
+
+pub fn last(task: &Task) -> Option<TaskLastStatus> {
+    task.status.as_ref().and_then(|s| s.last_status)
+}

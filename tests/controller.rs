@@ -1,0 +1,538 @@
+//! `gantry controller` against the embedded control plane, with simulated
+//! agents (`gantry agent --runtime sim`, real processes with the real
+//! agent loop and an in-memory container runtime) for hosts: services
+//! scale, roll, trip the circuit breaker and roll back; instances drain,
+//! get lost and join. The scheduler race has its own binary,
+//! tests/scheduler_race.rs.
+
+mod common;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use crds::v1alpha1::{
+    ContainerInstance, DeploymentStatus, RolloutState, Service, StopCode, Task, TaskLastStatus,
+};
+use futures::StreamExt;
+use kube::{
+    ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::watcher,
+};
+use serde_json::{Value, json};
+
+use common::gantry::{Gantry, last};
+
+fn condition<'a>(service: &'a Service, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    service
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+fn ready(service: &Service) -> bool {
+    condition(service, "Ready").is_some_and(|(s, _, _)| s == "True")
+        && service.status.as_ref().and_then(|s| s.observed_generation)
+            == service.metadata.generation
+}
+
+fn task_definition(name: &str, memory: u32, command: &[&str], env: &str) -> Value {
+    json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "TaskDefinition",
+        "metadata": {"name": name},
+        "spec": {"cpu": 128, "memory": memory, "containerDefinitions": [{
+            "name": "app", "image": "gantry-test/app:1", "command": command,
+            "environment": [{"name": "VERSION", "value": env}],
+            "portMappings": [{"containerPort": 80}],
+        }]},
+    })
+}
+
+fn service(name: &str, td: &str, desired: i32, deployment: Value) -> Value {
+    json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"taskDefinition": td, "desiredCount": desired, "deploymentConfiguration": deployment},
+    })
+}
+
+/// Tasks per instance among those running.
+fn spread(tasks: &[Task]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for t in tasks {
+        if let Some(i) = &t.spec.container_instance {
+            *counts.entry(i.clone()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_reaches_ready_and_follows_kubectl_scale() {
+    let ns = "scale";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 10, 2048, 2048);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 10).await;
+    g.apply(
+        ns,
+        &[
+            task_definition("web", 128, &["httpd"], "1"),
+            service("web", "web", 50, json!({})),
+        ],
+    )
+    .await;
+
+    let s = g
+        .service_until(ns, "web", "reached Ready with 50 tasks", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 50)
+        })
+        .await;
+    let status = s.status.as_ref().expect("status");
+    assert_eq!((status.desired_count, status.pending_count), (50, 0));
+    assert_eq!(status.deployments.len(), 1);
+    let d = &status.deployments[0];
+    assert_eq!(
+        (
+            d.id.as_str(),
+            d.status,
+            d.rollout_state,
+            d.running_count,
+            d.task_definition_revision
+        ),
+        (
+            "ecs-svc/1",
+            DeploymentStatus::Primary,
+            RolloutState::Completed,
+            50,
+            1
+        )
+    );
+    assert_eq!(condition(&s, "Ready").map(|c| c.1), Some("SteadyState"));
+    assert_eq!(
+        condition(&s, "Progressing").map(|c| (c.0, c.1)),
+        Some(("False", "DeploymentCompleted"))
+    );
+    assert_eq!(condition(&s, "Degraded").map(|c| c.0), Some("False"));
+    assert_eq!(status.selector.as_deref(), Some("gantry.dev/service=web"));
+    let tasks = g.live_tasks(ns, "web").await;
+    let per = spread(&tasks);
+    assert_eq!(per.len(), 10, "spread over every instance: {per:?}");
+    assert!(per.values().all(|n| *n == 5), "5 per instance: {per:?}");
+    assert!(tasks.iter().all(|t| {
+        t.spec.group.as_deref() == Some("service:web")
+            && t.spec.started_by.as_deref() == Some("ecs-svc/1")
+            && t.owner_references()
+                .iter()
+                .any(|o| o.kind == "Service" && o.name == "web")
+    }));
+    g.until_event(ns, "web", "SteadyState").await;
+
+    let Some(kubectl) = common::tool("KUBECTL", "kubectl") else {
+        return;
+    };
+    let cli = common::Cli {
+        binary: kubectl,
+        kubeconfig: g.kubeconfig.clone(),
+    };
+    cli.ok(&["-n", ns, "scale", "gsvc/web", "--replicas=80"]);
+    let s = g
+        .service_until(ns, "web", "scaled to 80", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 80)
+        })
+        .await;
+    assert_eq!(s.status.as_ref().map(|st| st.desired_count), Some(80));
+    let per = spread(&g.live_tasks(ns, "web").await);
+    assert!(per.values().all(|n| *n == 8), "8 per instance: {per:?}");
+
+    cli.ok(&["-n", ns, "scale", "gsvc/web", "--replicas=5"]);
+    let s = g
+        .service_until(ns, "web", "scaled to 5", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 5)
+        })
+        .await;
+    let status = s.status.expect("status");
+    assert_eq!((status.desired_count, status.pending_count), (5, 0));
+    let all = g
+        .api::<Task>(ns)
+        .list(&ListParams::default().labels("gantry.dev/service=web"))
+        .await
+        .expect("tasks")
+        .items;
+    let stopped: Vec<&Task> = all
+        .iter()
+        .filter(|t| last(t) == Some(TaskLastStatus::Stopped))
+        .collect();
+    assert_eq!(stopped.len(), 75, "80 - 5 stopped");
+    assert!(stopped.iter().all(|t| {
+        let st = t.status.as_ref().expect("status");
+        st.stop_code == Some(StopCode::ServiceSchedulerInitiated)
+            && st.stopped_reason.as_deref()
+                == Some("Scaling activity initiated by (deployment ecs-svc/1)")
+    }));
+    let per = spread(&g.live_tasks(ns, "web").await);
+    assert_eq!(per.len(), 5, "scale-in keeps the spread: {per:?}");
+    let printed = cli.ok(&["-n", ns, "get", "gsvc", "web"]);
+    assert!(
+        printed.contains("web") && printed.contains("True"),
+        "{printed}"
+    );
+}
+
+/// Running healthy and live tasks of a service, as a watcher sees them.
+fn counts(tasks: &HashMap<String, Task>) -> (usize, usize) {
+    let live = tasks
+        .values()
+        .filter(|t| last(t) != Some(TaskLastStatus::Stopped))
+        .count();
+    let healthy = tasks
+        .values()
+        .filter(|t| {
+            last(t) == Some(TaskLastStatus::Running)
+                && t.spec.desired_status == crds::v1alpha1::DesiredStatus::Running
+                && t.status.as_ref().is_some_and(|s| s.stop_code.is_none())
+        })
+        .count();
+    (healthy, live)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rolling_deployment_stays_in_bounds_and_a_failing_one_rolls_back() {
+    let ns = "roll";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 4, 4096, 4096);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 4).await;
+    let bounds = json!({"minimumHealthyPercent": 50, "maximumPercent": 150,
+        "deploymentCircuitBreaker": {"enable": true, "rollback": true}});
+    g.apply(
+        ns,
+        &[
+            task_definition("api", 64, &["httpd"], "1"),
+            service("api", "api", 6, bounds.clone()),
+        ],
+    )
+    .await;
+    g.service_until(ns, "api", "reached Ready", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 6)
+    })
+    .await;
+
+    // Sample every Task event from here on: min 50% of 6 = 3 healthy,
+    // max 150% of 6 = 9 live.
+    let seen: Arc<Mutex<(usize, usize, usize)>> = Arc::new(Mutex::new((usize::MAX, 0, 0)));
+    let sampler = {
+        let api = g.api::<Task>(ns);
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let mut tasks: HashMap<String, Task> = HashMap::new();
+            let mut listed = false;
+            let mut stream = std::pin::pin!(watcher(
+                api,
+                watcher::Config::default().labels("gantry.dev/service=api")
+            ));
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(t) | watcher::Event::InitApply(t)) => {
+                        tasks.insert(t.name_any(), t);
+                    }
+                    Ok(watcher::Event::Delete(t)) => {
+                        tasks.remove(&t.name_any());
+                    }
+                    Ok(watcher::Event::InitDone) => listed = true,
+                    _ => continue,
+                }
+                if !listed {
+                    continue;
+                }
+                let (healthy, live) = counts(&tasks);
+                let mut s = seen.lock().expect("lock");
+                s.0 = s.0.min(healthy);
+                s.1 = s.1.max(live);
+                s.2 += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    g.apply(ns, &[task_definition("api", 64, &["httpd"], "2")])
+        .await;
+    let s = g
+        .service_until(ns, "api", "rolled to revision 2", |s| {
+            ready(s)
+                && s.status.as_ref().is_some_and(|st| {
+                    st.deployments.len() == 1 && st.deployments[0].task_definition_revision == 2
+                })
+        })
+        .await;
+    assert_eq!(
+        s.status.as_ref().expect("status").deployments[0].id,
+        "ecs-svc/2"
+    );
+    let tasks = g.live_tasks(ns, "api").await;
+    assert_eq!(tasks.len(), 6);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.spec.task_definition_revision == Some(2))
+    );
+    {
+        let s = seen.lock().expect("lock");
+        assert!(s.2 > 12, "the rollout was sampled ({} events)", s.2);
+        assert!(s.0 >= 3, "healthy never below 3: min seen {}", s.0);
+        assert!(s.1 <= 9, "live never above 9: max seen {}", s.1);
+    }
+    g.until_event(ns, "api", "DeploymentCompleted").await;
+
+    // Revision 3 exits 1 at once: the breaker trips after 3 failures and
+    // the service returns to revision 2.
+    g.apply(
+        ns,
+        &[task_definition("api", 64, &["sh", "-c", "exit 1"], "3")],
+    )
+    .await;
+    let s = g
+        .service_until(ns, "api", "rolled back", |s| {
+            ready(s)
+                && s.status.as_ref().is_some_and(|st| {
+                    st.deployments
+                        .first()
+                        .is_some_and(|d| d.id == "ecs-svc/4" && d.task_definition_revision == 2)
+                })
+        })
+        .await;
+    let deployments = &s.status.as_ref().expect("status").deployments;
+    let failed = deployments
+        .iter()
+        .find(|d| d.id == "ecs-svc/3")
+        .expect("the failed deployment stays listed");
+    assert_eq!(failed.rollout_state, RolloutState::Failed);
+    assert!(
+        failed.failed_tasks >= 3
+            || failed
+                .rollout_state_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("circuit breaker")),
+        "{failed:?}"
+    );
+    let note = g.until_event(ns, "api", "CircuitBreakerTripped").await;
+    assert!(
+        note.contains("ecs-svc/3") && note.contains("circuit breaker"),
+        "{note}"
+    );
+    g.until_event(ns, "api", "RollbackStarted").await;
+    let failures: Vec<Task> = g
+        .api::<Task>(ns)
+        .list(&ListParams::default().labels("gantry.dev/service=api,gantry.dev/deployment=3"))
+        .await
+        .expect("tasks")
+        .items;
+    assert!(
+        failures.iter().any(|t| {
+            t.status.as_ref().is_some_and(|st| {
+                st.stop_code == Some(StopCode::EssentialContainerExited)
+                    && st.containers.iter().any(|c| c.exit_code == Some(1))
+            })
+        }),
+        "a failed task records exit code 1"
+    );
+    let tasks = g.live_tasks(ns, "api").await;
+    assert_eq!(tasks.len(), 6);
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.spec.task_definition_revision == Some(2))
+    );
+    let s = seen.lock().expect("lock");
+    assert!(
+        s.0 >= 3,
+        "healthy never below 3 through the failure: min seen {}",
+        s.0
+    );
+    assert!(s.1 <= 9, "live never above 9: max seen {}", s.1);
+    sampler.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_instance_loss_and_a_late_daemon_host_converge() {
+    let ns = "hosts";
+    let mut g = Gantry::start(ns).await;
+    for host in ["a", "b", "c"] {
+        g.agents(ns, host, 1, 4096, 4096);
+    }
+    g.controller("controller", &["--instance-loss-timeout-seconds", "2"]);
+    g.instances_connected(ns, 3).await;
+    let daemon = json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Service",
+        "metadata": {"name": "logs"},
+        "spec": {"taskDefinition": "logs", "schedulingStrategy": "DAEMON"},
+    });
+    g.apply(
+        ns,
+        &[
+            task_definition("web", 128, &["httpd"], "1"),
+            service("web", "web", 4, json!({"minimumHealthyPercent": 50})),
+            task_definition("logs", 32, &["agent"], "1"),
+            daemon,
+        ],
+    )
+    .await;
+    g.service_until(ns, "web", "reached Ready", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 4)
+    })
+    .await;
+    let s = g
+        .service_until(ns, "logs", "ran on 3 instances", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 3)
+        })
+        .await;
+    assert_eq!(s.status.as_ref().map(|st| st.desired_count), Some(3));
+    let per = spread(&g.live_tasks(ns, "logs").await);
+    assert_eq!(
+        per,
+        BTreeMap::from([("a".into(), 1), ("b".into(), 1), ("c".into(), 1)])
+    );
+
+    // Drain b: its web tasks move, its daemon task stops.
+    let drain = json!({"spec": {"state": "DRAINING"}});
+    g.api::<ContainerInstance>(ns)
+        .patch("b", &PatchParams::default(), &Patch::Merge(&drain))
+        .await
+        .expect("drained");
+    g.service_until(ns, "logs", "left b", |s| {
+        ready(s)
+            && s.status
+                .as_ref()
+                .is_some_and(|st| st.desired_count == 2 && st.running_count == 2)
+    })
+    .await;
+    let web = g
+        .service_until(ns, "web", "moved off b", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 4)
+        })
+        .await;
+    assert_eq!(web.status.as_ref().map(|st| st.desired_count), Some(4));
+    let per = spread(&g.live_tasks(ns, "web").await);
+    assert!(!per.contains_key("b"), "nothing left on b: {per:?}");
+    assert_eq!(per.values().sum::<usize>(), 4);
+    g.until_event(ns, "b", "Draining").await;
+
+    // Lose c: its agent dies; after the Lease lapses and the loss timeout
+    // its tasks are stopped and replaced on a.
+    g.kill_9("c");
+    let note = g.until_event(ns, "c", "InstanceLost").await;
+    assert!(note.contains("container instance c lost"), "{note}");
+    g.until_event(ns, "c", "AgentDisconnected").await;
+    let ci = g.api::<ContainerInstance>(ns).get("c").await.expect("c");
+    assert_eq!(ci.status.as_ref().map(|s| s.agent_connected), Some(false));
+    // Ready with 4 held before the loss too: wait for the tasks to move.
+    let mut per = BTreeMap::new();
+    for _ in 0..600 {
+        per = spread(&g.live_tasks(ns, "web").await);
+        if per == BTreeMap::from([("a".into(), 4)]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(per, BTreeMap::from([("a".into(), 4)]), "only a is left");
+    g.service_until(ns, "web", "replaced c's tasks", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 4)
+    })
+    .await;
+    let lost: Vec<Task> = g
+        .api::<Task>(ns)
+        .list(
+            &ListParams::default().labels("gantry.dev/container-instance=c,gantry.dev/service=web"),
+        )
+        .await
+        .expect("tasks")
+        .items;
+    assert!(!lost.is_empty());
+    assert!(
+        lost.iter().all(|t| {
+            let st = t.status.as_ref().expect("status");
+            st.last_status == Some(TaskLastStatus::Stopped)
+                && st.stop_code == Some(StopCode::TerminationNotice)
+                && st
+                    .stopped_reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("Host EC2 (instance c)"))
+        }),
+        "{lost:#?}"
+    );
+    g.service_until(ns, "logs", "counted a only", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.desired_count == 1)
+    })
+    .await;
+
+    // A host joining later gets the daemon task.
+    g.agents(ns, "d", 1, 4096, 4096);
+    g.service_until(ns, "logs", "ran on d", |s| {
+        ready(s)
+            && s.status
+                .as_ref()
+                .is_some_and(|st| st.desired_count == 2 && st.running_count == 2)
+    })
+    .await;
+    let per = spread(&g.live_tasks(ns, "logs").await);
+    assert_eq!(per, BTreeMap::from([("a".into(), 1), ("d".into(), 1)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unplaceable_service_says_why_and_recovers_when_capacity_joins() {
+    let ns = "small";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "tiny", 2, 1024, 512);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 2).await;
+    g.apply(
+        ns,
+        &[
+            task_definition("big", 1024, &["httpd"], "1"),
+            service("big", "big", 2, json!({})),
+        ],
+    )
+    .await;
+    let s = g
+        .service_until(ns, "big", "Degraded", |s| {
+            condition(s, "Degraded")
+                .is_some_and(|(st, reason, _)| st == "True" && reason == "Unplaceable")
+        })
+        .await;
+    let (_, _, message) = condition(&s, "Degraded").expect("Degraded");
+    assert!(
+        message.contains("2 instances: insufficient memory"),
+        "{message}"
+    );
+    assert_eq!(condition(&s, "Ready").map(|c| c.0), Some("False"));
+    assert_eq!(
+        s.status
+            .as_ref()
+            .map(|st| (st.running_count, st.pending_count)),
+        Some((0, 2))
+    );
+    let note = g.until_event(ns, "big", "PlacementFailed").await;
+    assert!(
+        note.starts_with("service (big) was unable to place a task"),
+        "{note}"
+    );
+    assert!(note.contains("insufficient memory"), "{note}");
+
+    g.agents(ns, "large", 1, 4096, 4096);
+    let s = g
+        .service_until(ns, "big", "recovered", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 2)
+        })
+        .await;
+    assert_eq!(
+        condition(&s, "Degraded").map(|c| (c.0, c.1)),
+        Some(("False", "AsExpected"))
+    );
+    let per = spread(&g.live_tasks(ns, "big").await);
+    assert_eq!(per, BTreeMap::from([("large".into(), 2)]));
+}

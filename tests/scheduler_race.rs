@@ -1,0 +1,312 @@
+//! Several `gantry controller` processes race to place the same tasks on
+//! the same simulated instances; the invariant of DESIGN.md is checked on
+//! every instance version, then again with one scheduler killed. It has a
+//! test binary of its own so that it does not share the machine with the
+//! other controller tests.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use crds::v1alpha1::{ContainerInstance, Task};
+use futures::{StreamExt, TryStreamExt};
+use kube::{
+    ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::json;
+
+use common::gantry::{Gantry, last};
+
+/// The DESIGN.md invariant on one version of an instance.
+fn check_instance(ci: &ContainerInstance) -> Result<(), String> {
+    let registered = &ci.spec.registered_resources;
+    let allocations = ci.status.iter().flat_map(|s| &s.allocations);
+    let (mut cpu, mut memory) = (0u32, 0u32);
+    let mut ports = HashSet::new();
+    let mut tasks = HashSet::new();
+    for a in allocations {
+        cpu += a.cpu;
+        memory += a.memory;
+        for p in &a.ports {
+            if !ports.insert(*p) || registered.ports.contains(p) {
+                return Err(format!("port {p} allocated twice on {}", ci.name_any()));
+            }
+        }
+        if !tasks.insert(a.task_uid.clone()) {
+            return Err(format!(
+                "task {} allocated twice on {}",
+                a.task,
+                ci.name_any()
+            ));
+        }
+    }
+    if cpu > registered.cpu || memory > registered.memory {
+        return Err(format!(
+            "{} over-committed at {:?}: cpu {cpu}/{}, memory {memory}/{}",
+            ci.name_any(),
+            ci.resource_version(),
+            registered.cpu,
+            registered.memory
+        ));
+    }
+    Ok(())
+}
+
+/// Run-task tasks: binpacked (everyone wants the same instance), 1 in 40
+/// with a fixed host port.
+fn race_task(name: &str, i: usize) -> Task {
+    let port = if i.is_multiple_of(40) {
+        json!([{"containerPort": 80, "hostPort": 8080}])
+    } else {
+        json!([])
+    };
+    serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {
+            "taskDefinition": "race", "taskDefinitionRevision": 1,
+            "placementStrategy": [{"type": "binpack", "field": "memory"}],
+            "definition": {"cpu": 128, "memory": 16, "containerDefinitions": [
+                {"name": "app", "image": "gantry-test/app:1", "portMappings": port}]},
+        },
+    }))
+    .expect("a task")
+}
+
+/// Create `n` tasks, wait until all are bound, stop them all and wait
+/// until no allocation is left; kill `victim` once `kill_after` are bound.
+async fn race(g: &mut Gantry, round: &str, n: usize, victim: Option<(&str, usize)>) {
+    let ns = "race";
+    let tasks = g.api::<Task>(ns);
+    let names: Vec<String> = (0..n).map(|i| format!("{round}-{i}")).collect();
+    let created: Vec<Result<Task, kube::Error>> = futures::stream::iter(names.iter().enumerate())
+        .map(|(i, name)| {
+            let tasks = tasks.clone();
+            async move {
+                tasks
+                    .create(&PostParams::default(), &race_task(name, i))
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(created.iter().all(Result::is_ok), "tasks created");
+    let mut killed = victim.is_none();
+    let mut bound = 0;
+    for _ in 0..1200 {
+        let list = tasks.list(&ListParams::default()).await.expect("tasks");
+        bound = list
+            .items
+            .iter()
+            .filter(|t| {
+                t.name_any().starts_with(&format!("{round}-"))
+                    && t.spec.container_instance.is_some()
+            })
+            .count();
+        if !killed
+            && let Some((name, after)) = victim
+            && bound >= after
+        {
+            g.kill_9(name);
+            killed = true;
+        }
+        if bound == n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bound, n, "every task bound\n{}", g.logs());
+    let stop = json!({"spec": {"desiredStatus": "STOPPED"}});
+    let stopped: Vec<_> = futures::stream::iter(names.iter())
+        .map(|name| {
+            let tasks = tasks.clone();
+            let stop = stop.clone();
+            async move {
+                tasks
+                    .patch(name, &PatchParams::default(), &Patch::Merge(&stop))
+                    .await
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(stopped.iter().all(Result::is_ok), "tasks stopped");
+    let instances = g.api::<ContainerInstance>(ns);
+    for _ in 0..1200 {
+        let list = instances
+            .list(&ListParams::default())
+            .await
+            .expect("instances");
+        let left: usize = list
+            .items
+            .iter()
+            .map(|ci| ci.status.as_ref().map_or(0, |s| s.allocations.len()))
+            .sum();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let list = instances
+        .list(&ListParams::default())
+        .await
+        .expect("instances");
+    let all = tasks
+        .list(&ListParams::default())
+        .await
+        .expect("tasks")
+        .items;
+    let leaked: Vec<String> = list
+        .items
+        .iter()
+        .flat_map(|ci| {
+            ci.status.iter().flat_map(|s| &s.allocations).map(|a| {
+                let task = all
+                    .iter()
+                    .find(|t| t.uid().as_deref() == Some(a.task_uid.as_str()));
+                format!(
+                    "{} on {}: task bound to {:?}, last {:?}, desired {:?}",
+                    a.task,
+                    ci.name_any(),
+                    task.and_then(|t| t.spec.container_instance.clone()),
+                    task.and_then(last),
+                    task.map(|t| t.spec.desired_status)
+                )
+            })
+        })
+        .take(10)
+        .collect();
+    panic!(
+        "allocations leaked after every task stopped: {leaked:#?}\n{}",
+        g.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_schedulers_race_without_over_committing_even_when_one_is_killed() {
+    let ns = "race";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "small", 50, 8192, 1024);
+    // Leases long enough that a loaded CI machine does not move the
+    // leadership by itself; killing s1 still moves it.
+    let lease = ["--leader-elect", "--leader-elect-lease-seconds", "10"];
+    let ports: Vec<u16> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|name| g.controller(name, &lease))
+        .collect();
+    g.instances_connected(ns, 50).await;
+    // Every version of every instance, as the watch delivers them.
+    let violations: Arc<Mutex<Vec<String>>> = Arc::default();
+    let versions: Arc<Mutex<usize>> = Arc::default();
+    let holders: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let checker = {
+        let api = g.api::<ContainerInstance>(ns);
+        let (violations, versions) = (Arc::clone(&violations), Arc::clone(&versions));
+        let holders = Arc::clone(&holders);
+        tokio::spawn(async move {
+            let mut stream =
+                std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+            while let Ok(Some(ci)) = stream.try_next().await {
+                *versions.lock().expect("lock") += 1;
+                if ci
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| !s.allocations.is_empty())
+                {
+                    holders.lock().expect("lock").insert(ci.name_any());
+                }
+                if let Err(e) = check_instance(&ci) {
+                    violations.lock().expect("lock").push(e);
+                }
+            }
+        })
+    };
+    // Every binding: once set, never changed.
+    let rebinds: Arc<Mutex<Vec<String>>> = Arc::default();
+    let binder = {
+        let api = g.api::<Task>(ns);
+        let rebinds = Arc::clone(&rebinds);
+        tokio::spawn(async move {
+            let mut bound: HashMap<String, String> = HashMap::new();
+            let mut stream =
+                std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+            while let Ok(Some(task)) = stream.try_next().await {
+                if let Some(on) = &task.spec.container_instance {
+                    let uid = task.uid().unwrap_or_default();
+                    if let Some(before) = bound.insert(uid, on.clone())
+                        && &before != on
+                    {
+                        rebinds
+                            .lock()
+                            .expect("lock")
+                            .push(format!("{} {before} -> {on}", task.name_any()));
+                    }
+                }
+            }
+        })
+    };
+    race(&mut g, "one", 2000, None).await;
+    let mut conflicts = 0.0;
+    let mut placements = 0.0;
+    for port in &ports {
+        let metrics = g.scrape(*port).await;
+        for line in metrics.lines() {
+            let value = || {
+                line.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            if line.starts_with("gantry_placement_conflicts_total{") {
+                conflicts += value();
+            }
+            if line.starts_with("gantry_placements_total{") {
+                placements += value();
+            }
+        }
+    }
+    eprintln!("three schedulers: {placements} placements, {conflicts} conflicts");
+    assert_eq!(
+        placements, 2000.0,
+        "each task counted once, by the scheduler that bound it"
+    );
+    assert!(
+        conflicts > 0.0,
+        "the schedulers did race: no conflict was counted"
+    );
+
+    // Again, with one scheduler killed once 500 tasks are bound.
+    race(&mut g, "two", 2000, Some(("s1", 500))).await;
+
+    checker.abort();
+    binder.abort();
+    let versions = *versions.lock().expect("lock");
+    // Each round puts a port-8080 task on every one of the 50 instances,
+    // so each instance is seen reserved and released at least once a
+    // round: at least 50 × 2 × 2 versions, every instance a holder.
+    assert_eq!(
+        holders.lock().expect("lock").len(),
+        50,
+        "every instance held tasks"
+    );
+    assert!(
+        versions >= 200,
+        "the checker saw the race ({versions} versions)"
+    );
+    let violations = violations.lock().expect("lock");
+    assert!(
+        violations.is_empty(),
+        "invariant broken: {:?}",
+        &violations[..violations.len().min(5)]
+    );
+    let rebinds = rebinds.lock().expect("lock");
+    assert!(rebinds.is_empty(), "tasks bound twice: {:?}", *rebinds);
+    drop(g.server.take());
+}
