@@ -475,6 +475,81 @@ async fn watches_follow_changes_and_old_revisions_are_gone() {
 }
 
 #[tokio::test]
+async fn a_chunked_list_then_watch_misses_nothing_created_between_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(
+        dir.path(),
+        Options {
+            event_window: 20,
+            ..Options::default()
+        },
+    )
+    .await;
+    let client = admin(&server).await;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for name in ["b", "c", "d"] {
+        api.create(&PostParams::default(), &config_map(name, "1"))
+            .await
+            .expect("created");
+    }
+    let first = api
+        .list(&ListParams::default().limit(2))
+        .await
+        .expect("first page");
+    let names = |list: &kube::api::ObjectList<ConfigMap>| -> Vec<String> {
+        list.items
+            .iter()
+            .filter_map(|c| c.metadata.name.clone())
+            .collect()
+    };
+    assert_eq!(names(&first), ["b", "c"]);
+    let revision = first.metadata.resource_version.clone().expect("a revision");
+    let token = first.metadata.continue_.clone().expect("a continue token");
+
+    // Created behind the cursor while the list is paged: the next page
+    // cannot show it, so it must report the first page's revision for a
+    // watch from there to deliver it.
+    api.create(&PostParams::default(), &config_map("a", "1"))
+        .await
+        .expect("created");
+    let second = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect("second page");
+    assert_eq!(names(&second), ["d"]);
+    assert_eq!(second.metadata.resource_version.as_ref(), Some(&revision));
+    let mut raw = api
+        .watch(&WatchParams::default(), &revision)
+        .await
+        .expect("watch opens")
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(10), raw.next())
+        .await
+        .expect("in time")
+    {
+        Some(Ok(WatchEvent::Added(cm))) => assert_eq!(cm.metadata.name.as_deref(), Some("a")),
+        other => panic!("expected the ADDED event of a, got {other:?}"),
+    }
+
+    // Once the log has moved past the first page, the token has expired.
+    for i in 0..40 {
+        api.patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"n": i.to_string()}})),
+        )
+        .await
+        .expect("patched");
+    }
+    let expired = api
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .expect_err("an expired token");
+    assert_eq!(api_code(&expired), Some(410));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn server_side_apply_owns_fields_refuses_conflicts_and_yields_to_force() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path(), Options::default()).await;

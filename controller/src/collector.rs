@@ -69,7 +69,7 @@ pub async fn run(
         watcher(Api::<Task>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
-    .for_each(|_| futures::future::ready(()));
+    .for_each(|event| logged(event, "tasks"));
     let instance_stream = reflector::reflector(
         instance_writer,
         watcher(
@@ -78,7 +78,7 @@ pub async fn run(
         ),
     )
     .default_backoff()
-    .for_each(|_| futures::future::ready(()));
+    .for_each(|event| logged(event, "container instances"));
     let collect = async {
         let _ = tokio::join!(tasks.wait_until_ready(), instances.wait_until_ready());
         let mut orphans: HashMap<String, Instant> = HashMap::new();
@@ -96,6 +96,13 @@ pub async fn run(
     }
 }
 
+fn logged<T>(event: Result<T, watcher::Error>, what: &str) -> futures::future::Ready<()> {
+    if let Err(e) = event {
+        tracing::warn!(error = %e, "watching {what}");
+    }
+    futures::future::ready(())
+}
+
 async fn collect(
     context: &Context,
     tasks: &Store<Task>,
@@ -104,6 +111,7 @@ async fn collect(
 ) {
     let grace = context.config.allocation_grace;
     let mut seen = Vec::new();
+    let (mut kept, mut released) = (0usize, 0usize);
     for ci in instances.state() {
         let namespace = ci.namespace().unwrap_or_default();
         let name = ci.name_any();
@@ -111,7 +119,7 @@ async fn collect(
         for allocation in ci.status.iter().flat_map(|s| &s.allocations) {
             let task = tasks.get(&ObjectRef::new(&allocation.task).within(&namespace));
             match judge(allocation, &name, task.as_deref()) {
-                Verdict::Keep => {}
+                Verdict::Keep => kept += 1,
                 Verdict::Release => release.push(allocation.task_uid.clone()),
                 Verdict::Orphan => {
                     seen.push(allocation.task_uid.clone());
@@ -127,12 +135,20 @@ async fn collect(
         if release.is_empty() {
             continue;
         }
+        released += release.len();
         let api: Api<ContainerInstance> = Api::namespaced(context.client.clone(), &namespace);
         let (_, conflicts) = scheduler::release(&api, ci, &release).await;
         context.metrics.reconciled("allocations", true);
         tracing::info!(instance = %name, released = release.len(), conflicts, "released allocations");
     }
     orphans.retain(|uid, _| seen.contains(uid));
+    tracing::debug!(
+        kept,
+        released,
+        orphans = orphans.len(),
+        tasks = tasks.state().len(),
+        "collector pass"
+    );
 }
 
 #[cfg(test)]

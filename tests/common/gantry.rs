@@ -138,16 +138,26 @@ impl Gantry {
         child.wait().expect("reaped");
     }
 
+    /// Each process's warnings and errors (the first 40), then its last
+    /// 40 lines.
     pub fn logs(&self) -> String {
         self.processes
             .iter()
             .map(|(name, _)| {
                 let text = std::fs::read_to_string(self.dir.path().join(format!("{name}.log")))
                     .unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                let lines: Vec<&str> = text.lines().collect();
+                let problems: Vec<&str> = lines
+                    .iter()
+                    .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                    .take(40)
+                    .copied()
+                    .collect();
+                let tail = &lines[lines.len().saturating_sub(40)..];
                 format!(
-                    "--- {name} ---\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    "--- {name}: warnings ---\n{}\n--- {name}: last lines ---\n{}",
+                    problems.join("\n"),
+                    tail.join("\n")
                 )
             })
             .collect::<Vec<_>>()

@@ -1011,9 +1011,17 @@ fn target_of(app: &App, object: &Value) -> Result<Target, ApiError> {
     ))
 }
 
+/// Where a chunked list goes on from. Pages after the first are read
+/// from the current state (there are no snapshots to read an older one
+/// from) but report the first page's revision, so that a watch started
+/// from the list replays every change made while it was paged: an object
+/// created meanwhile ahead of the cursor is missed by the list but not by
+/// the watch. A real apiserver serves every page from one snapshot; this
+/// is the closest the event log allows, and expires with it (410).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Continue {
     key: String,
+    revision: Revision,
 }
 
 fn list(
@@ -1025,7 +1033,7 @@ fn list(
     let resource = &target.resource;
     let selector = Selector::from_query(query)?;
     let prefix = resource.prefix(target.namespace.as_deref());
-    let (revision, objects) = app.store.list(&prefix);
+    let (mut revision, objects) = app.store.list(&prefix);
     let after = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let bytes = base64::engine::general_purpose::STANDARD
@@ -1033,6 +1041,14 @@ fn list(
                 .map_err(|_| ApiError::BadRequest("invalid continue token".into()))?;
             let token: Continue = serde_json::from_slice(&bytes)
                 .map_err(|_| ApiError::BadRequest("invalid continue token".into()))?;
+            if token.revision < app.store.compacted() {
+                return Err(ApiError::Gone(
+                    "The provided continue parameter is too old to display a consistent list \
+                     result. You can start a new list without the continue parameter."
+                        .into(),
+                ));
+            }
+            revision = token.revision;
             Some(token.key)
         }
         None => None,
@@ -1067,8 +1083,13 @@ fn list(
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if remaining > 0 {
         let last_key = key_of(items.last().expect("limit reached"));
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(serde_json::to_vec(&Continue { key: last_key }).unwrap_or_default());
+        let token = base64::engine::general_purpose::STANDARD.encode(
+            serde_json::to_vec(&Continue {
+                key: last_key,
+                revision,
+            })
+            .unwrap_or_default(),
+        );
         metadata["continue"] = Value::String(token);
         metadata["remainingItemCount"] = json!(remaining);
     }

@@ -250,6 +250,13 @@ impl Store {
         self.shared.read().revision
     }
 
+    /// The oldest revision whose events are still logged: a watch (or a
+    /// continued list) from before it cannot be served.
+    #[must_use]
+    pub fn compacted(&self) -> Revision {
+        self.shared.read().compacted
+    }
+
     /// The object at `key` and its revision.
     #[must_use]
     pub fn get(&self, key: &str) -> Option<(Revision, Arc<Value>)> {
