@@ -323,7 +323,14 @@ impl Scheduler {
         let mut placed: BTreeMap<Key, Vec<bind::Placed>> = BTreeMap::new();
         let mut taken = 0;
         while taken < self.options.batch && rounds.len() + placed.len() < self.options.concurrency {
-            let Some(key) = self.ready.pop_front() else {
+            // Roughly oldest first, but in an order of this scheduler's
+            // own: schedulers that all took the same tasks first would
+            // mostly reserve twice and lose the bind.
+            let window = self.ready.len().min(self.options.batch);
+            if window == 0 {
+                break;
+            }
+            let Some(key) = self.ready.remove(self.rng.random_range(0..window)) else {
                 break;
             };
             let Some(p) = self.pending.get(&key) else {

@@ -1,0 +1,319 @@
+//! Scheduling through the embedded control plane, one JSON object per line.
+//!
+//! `cargo bench -p controller --bench end_to_end` starts a fresh embedded
+//! API server (fsync on every commit, the kube-rs client over TLS, all in
+//! this process) for each measurement, registers 1,000 simulated container
+//! instances (objects whose `status.agentConnected` is set; no agent runs),
+//! and measures:
+//! - `"placements"`: 2,000 run-task Tasks, all created before the
+//!   schedulers start, bound by 1, 2 and 4 schedulers racing over the same
+//!   instances, with the default strategy and with `binpack(memory)` (every
+//!   scheduler then wants the same instance): placements per second from
+//!   the schedulers' start to the last binding, and the conflicts (409s)
+//!   met per placement;
+//! - `"service"`: a Service of desiredCount 1,000 created with the service
+//!   and task-definition reconcilers and one scheduler running: from the
+//!   create call to each of its tasks' binding, p50, p99 and the last.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use apiserver::{
+    server::{Config as ServerConfig, Server},
+    storage::Options as StoreOptions,
+};
+use controller::{Context, Metrics, events::Events, scheduler};
+use crds::v1alpha1::{ContainerInstance, Service, Task, TaskDefinition};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{WatchStreamExt, conditions, wait::await_condition, watcher},
+};
+use serde_json::{Value, json};
+use tokio::{sync::watch, task::JoinHandle};
+
+const NS: &str = "bench";
+const INSTANCES: usize = 1_000;
+const TASKS: usize = 2_000;
+const SERVICE_TASKS: usize = 1_000;
+
+fn emit(line: &Value) {
+    println!("{line}");
+}
+
+async fn start(dir: &Path) -> (Server, Client) {
+    let server = ServerConfig {
+        data_dir: dir.to_path_buf(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        kubeconfig: None,
+        store: StoreOptions::default(),
+    };
+    let server = Server::start(server).await.expect("server starts");
+    let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    let client = Client::try_from(config).expect("client");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in crds::all() {
+        let name = crd.name_any();
+        crds.create(&PostParams::default(), &crd)
+            .await
+            .expect("CRD created");
+        await_condition(crds.clone(), &name, conditions::is_crd_established())
+            .await
+            .expect("established");
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": NS}})).expect("a namespace");
+    namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace created");
+    register_instances(&client).await;
+    (server, client)
+}
+
+/// Instances as an agent registers them, each with room for 32 tasks.
+async fn register_instances(client: &Client) {
+    let api: Api<ContainerInstance> = Api::namespaced(client.clone(), NS);
+    futures::stream::iter(0..INSTANCES)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let name = format!("i-{i:04}");
+                let ci: ContainerInstance = serde_json::from_value(json!({
+                    "apiVersion": "gantry.dev/v1alpha1", "kind": "ContainerInstance",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "registeredResources": {"cpu": 4096, "memory": 8192},
+                        "attributes": {"ecs.availability-zone": format!("zone-{}", i % 3)},
+                    },
+                }))
+                .expect("an instance");
+                api.create(&PostParams::default(), &ci)
+                    .await
+                    .expect("instance created");
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"agentConnected": true}})),
+                )
+                .await
+                .expect("instance connected");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+}
+
+fn definition() -> Value {
+    json!({"cpu": 128, "memory": 256, "containerDefinitions": [
+        {"name": "app", "image": "bench/app:1", "essential": true}]})
+}
+
+/// Schedulers racing until `stop` is set; each counts in its own metrics.
+fn schedulers(
+    client: &Client,
+    n: usize,
+    stop: &watch::Receiver<bool>,
+) -> Vec<(Arc<Metrics>, JoinHandle<()>)> {
+    (0..n)
+        .map(|_| {
+            let metrics = Arc::new(Metrics::new());
+            let mut stop = stop.clone();
+            let running = tokio::spawn(scheduler::run(
+                client.clone(),
+                scheduler::Options::new("gantry"),
+                Arc::clone(&metrics),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            ));
+            (metrics, running)
+        })
+        .collect()
+}
+
+/// When each task of the namespace was first seen bound, until `count`
+/// are, measured from `since`.
+async fn bindings(client: &Client, count: usize, since: Instant) -> Vec<Duration> {
+    let api: Api<Task> = Api::namespaced(client.clone(), NS);
+    let mut bound: HashMap<String, Duration> = HashMap::new();
+    let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+    while bound.len() < count {
+        let task = stream
+            .try_next()
+            .await
+            .expect("watching tasks")
+            .expect("the watch goes on");
+        if task.spec.container_instance.is_some() {
+            bound
+                .entry(task.uid().unwrap_or_default())
+                .or_insert_with(|| since.elapsed());
+        }
+    }
+    let mut times: Vec<Duration> = bound.into_values().collect();
+    times.sort();
+    times
+}
+
+async fn placements(schedulers_n: usize, strategy: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, client) = start(dir.path()).await;
+    let tasks: Api<Task> = Api::namespaced(client.clone(), NS);
+    let placement = match strategy {
+        "binpack" => json!([{"type": "binpack", "field": "memory"}]),
+        _ => json!([]),
+    };
+    futures::stream::iter(0..TASKS)
+        .map(|i| {
+            let tasks = tasks.clone();
+            let placement = placement.clone();
+            async move {
+                let task: Task = serde_json::from_value(json!({
+                    "apiVersion": "gantry.dev/v1alpha1", "kind": "Task",
+                    "metadata": {"name": format!("t-{i:05}")},
+                    "spec": {
+                        "taskDefinition": "app", "taskDefinitionRevision": 1,
+                        "placementStrategy": placement,
+                        "definition": definition(),
+                    },
+                }))
+                .expect("a task");
+                tasks
+                    .create(&PostParams::default(), &task)
+                    .await
+                    .expect("task created");
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    let (stop, stopped) = watch::channel(false);
+    let start = Instant::now();
+    let metrics = schedulers(&client, schedulers_n, &stopped);
+    let times = bindings(&client, TASKS, start).await;
+    let elapsed = times.last().copied().unwrap_or_default();
+    let _ = stop.send(true);
+    // A binding is seen before the round that wrote it has counted it.
+    let mut placed = 0;
+    let mut conflicts = 0;
+    for (metrics, running) in metrics {
+        running.await.expect("scheduler ran");
+        let (p, c) = metrics.counts("gantry");
+        placed += p;
+        conflicts += c;
+    }
+    emit(&json!({
+        "bench": "placements",
+        "schedulers": schedulers_n,
+        "strategy": strategy,
+        "instances": INSTANCES,
+        "tasks": TASKS,
+        "seconds": round(elapsed.as_secs_f64()),
+        "placements_per_second": round(TASKS as f64 / elapsed.as_secs_f64()),
+        "placements_counted": placed,
+        "conflicts": conflicts,
+        "conflicts_per_placement": round(conflicts as f64 / placed.max(1) as f64),
+    }));
+    server.shutdown().await;
+}
+
+async fn service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, client) = start(dir.path()).await;
+    let (stop, stopped) = watch::channel(false);
+    let context = Arc::new(Context {
+        client: client.clone(),
+        config: controller::Config::new("bench"),
+        metrics: Arc::new(Metrics::new()),
+        events: Events::new(client.clone(), "bench"),
+    });
+    let signal = || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    tokio::spawn(controller::task_definition::run(
+        Arc::clone(&context),
+        signal(),
+    ));
+    tokio::spawn(controller::service::run(Arc::clone(&context), signal()));
+    let _ = schedulers(&client, 1, &stopped);
+
+    let definitions: Api<TaskDefinition> = Api::namespaced(client.clone(), NS);
+    let td: TaskDefinition = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "TaskDefinition",
+        "metadata": {"name": "web"},
+        "spec": definition(),
+    }))
+    .expect("a task definition");
+    definitions
+        .create(&PostParams::default(), &td)
+        .await
+        .expect("task definition created");
+    await_condition(definitions, "web", |td: Option<&TaskDefinition>| {
+        td.and_then(|td| td.status.as_ref())
+            .is_some_and(|s| controller::events::is_true(&s.conditions, "Valid"))
+    })
+    .await
+    .expect("task definition valid");
+
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let service: Service = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"taskDefinition": "web", "desiredCount": SERVICE_TASKS},
+    }))
+    .expect("a service");
+    let start = Instant::now();
+    services
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("service created");
+    let times = bindings(&client, SERVICE_TASKS, start).await;
+    let _ = stop.send(true);
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    emit(&json!({
+        "bench": "service",
+        "instances": INSTANCES,
+        "desired_count": SERVICE_TASKS,
+        "apply_to_bound_p50_ms": round(at(0.50).as_secs_f64() * 1000.0),
+        "apply_to_bound_p99_ms": round(at(0.99).as_secs_f64() * 1000.0),
+        "apply_to_all_bound_ms": round(at(1.0).as_secs_f64() * 1000.0),
+    }));
+    server.shutdown().await;
+}
+
+fn round(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        for strategy in ["default", "binpack"] {
+            for n in [1, 2, 4] {
+                placements(n, strategy).await;
+            }
+        }
+        service().await;
+    });
+}
