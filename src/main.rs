@@ -9,6 +9,7 @@ use std::{
 
 mod agent_command;
 mod controller_command;
+mod up_command;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -53,6 +54,10 @@ enum Command {
     /// Run the controller: the scheduler, which places tasks, and the
     /// reconcilers of services, tasks, task definitions and instances.
     Controller(Box<controller_command::ControllerArgs>),
+    /// Run all of Gantry on this machine: the control plane, the CRDs, the
+    /// controller and N local agents (hosts on 127.0.0.2…), optionally
+    /// with an example applied; Ctrl-C stops it, keeping its state.
+    Up(Box<up_command::UpArgs>),
     /// Check manifests against Gantry's CRDs offline, as the API server
     /// would on create (schema, list types and CEL rules).
     Validate {
@@ -107,6 +112,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drop(out);
             init_logging();
             controller_command::run(&args)
+        }
+        Command::Up(args) => {
+            drop(out);
+            // Its progress is on stdout; its parts log only warnings.
+            init_logging_with("warn");
+            up_command::run(&args)
         }
         Command::Apiserver {
             data_dir,
@@ -172,8 +183,12 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
 
 /// Logs to stderr, `RUST_LOG` choosing what (info by default).
 fn init_logging() {
+    init_logging_with("info");
+}
+
+fn init_logging_with(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

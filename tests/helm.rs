@@ -125,3 +125,194 @@ async fn helm_installs_upgrades_and_uninstalls_a_chart_with_crds() {
     assert!(!run(&["list"]).await.expect("helm").contains("demo"));
     server.shutdown().await;
 }
+
+/// charts/gantry: lint-clean, values checked by its schema, the CRDs the
+/// same files as crds/yaml, and install, upgrade and uninstall against the
+/// embedded control plane leave the objects they should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
+    use k8s_openapi::api::{
+        apps::v1::{DaemonSet, Deployment},
+        core::v1::Service,
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    };
+
+    let Some(binary) = common::tool("GANTRY_HELM", "helm") else {
+        return;
+    };
+    // The chart's CRDs are crds/yaml's, file for file.
+    let files = |dir: &str| -> Vec<(String, String)> {
+        let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+            .expect(dir)
+            .map(|e| e.expect("entry").path())
+            .map(|p| {
+                (
+                    p.file_name().expect("name").to_string_lossy().into_owned(),
+                    std::fs::read_to_string(&p).expect("readable"),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+    };
+    assert_eq!(
+        files("charts/gantry/crds"),
+        files("crds/yaml"),
+        "charts/gantry/crds differs from crds/yaml: copy crds/yaml/*.yaml there"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::server(dir.path()).await;
+    let client = common::client(&server.kubeconfig).await;
+    let helm = Cli {
+        binary,
+        kubeconfig: server.kubeconfig.clone(),
+    };
+    let run = |args: Vec<&'static str>| {
+        let helm = helm.clone();
+        tokio::task::spawn_blocking(move || helm.ok(&args))
+    };
+    run(vec!["lint", "charts/gantry", "--strict"])
+        .await
+        .expect("helm");
+    run(vec![
+        "lint",
+        "charts/gantry",
+        "--strict",
+        "--set",
+        "agent.enabled=true",
+    ])
+    .await
+    .expect("helm");
+    let refused = {
+        let helm = helm.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = helm.run(&["lint", "charts/gantry", "--set", "replicas=-1"]);
+            assert!(!out.status.success(), "a negative replicas passed lint");
+            // lint reports on stdout.
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .await
+        .expect("helm")
+    };
+    assert!(
+        refused.contains("replicas"),
+        "the schema names the value: {refused}"
+    );
+
+    let ns = "gantry-system";
+    let installed = run(vec![
+        "install",
+        "gantry",
+        "charts/gantry",
+        "--namespace",
+        "gantry-system",
+        "--create-namespace",
+    ])
+    .await
+    .expect("helm");
+    assert!(installed.contains("STATUS: deployed"), "{installed}");
+    assert!(
+        installed.contains("leader-elected"),
+        "NOTES.txt shown: {installed}"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), ns);
+    let deployment = deployments
+        .get("gantry-controller")
+        .await
+        .expect("deployment");
+    let spec = deployment.spec.expect("spec");
+    assert_eq!(spec.replicas, Some(2));
+    let container = &spec.template.spec.expect("pod spec").containers[0];
+    let args = container.args.clone().unwrap_or_default();
+    assert!(args.contains(&"--leader-elect".to_owned()), "{args:?}");
+    assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    assert!(
+        services
+            .get_opt("gantry-metrics")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let role = roles.get("gantry-controller").await.expect("cluster role");
+    // Least privilege: no wildcard anywhere.
+    for rule in role.rules.unwrap_or_default() {
+        assert!(!rule.verbs.contains(&"*".to_owned()), "{rule:?}");
+        assert!(
+            !rule.resources.unwrap_or_default().contains(&"*".to_owned()),
+            "wildcard resource"
+        );
+    }
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    assert!(
+        bindings
+            .get_opt("gantry-controller")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    assert!(
+        daemonsets
+            .get_opt("gantry-agent")
+            .await
+            .expect("get")
+            .is_none()
+    );
+
+    // An upgrade that turns the agent on and changes the replicas.
+    run(vec![
+        "upgrade",
+        "gantry",
+        "charts/gantry",
+        "--namespace",
+        "gantry-system",
+        "--set",
+        "agent.enabled=true",
+        "--set",
+        "replicas=3",
+    ])
+    .await
+    .expect("helm");
+    let deployment = deployments
+        .get("gantry-controller")
+        .await
+        .expect("deployment");
+    assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(3));
+    assert!(
+        daemonsets
+            .get_opt("gantry-agent")
+            .await
+            .expect("get")
+            .is_some()
+    );
+
+    let uninstalled = run(vec!["uninstall", "gantry", "--namespace", "gantry-system"])
+        .await
+        .expect("helm");
+    assert!(uninstalled.contains("uninstalled"), "{uninstalled}");
+    assert!(
+        deployments
+            .get_opt("gantry-controller")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        daemonsets
+            .get_opt("gantry-agent")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        roles
+            .get_opt("gantry-controller")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    server.shutdown().await;
+}
