@@ -14,7 +14,7 @@ use std::{
 };
 
 use crds::v1alpha1::{
-    ContainerInstance, DeploymentStatus, RolloutState, Service, StopCode, Task, TaskLastStatus,
+    ContainerInstance, DeploymentStatus, RolloutState, StopCode, Task, TaskLastStatus,
 };
 use futures::StreamExt;
 use kube::{
@@ -24,23 +24,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use common::gantry::{Gantry, last};
-
-fn condition<'a>(service: &'a Service, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
-    service
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
-}
-
-fn ready(service: &Service) -> bool {
-    condition(service, "Ready").is_some_and(|(s, _, _)| s == "True")
-        && service.status.as_ref().and_then(|s| s.observed_generation)
-            == service.metadata.generation
-}
+use common::gantry::{Gantry, condition, last, ready};
 
 fn task_definition(name: &str, memory: u32, command: &[&str], env: &str) -> Value {
     json!({

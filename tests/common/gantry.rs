@@ -310,3 +310,21 @@ where
 pub fn last(task: &Task) -> Option<TaskLastStatus> {
     task.status.as_ref().and_then(|s| s.last_status)
 }
+
+/// A condition of a service: status, reason and message.
+pub fn condition<'a>(service: &'a Service, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    service
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+/// Ready, as of the service's current generation.
+pub fn ready(service: &Service) -> bool {
+    condition(service, "Ready").is_some_and(|(s, _, _)| s == "True")
+        && service.status.as_ref().and_then(|s| s.observed_generation)
+            == service.metadata.generation
+}
