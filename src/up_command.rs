@@ -365,7 +365,11 @@ async fn wait_ready(client: &Client, namespace: &str, name: &str) -> anyhow::Res
     let mut said = String::new();
     for _ in 0..600 {
         let service = api.get(name).await?;
-        let status = service.status.clone().unwrap_or_default();
+        // Not reconciled yet: nothing to tell.
+        let Some(status) = service.status.clone() else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
         let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
         if ready.is_some_and(|c| c.status == "True") {
             return Ok(());
