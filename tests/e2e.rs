@@ -2,9 +2,9 @@
 //! controller` and three `gantry agent` processes (hosts on 127.0.0.2-4),
 //! driven with real kubectl. A service is applied and scaled, one of its
 //! containers is killed, an agent is killed -9, an instance drained, the
-//! definition rolled to a new image tag, and two batch tasks run. Each step
-//! is asserted from status, conditions and Events. (Invalid manifests
-//! refused by kubectl are tests/kubectl.rs's.)
+//! definition rolled to a new image tag, invalid manifests are refused and
+//! two batch tasks run. Each step is asserted from status, conditions and
+//! Events.
 
 mod common;
 
@@ -383,6 +383,11 @@ async fn a_service_lives_through_scaling_kills_a_lost_host_a_drain_and_a_roll() 
         lowest >= 3,
         "answering tasks fell to {lowest} during the drain and the roll"
     );
+
+    // Invalid manifests: each refused by kubectl, the field named, and
+    // nothing running disturbed.
+    e2e.kubectl.refuses_invalid_manifests(&["-n", NS]);
+    e2e.serving(5, "untouched by refused manifests").await;
 
     // Batch tasks: run to completion, exit codes recorded.
     for (name, code) in [("job-ok", 0), ("job-fails", 3)] {

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
 use common::Cli;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,27 +56,7 @@ fn scenario(kubectl: &Cli) {
     }
 
     // Every invalid manifest is refused, naming its field.
-    let invalid = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/invalid");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&invalid)
-        .expect("invalid manifests")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10);
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("readable");
-        let field = text
-            .lines()
-            .find_map(|l| l.strip_prefix("# expect: "))
-            .expect("an expect line")
-            .trim();
-        let stderr = kubectl.fails(&["apply", "-f", file.to_str().expect("UTF-8 path")]);
-        assert!(
-            stderr.contains(field),
-            "{}: expected {field} in: {stderr}",
-            file.display()
-        );
-    }
+    kubectl.refuses_invalid_manifests(&[]);
 
     // Unknown fields are refused, as kubectl's strict validation asks.
     let dir = tempfile::tempdir().expect("tempdir");

@@ -94,6 +94,34 @@ impl Cli {
         assert!(!out.status.success(), "{args:?} should have failed");
         String::from_utf8(out.stderr).expect("UTF-8")
     }
+
+    /// `kubectl apply` of each of tests/manifests/invalid (with `extra`
+    /// flags) is refused, naming the field its `# expect:` line gives.
+    pub fn refuses_invalid_manifests(&self, extra: &[&str]) {
+        let invalid = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/manifests/invalid");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&invalid)
+            .expect("invalid manifests")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 10);
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            let field = text
+                .lines()
+                .find_map(|l| l.strip_prefix("# expect: "))
+                .expect("an expect line")
+                .trim();
+            let mut args = vec!["apply", "-f", file.to_str().expect("UTF-8 path")];
+            args.extend_from_slice(extra);
+            let stderr = self.fails(&args);
+            assert!(
+                stderr.contains(field),
+                "{}: expected {field} in: {stderr}",
+                file.display()
+            );
+        }
+    }
 }
 
 /// A kube client from a kubeconfig file.
