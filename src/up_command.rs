@@ -19,11 +19,9 @@ use clap::Args;
 use crds::v1alpha1::{
     CONTAINER_INSTANCE_LABEL, ContainerInstance, Service, Task, TaskDefinition, TaskLastStatus,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
-    runtime::{conditions, wait::await_condition},
 };
 use serde_json::Value;
 use tokio::{sync::watch, task::JoinSet};
@@ -101,7 +99,9 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("starting the control plane in {}", args.data_dir.display()))?;
         say(format!("    listening on https://{}", server.addr));
         let client = super::client(Some(&server.kubeconfig)).await?;
-        install_crds(&client).await?;
+        tokio::time::timeout(Duration::from_secs(60), crds::install(&client))
+            .await
+            .context("the CRDs were not established within 60 s")??;
         say("==> CRDs installed");
 
         let (stop, stopped) = watch::channel(false);
@@ -210,30 +210,6 @@ async fn wait_for_stop(parts: &mut JoinSet<anyhow::Result<()>>) -> anyhow::Resul
 
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// Create each CRD, or bring an existing one up to this binary's version.
-async fn install_crds(client: &Client) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for mut crd in crds::all() {
-        let name = crd.name_any();
-        match api.get_opt(&name).await? {
-            None => {
-                api.create(&PostParams::default(), &crd).await?;
-            }
-            Some(current) => {
-                crd.metadata.resource_version = current.resource_version();
-                api.replace(&name, &PostParams::default(), &crd).await?;
-            }
-        }
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(api.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .with_context(|| format!("the CRD {name} was not established in 30 s"))??;
-    }
-    Ok(())
 }
 
 async fn wait_for_instances(

@@ -21,11 +21,10 @@ use apiserver::{
 use crds::v1alpha1::{
     Allocation, CONTAINER_INSTANCE_LABEL, ContainerInstance, Task, TaskLastStatus,
 };
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams, PostParams},
-    runtime::{conditions, wait::await_condition},
+    runtime::wait::await_condition,
 };
 use serde_json::json;
 
@@ -188,16 +187,7 @@ async fn main() {
         .await
         .expect("config");
     let client = Client::try_from(config).expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds::all() {
-        let name = crd.name_any();
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD");
-        await_condition(crds.clone(), &name, conditions::is_crd_established())
-            .await
-            .expect("established");
-    }
+    crds::install(&client).await.expect("CRDs installed");
     let docker = Docker::connect(None).await.expect("Docker answers");
     let mut agent_config = agent::Config::new("default", INSTANCE);
     agent_config.host_ip = "127.0.0.1".to_owned();

@@ -29,15 +29,12 @@ use apiserver::{
 use controller::{Context, Metrics, events::Events, scheduler};
 use crds::v1alpha1::{ContainerInstance, Service, Task, TaskDefinition};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
-    runtime::{WatchStreamExt, conditions, wait::await_condition, watcher},
+    runtime::{WatchStreamExt, wait::await_condition, watcher},
 };
 use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinHandle};
@@ -64,16 +61,7 @@ async fn start(dir: &Path) -> (Server, Client) {
         .await
         .expect("config");
     let client = Client::try_from(config).expect("client");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds::all() {
-        let name = crd.name_any();
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-        await_condition(crds.clone(), &name, conditions::is_crd_established())
-            .await
-            .expect("established");
-    }
+    crds::install(&client).await.expect("CRDs installed");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let namespace: Namespace =
         serde_json::from_value(json!({"metadata": {"name": NS}})).expect("a namespace");

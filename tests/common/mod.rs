@@ -170,25 +170,9 @@ pub fn test_image() -> String {
 
 /// Create Gantry's CRDs and wait until each is established.
 pub async fn install_crds(client: &kube::Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::{
-        Api, ResourceExt,
-        api::PostParams,
-        runtime::{conditions, wait::await_condition},
-    };
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in crds::all() {
-        let name = crd.name_any();
-        crds.create(&PostParams::default(), &crd)
-            .await
-            .expect("CRD created");
-        tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
+    tokio::time::timeout(std::time::Duration::from_secs(40), crds::install(client))
         .await
-        .expect("established in time")
-        .expect("watch ok");
-    }
+        .expect("CRDs established in time")
+        .expect("CRDs installed");
 }
 pub mod gantry;
