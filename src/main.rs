@@ -37,17 +37,7 @@ enum Command {
     },
     /// Serve the embedded, Kubernetes-compatible control plane until
     /// Ctrl-C or SIGTERM; state is kept in the data directory.
-    Apiserver {
-        /// Where the database, certificates and tokens live.
-        #[arg(long, value_name = "DIR", default_value = ".gantry")]
-        data_dir: PathBuf,
-        /// Address to listen on; port 0 picks a free one.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
-        listen: SocketAddr,
-        /// Where to write the admin kubeconfig [default: DIR/kubeconfig].
-        #[arg(long, value_name = "FILE")]
-        kubeconfig: Option<PathBuf>,
-    },
+    Apiserver(ControlPlaneArgs),
     /// Run the agent: register this host as a ContainerInstance and run
     /// the tasks bound to it in Docker (or a simulated runtime).
     Agent(Box<agent_command::AgentArgs>),
@@ -119,32 +109,45 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging_with("warn");
             up_command::run(&args)
         }
-        Command::Apiserver {
-            data_dir,
-            listen,
-            kubeconfig,
-        } => {
+        Command::Apiserver(args) => {
             drop(out);
-            serve(data_dir, listen, kubeconfig)
+            serve(&args)
         }
     }
 }
 
-fn serve(
+/// Where the embedded control plane keeps its state and listens: the flags
+/// `gantry apiserver` and `gantry up` share.
+#[derive(Debug, clap::Args)]
+struct ControlPlaneArgs {
+    /// Where the database, certificates, tokens and kubeconfig live.
+    #[arg(long, value_name = "DIR", default_value = ".gantry")]
     data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Where to write the admin kubeconfig [default: DIR/kubeconfig].
+    #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let server = apiserver::server::Server::start(apiserver::server::Config {
-            data_dir: data_dir.clone(),
-            listen,
-            kubeconfig,
+}
+
+impl ControlPlaneArgs {
+    async fn start(&self) -> anyhow::Result<apiserver::server::Server> {
+        apiserver::server::Server::start(apiserver::server::Config {
+            data_dir: self.data_dir.clone(),
+            listen: self.listen,
+            kubeconfig: self.kubeconfig.clone(),
             store: apiserver::storage::Options::default(),
         })
         .await
-        .with_context(|| format!("starting the control plane in {}", data_dir.display()))?;
+        .with_context(|| format!("starting the control plane in {}", self.data_dir.display()))
+    }
+}
+
+fn serve(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = args.start().await?;
         // The banner is for whoever watches; a server keeps serving when
         // nobody reads its output (a closed pipe is not a reason to stop).
         let banner = format!(

@@ -6,7 +6,7 @@
 
 use std::{
     io::Write,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     process::ExitCode,
     sync::Arc,
@@ -33,15 +33,8 @@ const EXAMPLES: &[(&str, &str)] = &[("web", include_str!("../examples/web.yaml")
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
-    /// Where the database, certificates, tokens and kubeconfig live.
-    #[arg(long, value_name = "DIR", default_value = ".gantry")]
-    data_dir: PathBuf,
-    /// Address the control plane listens on; port 0 picks a free one.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
-    listen: SocketAddr,
-    /// Where to write the admin kubeconfig [default: DIR/kubeconfig].
-    #[arg(long, value_name = "FILE")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    control_plane: super::ControlPlaneArgs,
     /// Local agents to run, named host-1… on 127.0.0.2….
     #[arg(long, value_name = "N", default_value_t = 3)]
     agents: u8,
@@ -87,16 +80,9 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         say(format!(
             "==> starting the control plane in {}",
-            args.data_dir.display()
+            args.control_plane.data_dir.display()
         ));
-        let server = apiserver::server::Server::start(apiserver::server::Config {
-            data_dir: args.data_dir.clone(),
-            listen: args.listen,
-            kubeconfig: args.kubeconfig.clone(),
-            store: apiserver::storage::Options::default(),
-        })
-        .await
-        .with_context(|| format!("starting the control plane in {}", args.data_dir.display()))?;
+        let server = args.control_plane.start().await?;
         say(format!("    listening on https://{}", server.addr));
         let client = super::client(Some(&server.kubeconfig)).await?;
         tokio::time::timeout(Duration::from_secs(60), crds::install(&client))

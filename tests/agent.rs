@@ -29,6 +29,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use common::{docker_stdout, remove_containers};
+
 /// A control plane with the CRDs, and the agents started against it.
 struct Cluster {
     server: Option<Server>,
@@ -50,26 +52,6 @@ impl Drop for Cluster {
             remove_containers(name);
         }
     }
-}
-
-fn remove_containers(instance: &str) {
-    let ids = docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=gantry.dev/instance={instance}"),
-    ]);
-    for id in ids.split_whitespace() {
-        docker(&["rm", "-f", id]);
-    }
-}
-
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A name no other test (or earlier run) uses, for instances and tasks.
@@ -278,7 +260,7 @@ fn container<'a>(task: &'a Task, name: &str) -> &'a crds::v1alpha1::ContainerSta
 
 fn containers_of(task: &Task) -> Vec<String> {
     let uid = task.uid().expect("uid");
-    docker(&[
+    docker_stdout(&[
         "ps",
         "-aq",
         "--filter",
@@ -356,7 +338,7 @@ async fn a_task_with_a_healthy_dependency_runs_and_its_host_port_answers() {
 
     // web started only once db was healthy: db's first health check
     // passes no earlier than one interval after it started.
-    let started = |id: &str| docker(&["inspect", "-f", "{{.State.StartedAt}}", id]);
+    let started = |id: &str| docker_stdout(&["inspect", "-f", "{{.State.StartedAt}}", id]);
     let db_started = started(db.runtime_id.as_deref().expect("db id"));
     let web_started = started(web.runtime_id.as_deref().expect("web id"));
     assert!(
@@ -477,7 +459,7 @@ async fn a_restarted_agent_readopts_running_tasks_and_stops_what_is_no_longer_wa
         before.push(task);
     }
     let kept_id = container(&before[0], "app").runtime_id.clone().expect("id");
-    let kept_started = docker(&["inspect", "-f", "{{.State.StartedAt}}", &kept_id]);
+    let kept_started = docker_stdout(&["inspect", "-f", "{{.State.StartedAt}}", &kept_id]);
 
     cluster.kill_9(&instance);
     cluster.stop("stopped-meanwhile").await;
@@ -518,7 +500,7 @@ async fn a_restarted_agent_readopts_running_tasks_and_stops_what_is_no_longer_wa
         Some(kept_id.as_str())
     );
     assert_eq!(
-        docker(&["inspect", "-f", "{{.State.StartedAt}}", &kept_id]),
+        docker_stdout(&["inspect", "-f", "{{.State.StartedAt}}", &kept_id]),
         kept_started,
         "never restarted"
     );

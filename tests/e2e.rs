@@ -10,7 +10,6 @@ mod common;
 
 use std::{
     net::TcpStream,
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicI32, Ordering},
@@ -22,7 +21,7 @@ use crds::v1alpha1::{HealthStatus, Service, StopCode, Task, TaskLastStatus};
 use kube::{ResourceExt, api::ListParams};
 
 use common::{
-    Cli,
+    Cli, docker_stdout,
     gantry::{Gantry, last, ready},
 };
 
@@ -34,14 +33,6 @@ const HOSTS: [(&str, &str); 3] = [
 ];
 const ROLLED: &str = "gantry-test/busybox:e2e-rolled";
 
-fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The agents' containers and the rolled tag go however the test ends
 /// (after the processes, which `Gantry` kills first).
 struct Cleanup;
@@ -49,12 +40,9 @@ struct Cleanup;
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for (host, _) in HOSTS {
-            let label = format!("label=gantry.dev/instance={host}");
-            for id in docker(&["ps", "-aq", "--filter", &label]).split_whitespace() {
-                docker(&["rm", "-f", id]);
-            }
+            common::remove_containers(host);
         }
-        docker(&["rmi", ROLLED]);
+        docker_stdout(&["rmi", ROLLED]);
     }
 }
 
@@ -250,8 +238,8 @@ async fn a_service_lives_through_scaling_kills_a_lost_host_a_drain_and_a_roll() 
     let victim = &tasks[0];
     let uid = victim.uid().expect("uid");
     let label = format!("label=gantry.dev/task-uid={uid}");
-    for id in docker(&["ps", "-q", "--filter", &label]).split_whitespace() {
-        docker(&["rm", "-f", id]);
+    for id in docker_stdout(&["ps", "-q", "--filter", &label]).split_whitespace() {
+        docker_stdout(&["rm", "-f", id]);
     }
     let stopped = e2e
         .task_until(
@@ -352,7 +340,7 @@ async fn a_service_lives_through_scaling_kills_a_lost_host_a_drain_and_a_roll() 
     assert!(tasks.iter().all(|t| on(t) == "e2e-1"), "all on e2e-1");
 
     // Roll the definition to a new image tag.
-    docker(&["tag", "gantry-test/busybox:2", ROLLED]);
+    docker_stdout(&["tag", "gantry-test/busybox:2", ROLLED]);
     e2e.apply("web", &manifest(ROLLED, 5));
     for _ in 0..1200 {
         let live = e2e.g.live_tasks(NS, "web").await;

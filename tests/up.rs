@@ -21,15 +21,7 @@ struct Containers;
 impl Drop for Containers {
     fn drop(&mut self) {
         for host in HOSTS {
-            let ids = Command::new("docker")
-                .args(["ps", "-aq", "--filter"])
-                .arg(format!("label=gantry.dev/instance={host}"))
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for id in ids.split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
+            common::remove_containers(host);
         }
     }
 }

@@ -152,6 +152,24 @@ pub fn docker() -> bool {
     answers
 }
 
+/// `docker ARGS`: its stdout (a failure shows as empty output; the
+/// callers check what they need).
+pub fn docker_stdout(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Remove every container an agent made for `instance`, running or not.
+pub fn remove_containers(instance: &str) {
+    let label = format!("label=gantry.dev/instance={instance}");
+    for id in docker_stdout(&["ps", "-aq", "--filter", &label]).split_whitespace() {
+        docker_stdout(&["rm", "-f", id]);
+    }
+}
+
 /// The image the tests run (scripts/build-image builds it once).
 pub fn test_image() -> String {
     let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image"))

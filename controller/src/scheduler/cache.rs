@@ -240,6 +240,19 @@ mod churn {
     use super::*;
     use crate::placement::{BinpackField, Strategy, TaskRequest};
 
+    /// 128 CPU and 16 MiB, binpacked by memory: 64 fill an instance.
+    fn binpacked_task() -> TaskRequest {
+        TaskRequest {
+            cpu: 128,
+            memory: 16,
+            ports: vec![],
+            group: "g".into(),
+            family: "f".into(),
+            constraints: vec![],
+            strategy: vec![Strategy::Binpack(BinpackField::Memory)],
+        }
+    }
+
     #[test]
     fn placements_never_exceed_capacity_through_syncs() {
         let mut c = Cluster::default();
@@ -251,15 +264,7 @@ mod churn {
         }))
         .expect("ci");
         c.apply(Arc::new(ci.clone()));
-        let req = TaskRequest {
-            cpu: 128,
-            memory: 16,
-            ports: vec![],
-            group: "g".into(),
-            family: "f".into(),
-            constraints: vec![],
-            strategy: vec![Strategy::Binpack(BinpackField::Memory)],
-        };
+        let req = binpacked_task();
         let mut rng = rand::rng();
         let mut placed = 0;
         for i in 0..100u32 {
@@ -295,15 +300,7 @@ mod churn {
             c.apply(Arc::new(ci.clone()));
             objects.push(ci);
         }
-        let req = TaskRequest {
-            cpu: 128,
-            memory: 16,
-            ports: vec![],
-            group: "g".into(),
-            family: "f".into(),
-            constraints: vec![],
-            strategy: vec![Strategy::Binpack(BinpackField::Memory)],
-        };
+        let req = binpacked_task();
         let mut rng = rand::rng();
         let mut rv = 1u64;
         for i in 0..700u32 {
