@@ -214,7 +214,24 @@ async fn crds_serve_gantry_kinds_with_validation_and_generations() {
         "schema defaults applied"
     );
 
-    // Invalid objects are refused with every field named.
+    refuses_invalid_task_definitions(&api).await;
+    let stale = counts_generations_of_spec_changes_only(&api, created).await;
+    refuses_stale_resource_versions(&api, stale).await;
+    discovers_gantry_kinds(&client).await;
+
+    // After a restart, the CRDs are served again and the objects are there.
+    server.shutdown().await;
+    let server = start(dir.path(), Options::default()).await;
+    let api: Api<TaskDefinition> = Api::namespaced(admin(&server).await, "default");
+    assert_eq!(
+        api.get("web").await.expect("kept").metadata.generation,
+        Some(2)
+    );
+    server.shutdown().await;
+}
+
+/// Invalid objects are refused with every field named.
+async fn refuses_invalid_task_definitions(api: &Api<TaskDefinition>) {
     let mut bad = web_task_definition();
     bad.metadata.name = Some("bad".into());
     bad.spec.container_definitions[0].memory_reservation = Some(500);
@@ -232,8 +249,14 @@ async fn crds_serve_gantry_kinds_with_validation_and_generations() {
         "{}",
         status.message
     );
+}
 
-    // A spec change is a new generation; a status change is not.
+/// A spec change is a new generation; a status change is not. Returns
+/// the resourceVersion the status was written at.
+async fn counts_generations_of_spec_changes_only(
+    api: &Api<TaskDefinition>,
+    created: TaskDefinition,
+) -> Option<String> {
     let mut next = created.clone();
     next.spec.container_definitions[0].image = "gantry-examples/web:2".into();
     let updated = api
@@ -261,9 +284,12 @@ async fn crds_serve_gantry_kinds_with_validation_and_generations() {
         .await
         .expect("replaced");
     assert_eq!(kept.status.and_then(|s| s.revision), Some(2));
-    // A status patch naming a stale resourceVersion is refused, as
-    // schedulers' reservations rely on.
-    let stale = status_written.metadata.resource_version.clone();
+    status_written.metadata.resource_version
+}
+
+/// A status patch naming a stale resourceVersion is refused, as
+/// schedulers' reservations rely on.
+async fn refuses_stale_resource_versions(api: &Api<TaskDefinition>, stale: Option<String>) {
     api.patch_status(
         "web",
         &PatchParams::default(),
@@ -293,8 +319,10 @@ async fn crds_serve_gantry_kinds_with_validation_and_generations() {
         .await
         .expect_err("stale");
     assert_eq!(api_code(&err), Some(409));
+}
 
-    // Discovery lists the new kinds with their short names.
+/// Discovery lists the new kinds with their short names.
+async fn discovers_gantry_kinds(client: &Client) {
     let resources = client
         .list_api_group_resources("gantry.dev/v1alpha1")
         .await
@@ -314,16 +342,6 @@ async fn crds_serve_gantry_kinds_with_validation_and_generations() {
             .iter()
             .any(|r| r.name == "services/status")
     );
-
-    // After a restart, the CRDs are served again and the objects are there.
-    server.shutdown().await;
-    let server = start(dir.path(), Options::default()).await;
-    let api: Api<TaskDefinition> = Api::namespaced(admin(&server).await, "default");
-    assert_eq!(
-        api.get("web").await.expect("kept").metadata.generation,
-        Some(2)
-    );
-    server.shutdown().await;
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
 
-use super::{registry::Registry, status::ApiError};
+use super::{objects::meta::now, registry::Registry, status::ApiError};
 use crate::{FieldError, FieldErrorKind, FieldErrors};
 
 /// Check a new CRD, serve its resources, and report it established.
@@ -48,8 +48,8 @@ pub(super) fn accept(object: &mut Value, registry: &Registry) -> Result<(), ApiE
         "acceptedNames": crd.spec.names,
         "storedVersions": stored,
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": super::rest::now()},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": super::rest::now()},
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()},
         ],
     });
     Ok(())

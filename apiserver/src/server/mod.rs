@@ -1,15 +1,16 @@
 //! The HTTPS server: TLS, bearer tokens, discovery, and the REST surface
 //! over the store.
 
+mod app;
 mod apply;
 mod crd;
 mod discovery;
-mod gc;
+mod http;
+mod objects;
 mod openapi;
 pub mod pki;
 mod protobuf;
 mod registry;
-mod rest;
 mod scale;
 mod selector;
 mod status;
@@ -37,6 +38,9 @@ pub use pki::Credentials;
 pub use registry::Registry;
 pub use status::ApiError;
 
+use self::app::App;
+
+use self::objects::meta::{now, uid};
 use crate::storage::{Options, Store, StoreError};
 
 /// Why the server could not start.
@@ -61,30 +65,6 @@ pub struct Config {
     /// `<data_dir>/kubeconfig`).
     pub kubeconfig: Option<PathBuf>,
     pub store: Options,
-}
-
-/// What every request handler shares.
-#[derive(Debug)]
-pub(crate) struct App {
-    pub(crate) store: Store,
-    pub(crate) registry: Registry,
-    credentials: Credentials,
-    /// Uids of removed objects, for the garbage collector.
-    removed: tokio::sync::mpsc::UnboundedSender<String>,
-}
-
-impl App {
-    /// An object is gone: collect its dependents.
-    pub(crate) fn removed(&self, object: &serde_json::Value) {
-        if let Some(uid) = object
-            .pointer("/metadata/uid")
-            .and_then(serde_json::Value::as_str)
-        {
-            // The collector lives as long as the server; nothing to do if
-            // it has stopped.
-            let _ = self.removed.send(uid.to_owned());
-        }
-    }
 }
 
 /// A running server.
@@ -123,7 +103,7 @@ impl Server {
         for name in DEFAULT_NAMESPACES {
             let key = format!("/core/namespaces/_/{name}");
             if store.get(&key).is_none() {
-                let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": rest::uid(), "creationTimestamp": rest::now()}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": uid(), "creationTimestamp": now()}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
                 match store.create(&key, namespace).await {
                     Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -137,7 +117,7 @@ impl Server {
             credentials: credentials.clone(),
             removed,
         });
-        gc::spawn(&app, collect);
+        objects::gc::spawn(&app, collect);
         let tls = tls_config(&credentials)?;
         let router = Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
@@ -302,9 +282,9 @@ async fn dispatch(
     request: Request<Body>,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    let body = match to_bytes(request.into_body(), rest::MAX_BODY).await {
+    let body = match to_bytes(request.into_body(), http::MAX_BODY).await {
         Ok(body) => body,
-        Err(_) => return ApiError::TooLarge(rest::MAX_BODY).into_response(),
+        Err(_) => return ApiError::TooLarge(http::MAX_BODY).into_response(),
     };
     let segments: Vec<&str> = path
         .trim_matches('/')
@@ -349,11 +329,11 @@ async fn dispatch(
             _ => ApiError::NoRoute.into_response(),
         };
     }
-    let target = match rest::resolve(&app, group, version, rest) {
-        Ok(target) => target,
+    let route = match http::resolve(&app, group, version, rest) {
+        Ok(route) => route,
         Err(e) => return e.into_response(),
     };
-    match rest::handle(Arc::clone(&app), method, target, query, headers, body).await {
+    match http::handle(Arc::clone(&app), method, route, query, headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }

@@ -3,46 +3,71 @@
 //! and Foreground propagation), unless they are orphaned. Deleting a
 //! namespace deletes what is in it.
 //!
+//! Every deletion starts here, because deleting an object deletes its
+//! dependents, which deletes theirs: the recursion stays in this module
+//! and `delete` only removes one object.
+//!
 //! Dependents are found by scanning the store, which costs one pass over
 //! every object per deletion: fine for a single-node control plane of
 //! modest size, and the place to add an owner index when it is not.
 
-use std::sync::Arc;
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use super::{App, rest, status::ApiError};
+use super::{
+    delete::{Propagation, remove},
+    meta::{meta, revision_of},
+    target::Target,
+};
+use crate::server::{app::App, status::ApiError};
 
-/// How a deletion treats dependents (`DeleteOptions.propagationPolicy`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Propagation {
-    /// Delete the owner now, its dependents right after.
-    Background,
-    /// Delete the dependents first, then the owner.
-    Foreground,
-    /// Keep the dependents, without the owner reference.
-    Orphan,
+/// Delete the object named `name` after dealing with its dependents as
+/// `policy` says (and, for a namespace, with what is in it).
+pub(crate) async fn delete(
+    app: &App,
+    target: &Target,
+    name: &str,
+    policy: Propagation,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
+    let (_, current) = target.stored(app, name)?;
+    if dry_run {
+        return Ok((*current).clone());
+    }
+    let resource = &target.resource;
+    if resource.plural == "namespaces" && resource.group.is_empty() {
+        empty_namespace(app, name).await?;
+    }
+    let uid = meta(&current, "uid").unwrap_or_default();
+    match policy {
+        Propagation::Foreground => delete_dependents(app, &uid).await?,
+        Propagation::Orphan => orphan(app, &uid).await?,
+        Propagation::Background => {}
+    }
+    remove(app, target, name, policy).await
 }
 
-impl Propagation {
-    pub(super) fn parse(value: Option<&str>) -> Result<Self, ApiError> {
-        match value {
-            None | Some("" | "Background") => Ok(Self::Background),
-            Some("Foreground") => Ok(Self::Foreground),
-            Some("Orphan") => Ok(Self::Orphan),
-            Some(other) => Err(ApiError::BadRequest(format!(
-                "unsupported propagationPolicy {other:?}: use Background, Foreground or Orphan"
-            ))),
-        }
-    }
+/// Delete a stored object, whatever its kind (boxed, as deletions recurse
+/// through dependents).
+fn delete_object<'a>(
+    app: &'a App,
+    object: &'a Value,
+    policy: Propagation,
+) -> Pin<Box<dyn Future<Output = Result<Value, ApiError>> + Send + 'a>> {
+    Box::pin(async move {
+        let target = Target::of(app, object)?;
+        let name = meta(object, "name").unwrap_or_default();
+        delete(app, &target, &name, policy, false).await
+    })
 }
 
 /// Start the collector: it deletes the dependents of every uid sent to
 /// it (objects removed with Background propagation). It holds the server
 /// weakly, so that a stopped server (and its store) is dropped, which
 /// closes the channel and ends the collector.
-pub(super) fn spawn(app: &Arc<App>, mut removed: mpsc::UnboundedReceiver<String>) {
+pub(crate) fn spawn(app: &Arc<App>, mut removed: mpsc::UnboundedReceiver<String>) {
     let app = Arc::downgrade(app);
     tokio::spawn(async move {
         while let Some(uid) = removed.recv().await {
@@ -79,9 +104,9 @@ fn dependents(app: &App, uid: &str) -> Vec<Arc<Value>> {
 }
 
 /// Delete every dependent of `uid`, and theirs, depth first.
-pub(super) async fn delete_dependents(app: &App, uid: &str) -> Result<(), ApiError> {
+async fn delete_dependents(app: &App, uid: &str) -> Result<(), ApiError> {
     for dependent in dependents(app, uid) {
-        match rest::delete_object(app, &dependent, Propagation::Foreground).await {
+        match delete_object(app, &dependent, Propagation::Foreground).await {
             Ok(_) | Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
@@ -90,7 +115,7 @@ pub(super) async fn delete_dependents(app: &App, uid: &str) -> Result<(), ApiErr
 }
 
 /// Remove the owner reference to `uid` from every dependent.
-pub(super) async fn orphan(app: &App, uid: &str) -> Result<(), ApiError> {
+async fn orphan(app: &App, uid: &str) -> Result<(), ApiError> {
     for dependent in dependents(app, uid) {
         let mut next = (*dependent).clone();
         if let Some(refs) = next
@@ -99,13 +124,24 @@ pub(super) async fn orphan(app: &App, uid: &str) -> Result<(), ApiError> {
         {
             refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
         }
-        rest::store_update(app, &next).await?;
+        store_update(app, &next).await?;
     }
     Ok(())
 }
 
+/// Write a stored object back as it is given, against its revision.
+async fn store_update(app: &App, object: &Value) -> Result<(), ApiError> {
+    let target = Target::of(app, object)?;
+    let name = meta(object, "name").unwrap_or_default();
+    app.store
+        .update(&target.key(&name), object.clone(), revision_of(object))
+        .await
+        .map(|_| ())
+        .map_err(|e| ApiError::from_store(e, &target.resource.qualified(), &name))
+}
+
 /// Delete everything in a namespace.
-pub(super) async fn empty_namespace(app: &App, namespace: &str) -> Result<(), ApiError> {
+async fn empty_namespace(app: &App, namespace: &str) -> Result<(), ApiError> {
     let contents: Vec<Arc<Value>> = app
         .store
         .list("/")
@@ -115,7 +151,7 @@ pub(super) async fn empty_namespace(app: &App, namespace: &str) -> Result<(), Ap
         .collect();
     for object in contents {
         if uid_of(&object).is_some() {
-            match rest::delete_object(app, &object, Propagation::Background).await {
+            match delete_object(app, &object, Propagation::Background).await {
                 Ok(_) | Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
