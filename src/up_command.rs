@@ -16,8 +16,10 @@ use std::{
 use agent::runtime::{Docker, Sim, SimOptions};
 use anyhow::{Context, bail};
 use clap::Args;
-use crds::v1alpha1::{
-    CONTAINER_INSTANCE_LABEL, ContainerInstance, Service, Task, TaskDefinition, TaskLastStatus,
+use crds::{
+    conditions::{self, ConditionType},
+    labels,
+    v1alpha1::{ContainerInstance, Service, Task, TaskDefinition, TaskLastStatus},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -332,7 +334,7 @@ async fn wait_ready(client: &Client, namespace: &str, name: &str) -> anyhow::Res
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
-        let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+        let ready = conditions::find(&status.conditions, ConditionType::Ready);
         if ready.is_some_and(|c| c.status == "True") {
             return Ok(());
         }
@@ -358,7 +360,7 @@ async fn wait_ready(client: &Client, namespace: &str, name: &str) -> anyhow::Res
 async fn addresses(client: &Client, namespace: &str, service: &str) -> anyhow::Result<Vec<String>> {
     let api: Api<Task> = Api::namespaced(client.clone(), namespace);
     let tasks = api
-        .list(&ListParams::default().labels(&format!("gantry.dev/service={service}")))
+        .list(&ListParams::default().labels(&format!("{}={service}", labels::SERVICE)))
         .await?;
     let mut out = Vec::new();
     for task in tasks.items {
@@ -373,7 +375,7 @@ async fn addresses(client: &Client, namespace: &str, service: &str) -> anyhow::R
             };
             let on = task
                 .labels()
-                .get(CONTAINER_INSTANCE_LABEL)
+                .get(labels::CONTAINER_INSTANCE)
                 .cloned()
                 .unwrap_or_default();
             out.push(format!(

@@ -19,8 +19,8 @@ use std::{
 
 use apiserver::server::Server;
 use crds::v1alpha1::{
-    Allocation, CONTAINER_INSTANCE_LABEL, ContainerInstance, ContainerLastStatus, HealthStatus,
-    StopCode, Task, TaskLastStatus,
+    Allocation, ContainerInstance, ContainerLastStatus, HealthStatus, StopCode, Task,
+    TaskLastStatus,
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -152,7 +152,7 @@ impl Cluster {
         let task: Task = serde_json::from_value(json!({
             "apiVersion": "gantry.dev/v1alpha1",
             "kind": "Task",
-            "metadata": {"name": name, "labels": {CONTAINER_INSTANCE_LABEL: instance}},
+            "metadata": {"name": name, "labels": {crds::labels::CONTAINER_INSTANCE: instance}},
             "spec": {
                 "taskDefinition": name,
                 "taskDefinitionRevision": 1,

@@ -18,9 +18,7 @@ use apiserver::{
     server::{Config, Server},
     storage::Options,
 };
-use crds::v1alpha1::{
-    Allocation, CONTAINER_INSTANCE_LABEL, ContainerInstance, Task, TaskLastStatus,
-};
+use crds::v1alpha1::{Allocation, ContainerInstance, Task, TaskLastStatus};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -119,7 +117,7 @@ async fn gantry(client: &Client, image: &str) -> Vec<Duration> {
             .await
             .expect("allocated");
         let bind = json!({
-            "metadata": {"labels": {CONTAINER_INSTANCE_LABEL: INSTANCE}},
+            "metadata": {"labels": {crds::labels::CONTAINER_INSTANCE: INSTANCE}},
             "spec": {"containerInstance": INSTANCE},
         });
         let bound = Instant::now();

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeSet, future::Future, sync::Arc};
 
-use crds::v1alpha1::{CONTAINER_INSTANCE_LABEL, ContainerInstance, Task};
+use crds::v1alpha1::{ContainerInstance, Task};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{
@@ -61,7 +61,7 @@ async fn run_inner<R: Runtime>(
     let lease = registration::keep_lease(leases.clone(), instance, &config);
 
     let tasks: Api<Task> = Api::namespaced(client.clone(), &config.cluster);
-    let selector = format!("{CONTAINER_INSTANCE_LABEL}={}", config.name);
+    let selector = format!("{}={}", crds::labels::CONTAINER_INSTANCE, config.name);
     let mut task_events = watcher(tasks, watcher::Config::default().labels(&selector))
         .default_backoff()
         .boxed();

@@ -7,18 +7,16 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crds::v1alpha1::{
-    ContainerDefinition, ContainerLastStatus, ContainerStatus, DependencyCondition, DesiredStatus,
-    HealthStatus, StopCode, TaskDefinitionSpec, TaskLastStatus, TaskStatus,
+use crds::{
+    stop::{ESSENTIAL_EXITED, STOPPED_BY_USER},
+    v1alpha1::{
+        ContainerDefinition, ContainerLastStatus, ContainerStatus, DependencyCondition,
+        DesiredStatus, HealthStatus, StopCode, TaskDefinitionSpec, TaskLastStatus, TaskStatus,
+    },
 };
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::runtime::{Observed, State};
-
-/// ECS's reason when an essential container stops.
-pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
-/// ECS's reason when a user stops a task.
-pub const STOPPED_BY_USER: &str = "Task stopped by user";
 
 /// What the plan is made from.
 #[derive(Debug)]

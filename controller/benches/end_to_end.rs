@@ -255,8 +255,9 @@ async fn service() {
         .await
         .expect("task definition created");
     await_condition(definitions, "web", |td: Option<&TaskDefinition>| {
-        td.and_then(|td| td.status.as_ref())
-            .is_some_and(|s| controller::events::is_true(&s.conditions, "Valid"))
+        td.and_then(|td| td.status.as_ref()).is_some_and(|s| {
+            crds::conditions::is_true(&s.conditions, crds::conditions::ConditionType::Valid)
+        })
     })
     .await
     .expect("task definition valid");
@@ -291,17 +292,12 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        for strategy in ["default", "binpack"] {
-            for n in [1, 2, 4] {
-                placements(n, strategy).await;
-            }
+#[tokio::main]
+async fn main() {
+    for strategy in ["default", "binpack"] {
+        for n in [1, 2, 4] {
+            placements(n, strategy).await;
         }
-        service().await;
-    });
+    }
+    service().await;
 }

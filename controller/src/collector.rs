@@ -138,7 +138,7 @@ async fn collect(
         released += release.len();
         let api: Api<ContainerInstance> = Api::namespaced(context.client.clone(), &namespace);
         let (_, conflicts) = scheduler::release(&api, ci, &release).await;
-        context.metrics.reconciled("allocations", true);
+        context.metrics.reconciled("allocations", None);
         tracing::info!(instance = %name, released = release.len(), conflicts, "released allocations");
     }
     orphans.retain(|uid, _| seen.contains(uid));

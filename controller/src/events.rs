@@ -1,5 +1,5 @@
-//! Events (`events.k8s.io/v1`) about Gantry's objects, and status
-//! conditions.
+//! Events (`events.k8s.io/v1`) about Gantry's objects. (Status
+//! conditions are API vocabulary: `crds::conditions`.)
 //!
 //! Callers publish an event when something changes, never on every
 //! reconcile, so no series bookkeeping is needed; each event keeps its own
@@ -8,7 +8,7 @@
 
 use k8s_openapi::{
     api::{core::v1::ObjectReference, events::v1::Event},
-    apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time},
+    apimachinery::pkg::apis::meta::v1::MicroTime,
     jiff::Timestamp,
 };
 use kube::{
@@ -125,48 +125,6 @@ fn truncate(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
-/// The condition of `type_` in `conditions`, if any.
-#[must_use]
-pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
-}
-
-/// Set a condition, keeping its lastTransitionTime when its status stays.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: impl Into<String>,
-    generation: Option<i64>,
-    now: Timestamp,
-) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let previous = conditions.iter().position(|c| c.type_ == type_);
-    let last_transition_time = match previous.map(|i| &conditions[i]) {
-        Some(c) if c.status == status => c.last_transition_time.clone(),
-        _ => Time(now),
-    };
-    let next = Condition {
-        type_: type_.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message: message.into(),
-        observed_generation: generation,
-        last_transition_time,
-    };
-    match previous {
-        Some(i) => conditions[i] = next,
-        None => conditions.push(next),
-    }
-}
-
-/// Whether `object`'s condition `type_` is True.
-#[must_use]
-pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    condition(conditions, type_).is_some_and(|c| c.status == "True")
-}
-
 /// `namespace/name` of an object, for logs.
 #[must_use]
 pub fn key<K: ResourceExt>(object: &K) -> String {
@@ -182,26 +140,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_condition_keeps_its_transition_time_while_its_status_stays() {
-        let t0 = Timestamp::from_second(1_000).expect("a time");
-        let t1 = Timestamp::from_second(2_000).expect("a time");
-        let mut conditions = Vec::new();
-        set_condition(&mut conditions, "Ready", false, "Pending", "a", Some(1), t0);
-        set_condition(&mut conditions, "Ready", false, "Pending", "b", Some(2), t1);
-        assert_eq!(conditions.len(), 1);
-        assert_eq!(conditions[0].last_transition_time, Time(t0));
-        assert_eq!(conditions[0].message, "b");
-        set_condition(
-            &mut conditions,
-            "Ready",
-            true,
-            "SteadyState",
-            "c",
-            Some(2),
-            t1,
-        );
-        assert_eq!(conditions[0].last_transition_time, Time(t1));
-        assert!(is_true(&conditions, "Ready"));
+    fn a_long_note_is_cut_on_a_character_boundary() {
         assert_eq!(truncate("ééé", 3), "é");
+        assert_eq!(truncate("abc", 3), "abc");
     }
 }

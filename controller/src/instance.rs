@@ -11,13 +11,14 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crds::v1alpha1::{
-    CONTAINER_INSTANCE_LABEL, ContainerInstance, InstanceState, StopCode, Task, TaskLastStatus,
+use crds::{
+    conditions::{self, ConditionType, Conditions},
+    labels, stop,
+    v1alpha1::{ContainerInstance, InstanceState, StopCode, Task, TaskLastStatus},
 };
-use futures::{FutureExt, StreamExt};
 use k8s_openapi::{
     api::coordination::v1::Lease,
-    apimachinery::pkg::apis::meta::v1::Time,
+    apimachinery::pkg::apis::meta::v1::Condition,
     jiff::{SignedDuration, Timestamp},
 };
 use kube::{
@@ -32,15 +33,8 @@ use kube::{
     },
 };
 use serde_json::json;
-use tracing::Instrument;
 
-use crate::{
-    Context,
-    events::{self, Note},
-};
-
-pub const AGENT_CONNECTED: &str = "AgentConnected";
-pub const DRAINING: &str = "Draining";
+use crate::{Context, events::Note, runner};
 
 /// What the Lease says of an instance's agent, at `now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,40 +85,103 @@ pub async fn run(
     .default_backoff()
     .applied_objects()
     .predicate_filter(predicates::generation, Default::default());
-    Controller::for_stream(instances, reader)
-        .watches(
-            Api::<Lease>::all(client),
-            watcher::Config::default(),
-            |lease| {
-                Some(
-                    ObjectRef::<ContainerInstance>::new(&lease.name_any())
-                        .within(&lease.namespace().unwrap_or_default()),
-                )
-            },
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |ci, ctx| {
-                let span = tracing::info_span!("instance", name = %events::key(ci.as_ref()));
-                reconcile(ci, ctx).instrument(span).boxed()
-            },
-            |_, error, _| {
-                tracing::warn!(%error, "instance reconcile failed");
-                Action::requeue(Duration::from_secs(5))
-            },
-            context,
-        )
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let controller = Controller::for_stream(instances, reader).watches(
+        Api::<Lease>::all(client),
+        watcher::Config::default(),
+        |lease| {
+            Some(
+                ObjectRef::<ContainerInstance>::new(&lease.name_any())
+                    .within(&lease.namespace().unwrap_or_default()),
+            )
+        },
+    );
+    let reconciler = runner::Reconciler::new("instance", &context.metrics);
+    runner::run(
+        controller,
+        reconciler,
+        context,
+        shutdown,
+        |ci, ctx| async move { reconcile(&ci, &ctx).await },
+    )
+    .await;
 }
 
-async fn reconcile(ci: Arc<ContainerInstance>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
-    let result = reconcile_inner(&ci, &ctx).await;
-    ctx.metrics.reconciled("instance", result.is_ok());
-    result
+/// The conditions an instance reports, from its previous ones: whether
+/// its agent is connected and whether it drains.
+#[must_use]
+pub fn conditions(
+    ci: &ContainerInstance,
+    connectivity: Connectivity,
+    has_lease: bool,
+    now: Timestamp,
+) -> Vec<Condition> {
+    let mut list = ci
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let mut conditions = Conditions::new(&mut list, ci.metadata.generation, now);
+    match connectivity {
+        Connectivity::Connected { .. } => conditions.set(
+            ConditionType::AgentConnected,
+            true,
+            "LeaseRenewed",
+            "the agent renews its Lease",
+        ),
+        Connectivity::Disconnected { since } => conditions.set(
+            ConditionType::AgentConnected,
+            false,
+            if has_lease { "LeaseExpired" } else { "NoLease" },
+            format!("the agent has not renewed its Lease since {since}"),
+        ),
+    };
+    let draining = ci.spec.state == InstanceState::Draining;
+    conditions.set(
+        ConditionType::Draining,
+        draining,
+        if draining { "Draining" } else { "Active" },
+        if draining {
+            "no new tasks are placed here; service tasks are moved away"
+        } else {
+            "tasks may be placed here"
+        },
+    );
+    list
 }
 
-async fn reconcile_inner(ci: &ContainerInstance, ctx: &Context) -> Result<Action, kube::Error> {
+/// The events a change of conditions from `before` to `after` calls for.
+#[must_use]
+pub fn notes(name: &str, before: &[Condition], after: &[Condition]) -> Vec<Note> {
+    let mut notes = Vec::new();
+    let was = conditions::find(before, ConditionType::AgentConnected).map(|c| c.status == "True");
+    match (
+        was,
+        conditions::is_true(after, ConditionType::AgentConnected),
+    ) {
+        (Some(true), false) => notes.push(Note::warning(
+            "AgentDisconnected",
+            format!("the agent of container instance {name} stopped renewing its Lease"),
+        )),
+        (Some(false), true) => notes.push(Note::normal(
+            "AgentConnected",
+            format!("the agent of container instance {name} is connected again"),
+        )),
+        _ => {}
+    }
+    if conditions::is_true(after, ConditionType::Draining)
+        && !conditions::is_true(before, ConditionType::Draining)
+    {
+        notes.push(Note::normal(
+            "Draining",
+            format!(
+                "container instance {name} is DRAINING: service tasks move away within their deployment limits; standalone tasks are left alone"
+            ),
+        ));
+    }
+    notes
+}
+
+async fn reconcile(ci: &ContainerInstance, ctx: &Context) -> Result<Action, kube::Error> {
     let namespace = ci.namespace().unwrap_or_default();
     let name = ci.name_any();
     let instances: Api<ContainerInstance> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -137,48 +194,8 @@ async fn reconcile_inner(ci: &ContainerInstance, ctx: &Context) -> Result<Action
     let now = Timestamp::now();
     let connectivity = connectivity(&ci, lease.as_ref(), now);
     let status = ci.status.clone().unwrap_or_default();
-    let mut conditions = status.conditions.clone();
     let connected = matches!(connectivity, Connectivity::Connected { .. });
-    let was = events::condition(&conditions, AGENT_CONNECTED).map(|c| c.status == "True");
-    match connectivity {
-        Connectivity::Connected { .. } => events::set_condition(
-            &mut conditions,
-            AGENT_CONNECTED,
-            true,
-            "LeaseRenewed",
-            "the agent renews its Lease",
-            ci.metadata.generation,
-            now,
-        ),
-        Connectivity::Disconnected { since } => events::set_condition(
-            &mut conditions,
-            AGENT_CONNECTED,
-            false,
-            if lease.is_some() {
-                "LeaseExpired"
-            } else {
-                "NoLease"
-            },
-            format!("the agent has not renewed its Lease since {since}"),
-            ci.metadata.generation,
-            now,
-        ),
-    }
-    let draining = ci.spec.state == InstanceState::Draining;
-    let was_draining = events::is_true(&conditions, DRAINING);
-    events::set_condition(
-        &mut conditions,
-        DRAINING,
-        draining,
-        if draining { "Draining" } else { "Active" },
-        if draining {
-            "no new tasks are placed here; service tasks are moved away"
-        } else {
-            "tasks may be placed here"
-        },
-        ci.metadata.generation,
-        now,
-    );
+    let conditions = conditions(&ci, connectivity, lease.is_some(), now);
     if conditions != status.conditions
         || status.agent_connected != connected
         || status.observed_generation != ci.metadata.generation
@@ -192,45 +209,8 @@ async fn reconcile_inner(ci: &ContainerInstance, ctx: &Context) -> Result<Action
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
-    match (was, connected) {
-        (Some(true), false) => {
-            ctx.events
-                .publish(
-                    &ci,
-                    &Note::warning(
-                        "AgentDisconnected",
-                        format!(
-                            "the agent of container instance {name} stopped renewing its Lease"
-                        ),
-                    ),
-                )
-                .await;
-        }
-        (Some(false), true) => {
-            ctx.events
-                .publish(
-                    &ci,
-                    &Note::normal(
-                        "AgentConnected",
-                        format!("the agent of container instance {name} is connected again"),
-                    ),
-                )
-                .await;
-        }
-        _ => {}
-    }
-    if draining && !was_draining {
-        ctx.events
-            .publish(
-                &ci,
-                &Note::normal(
-                    "Draining",
-                    format!(
-                        "container instance {name} is DRAINING: service tasks move away within their deployment limits; standalone tasks are left alone"
-                    ),
-                ),
-            )
-            .await;
+    for note in notes(&name, &status.conditions, &conditions) {
+        ctx.events.publish(&ci, &note).await;
     }
     let loss = ctx.config.instance_loss_timeout;
     match connectivity {
@@ -276,36 +256,24 @@ async fn stop_tasks(
     let name = ci.name_any();
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &ci.namespace().unwrap_or_default());
     let bound = tasks
-        .list(&ListParams::default().labels(&format!("{CONTAINER_INSTANCE_LABEL}={name}")))
+        .list(&ListParams::default().labels(&format!("{}={name}", labels::CONTAINER_INSTANCE)))
         .await?;
     let mut stopped = 0;
     let now = Timestamp::now();
+    let params = PatchParams::default();
     for task in bound.items {
         let status = task.status.clone().unwrap_or_default();
         if status.last_status == Some(TaskLastStatus::Stopped) {
             continue;
         }
-        let reason = format!(
-            "Host EC2 (instance {name}) stopped/terminated: its agent has not renewed its Lease since {since}"
-        );
-        let mut status_patch =
-            crate::task::stopped(&status, StopCode::TerminationNotice, reason, now);
-        status_patch["status"]["stoppingAt"] =
-            json!(status.stopping_at.clone().unwrap_or(Time(now)));
+        let reason = stop::instance_lost(&name, since);
+        let patches = stop::patches(&status, StopCode::TerminationNotice, &reason, Some(now));
+        let task = task.name_any();
         tasks
-            .patch_status(
-                &task.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&status_patch),
-            )
+            .patch_status(&task, &params, &Patch::Merge(&patches.status))
             .await?;
-        let spec_patch = json!({"spec": {"desiredStatus": "STOPPED"}});
         tasks
-            .patch(
-                &task.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&spec_patch),
-            )
+            .patch(&task, &params, &Patch::Merge(&patches.spec))
             .await?;
         stopped += 1;
     }
@@ -350,5 +318,48 @@ mod tests {
             connectivity(&ci, None, at(5)),
             Connectivity::Disconnected { .. }
         ));
+    }
+
+    #[test]
+    fn conditions_follow_the_lease_and_the_state_and_changes_raise_events() {
+        let mut ci: ContainerInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "ContainerInstance",
+            "metadata": {"name": "i", "generation": 1}, "spec": {},
+        }))
+        .expect("an instance");
+        let at = |s| Timestamp::from_second(s).expect("a time");
+        let up = Connectivity::Connected { until: at(40) };
+        let down = Connectivity::Disconnected { since: at(40) };
+
+        let first = conditions(&ci, up, true, at(10));
+        assert!(conditions::is_true(&first, ConditionType::AgentConnected));
+        assert!(!conditions::is_true(&first, ConditionType::Draining));
+        assert!(
+            notes("i", &[], &first).is_empty(),
+            "nothing changed from unknown"
+        );
+
+        ci.status.get_or_insert_default().conditions = first.clone();
+        let lost = conditions(&ci, down, false, at(50));
+        let reason = |list: &[Condition]| {
+            conditions::find(list, ConditionType::AgentConnected).map(|c| c.reason.clone())
+        };
+        assert_eq!(reason(&lost).as_deref(), Some("NoLease"));
+        assert_eq!(
+            conditions(&ci, down, true, at(50))
+                .first()
+                .map(|c| c.reason.as_str()),
+            Some("LeaseExpired")
+        );
+        let said: Vec<_> = notes("i", &first, &lost).iter().map(|n| n.reason).collect();
+        assert_eq!(said, ["AgentDisconnected"]);
+
+        ci.status.get_or_insert_default().conditions = lost.clone();
+        ci.spec.state = InstanceState::Draining;
+        let back = conditions(&ci, up, true, at(60));
+        let said: Vec<_> = notes("i", &lost, &back).iter().map(|n| n.reason).collect();
+        assert_eq!(said, ["AgentConnected", "Draining"]);
+        ci.status.get_or_insert_default().conditions = back.clone();
+        assert!(notes("i", &back, &conditions(&ci, up, true, at(70))).is_empty());
     }
 }

@@ -1,5 +1,6 @@
-//! Gantry's controller: the cluster manager of the ECS model (DESIGN.md,
-//! "The shared-state scheduler" and "Controller").
+//! Gantry's controller: the cluster manager of the ECS model
+//! (docs/architecture.md, "The shared-state scheduler" and "The path of a
+//! Service").
 //!
 //! - [`placement`]: the placement engine, a pure, indexed model of the
 //!   cluster that filters instances by resources, ports and constraints
@@ -10,11 +11,12 @@
 //! - [`collector`]: releases allocations whose task is gone, stopped or
 //!   bound elsewhere.
 //! - [`service`]: REPLICA and DAEMON services, rolling deployments and the
-//!   circuit breaker; [`service::plan`] is the pure part.
+//!   circuit breaker; [`service::plan`] is the pure part, in named steps.
 //! - [`instance`]: agent connectivity from Leases, instance loss, draining.
 //! - [`task`]: stopped-task retention, and tasks stopped before placement.
 //! - [`task_definition`]: revisions and the `Valid` condition.
 //! - [`leader`]: Lease-based leader election for the reconcilers.
+//! - [`runner`]: how every reconciler runs (span, metrics, error policy).
 //! - [`metrics`]: Prometheus metrics and probes.
 
 pub mod collector;
@@ -24,6 +26,7 @@ pub mod instance;
 pub mod leader;
 pub mod metrics;
 pub mod placement;
+pub mod runner;
 pub mod scheduler;
 pub mod service;
 pub mod task;

@@ -14,6 +14,14 @@ pub struct ControllerLabel {
     pub controller: &'static str,
 }
 
+/// A failed reconcile: which reconciler, and what kind of error
+/// (`runner::error_kind`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub controller: &'static str,
+    pub error: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SchedulerLabel {
     pub scheduler: String,
@@ -28,7 +36,7 @@ pub struct StatusLabel {
 #[derive(Debug)]
 pub struct Metrics {
     pub reconciles: Family<ControllerLabel, Counter>,
-    pub reconcile_errors: Family<ControllerLabel, Counter>,
+    pub reconcile_errors: Family<ErrorLabel, Counter>,
     /// Seconds from a task seen unbound to its binding.
     pub placement_latency: Histogram,
     pub placements: Family<SchedulerLabel, Counter>,
@@ -65,7 +73,7 @@ impl Metrics {
         );
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed, per controller",
+            "Reconciles that failed, per controller and kind of error",
             reconcile_errors.clone(),
         );
         registry.register(
@@ -105,11 +113,15 @@ impl Metrics {
         }
     }
 
-    pub fn reconciled(&self, controller: &'static str, ok: bool) {
-        let label = ControllerLabel { controller };
-        self.reconciles.get_or_create(&label).inc();
-        if !ok {
-            self.reconcile_errors.get_or_create(&label).inc();
+    /// Count a reconcile, and its error's kind if it failed.
+    pub fn reconciled(&self, controller: &'static str, error: Option<&'static str>) {
+        self.reconciles
+            .get_or_create(&ControllerLabel { controller })
+            .inc();
+        if let Some(error) = error {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabel { controller, error })
+                .inc();
         }
     }
 
@@ -177,4 +189,26 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
         )],
         metrics.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconcile_errors_are_counted_by_reconciler_and_kind() {
+        let metrics = Metrics::new();
+        metrics.reconciled("service", None);
+        metrics.reconciled("service", Some("conflict"));
+        metrics.reconciled("service", Some("conflict"));
+        metrics.reconciled("instance", Some("not_found"));
+        let text = metrics.encode();
+        for line in [
+            r#"gantry_reconciles_total{controller="service"} 3"#,
+            r#"gantry_reconcile_errors_total{controller="service",error="conflict"} 2"#,
+            r#"gantry_reconcile_errors_total{controller="instance",error="not_found"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
 }

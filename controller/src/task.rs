@@ -5,9 +5,12 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use crds::v1alpha1::{DesiredStatus, StopCode, Task, TaskLastStatus, TaskStatus};
+use crds::{
+    stop,
+    v1alpha1::{DesiredStatus, StopCode, Task, TaskLastStatus},
+};
 use futures::StreamExt;
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -17,12 +20,8 @@ use kube::{
         watcher::{self, watcher},
     },
 };
-use serde_json::{Value, json};
 
-use crate::{Context, metrics::StatusLabel};
-
-/// "Task stopped by user", as the agent words it.
-pub const STOPPED_BY_USER: &str = "Task stopped by user";
+use crate::{Context, metrics::StatusLabel, runner};
 
 /// What to do with one task now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,19 +31,6 @@ pub enum Chore {
     MarkStopped,
     /// Stopped longer ago than the retention period.
     Delete,
-}
-
-/// The status patch of a task no agent will report on: STOPPED now,
-/// keeping a stop cause already recorded (the agent keeps the first one
-/// too).
-#[must_use]
-pub fn stopped(status: &TaskStatus, code: StopCode, reason: String, now: Timestamp) -> Value {
-    json!({"status": {
-        "lastStatus": TaskLastStatus::Stopped,
-        "stopCode": status.stop_code.unwrap_or(code),
-        "stoppedReason": status.stopped_reason.clone().unwrap_or(reason),
-        "stoppedAt": Time(now),
-    }})
 }
 
 #[must_use]
@@ -129,7 +115,9 @@ async fn sweep(context: &Context, store: &Store<Task>) {
             Chore::Delete => delete(context, &task).await,
             Chore::MarkStopped => mark_stopped(context, &task, now).await,
         };
-        context.metrics.reconciled("task", result.is_ok());
+        context
+            .metrics
+            .reconciled("task", result.as_ref().err().map(runner::error_kind));
         if let Err(e) = result {
             tracing::warn!(task = %crate::events::key(task.as_ref()), error = %e, "task chore failed");
         }
@@ -161,16 +149,16 @@ async fn mark_stopped(context: &Context, task: &Task, now: Timestamp) -> Result<
         &task.namespace().unwrap_or_default(),
     );
     let status = task.status.clone().unwrap_or_default();
-    let patch = stopped(
+    let patches = stop::patches(
         &status,
         StopCode::UserInitiated,
-        STOPPED_BY_USER.to_owned(),
-        now,
+        stop::STOPPED_BY_USER,
+        Some(now),
     );
     api.patch_status(
         &task.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(&patch),
+        &Patch::Merge(&patches.status),
     )
     .await?;
     Ok(())
@@ -180,6 +168,7 @@ async fn mark_stopped(context: &Context, task: &Task, now: Timestamp) -> Result<
 mod tests {
     use super::*;
     use crds::v1alpha1::{TaskSpec, TaskStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     #[test]

@@ -5,10 +5,12 @@
 //! is left needs Gantry's own knowledge: the cluster query language of
 //! `memberOf` constraints, and container sizes against the task's.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
-use crds::v1alpha1::{TaskDefinition, TaskDefinitionSpec};
-use futures::{FutureExt, StreamExt};
+use crds::{
+    conditions::{ConditionType, Conditions, reason},
+    v1alpha1::{TaskDefinition, TaskDefinitionSpec},
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
@@ -16,15 +18,8 @@ use kube::{
     runtime::{Controller, controller::Action, watcher},
 };
 use serde_json::json;
-use tracing::Instrument;
 
-use crate::{
-    Context, convert,
-    events::{self, Note},
-    placement::Query,
-};
-
-pub const VALID: &str = "Valid";
+use crate::{Context, convert, events::Note, placement::Query, runner};
 
 /// Everything wrong with a spec that admission could not see.
 #[must_use]
@@ -69,33 +64,22 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    Controller::new(
+    let controller = Controller::new(
         Api::<TaskDefinition>::all(context.client.clone()),
         watcher::Config::default(),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(
-        |td, ctx| {
-            let span = tracing::info_span!("task_definition", name = %events::key(td.as_ref()));
-            reconcile(td, ctx).instrument(span).boxed()
-        },
-        |_, error, _| {
-            tracing::warn!(%error, "task definition reconcile failed");
-            Action::requeue(Duration::from_secs(5))
-        },
+    );
+    let reconciler = runner::Reconciler::new("taskdefinition", &context.metrics);
+    runner::run(
+        controller,
+        reconciler,
         context,
+        shutdown,
+        |td, ctx| async move { reconcile(&td, &ctx).await },
     )
-    .for_each(|_| futures::future::ready(()))
     .await;
 }
 
-async fn reconcile(td: Arc<TaskDefinition>, ctx: Arc<Context>) -> Result<Action, kube::Error> {
-    let result = reconcile_inner(&td, &ctx).await;
-    ctx.metrics.reconciled("taskdefinition", result.is_ok());
-    result
-}
-
-async fn reconcile_inner(td: &TaskDefinition, ctx: &Context) -> Result<Action, kube::Error> {
+async fn reconcile(td: &TaskDefinition, ctx: &Context) -> Result<Action, kube::Error> {
     let generation = td.metadata.generation;
     let status = td.status.clone().unwrap_or_default();
     if status.observed_generation == generation && generation.is_some() {
@@ -105,18 +89,19 @@ async fn reconcile_inner(td: &TaskDefinition, ctx: &Context) -> Result<Action, k
     let mut conditions = status.conditions.clone();
     let valid = problems.is_empty();
     let revision = if valid { generation } else { status.revision };
-    events::set_condition(
-        &mut conditions,
-        VALID,
+    Conditions::new(&mut conditions, generation, Timestamp::now()).set(
+        ConditionType::Valid,
         valid,
-        if valid { "Valid" } else { "Invalid" },
+        if valid {
+            reason::valid::VALID
+        } else {
+            reason::valid::INVALID
+        },
         if valid {
             format!("revision {} can run", generation.unwrap_or_default())
         } else {
             problems.join("; ")
         },
-        generation,
-        Timestamp::now(),
     );
     let api: Api<TaskDefinition> =
         Api::namespaced(ctx.client.clone(), &td.namespace().unwrap_or_default());

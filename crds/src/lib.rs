@@ -4,14 +4,25 @@
 //! namespace is an ECS cluster. Field names follow the ECS JSON a user
 //! already knows, in camelCase.
 
+//!
+//! Besides the kinds, this crate is the one home of the API's vocabulary:
+//! [`labels`], [`conditions`] (types, reasons, and how one is set) and
+//! [`stop`] (ECS's stop reasons and the patches that stop a task). With
+//! the `install` feature, [`install`] writes the CRDs into a cluster; the
+//! types alone need no kube client or runtime.
+
+pub mod conditions;
+pub mod labels;
+pub mod stop;
 pub mod v1alpha1;
 
+#[cfg(feature = "install")]
+mod install;
+#[cfg(feature = "install")]
+pub use install::{InstallError, install};
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
-    api::PostParams,
-    runtime::{conditions, wait::await_condition},
-};
+use kube::CustomResourceExt;
 
 /// The API group every Gantry kind belongs to.
 pub const GROUP: &str = "gantry.dev";
@@ -56,47 +67,4 @@ pub fn all_yaml() -> Result<String, serde_yaml::Error> {
         out.push_str(&to_yaml(&crd)?);
     }
     Ok(out)
-}
-
-/// Why [`install`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum InstallError {
-    #[error("writing the CRD {name}: {source}")]
-    Write { name: String, source: kube::Error },
-    #[error("waiting for the CRD {name} to be established: {source}")]
-    Wait {
-        name: String,
-        source: kube::runtime::wait::Error,
-    },
-}
-
-/// Create every CRD, or bring one already there up to this version, and
-/// wait until each is established (its resources served).
-///
-/// # Errors
-/// A refused write, or a watch that fails while waiting.
-pub async fn install(client: &Client) -> Result<(), InstallError> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for mut crd in all() {
-        let name = crd.name_any();
-        let write = |source| InstallError::Write {
-            name: name.clone(),
-            source,
-        };
-        match api.get_opt(&name).await.map_err(write)? {
-            None => api.create(&PostParams::default(), &crd).await,
-            Some(current) => {
-                crd.metadata.resource_version = current.resource_version();
-                api.replace(&name, &PostParams::default(), &crd).await
-            }
-        }
-        .map_err(write)?;
-        await_condition(api.clone(), &name, conditions::is_crd_established())
-            .await
-            .map_err(|source| InstallError::Wait {
-                name: name.clone(),
-                source,
-            })?;
-    }
-    Ok(())
 }

@@ -11,9 +11,10 @@
 
 use std::sync::Arc;
 
-use crds::v1alpha1::{
-    Allocation, CONTAINER_INSTANCE_LABEL, ContainerInstance, DesiredStatus, Task,
-    TaskDefinitionSpec,
+use crds::{
+    conditions::{self, ConditionType, Conditions},
+    labels,
+    v1alpha1::{Allocation, ContainerInstance, DesiredStatus, Task, TaskDefinitionSpec},
 };
 use futures::future::join_all;
 use k8s_openapi::jiff::Timestamp;
@@ -23,7 +24,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{convert, events};
+use crate::convert;
 
 /// A task placed on the instance of the round.
 pub struct Placed {
@@ -183,7 +184,7 @@ async fn bind(api: &Api<Task>, placed: &Placed, instance: &str) -> (Result, u64)
         let patch = json!({
             "metadata": {
                 "resourceVersion": task.resource_version(),
-                "labels": {CONTAINER_INSTANCE_LABEL: instance},
+                "labels": {labels::CONTAINER_INSTANCE: instance},
             },
             "spec": spec,
         });
@@ -228,9 +229,7 @@ async fn bind(api: &Api<Task>, placed: &Placed, instance: &str) -> (Result, u64)
 /// A task once reported unplaceable says it is placed now.
 async fn mark_scheduled(api: &Api<Task>, task: &Task) {
     let conditions = task.status.as_ref().map(|s| s.conditions.as_slice());
-    if events::condition(conditions.unwrap_or_default(), SCHEDULED)
-        .is_none_or(|c| c.status == "True")
-    {
+    if !conditions::is_false(conditions.unwrap_or_default(), ConditionType::Scheduled) {
         return;
     }
     let instance = task.spec.container_instance.clone().unwrap_or_default();
@@ -258,14 +257,11 @@ pub async fn set_scheduled(
         .as_ref()
         .map(|s| s.conditions.clone())
         .unwrap_or_default();
-    events::set_condition(
-        &mut conditions,
-        SCHEDULED,
+    Conditions::new(&mut conditions, task.metadata.generation, Timestamp::now()).set(
+        ConditionType::Scheduled,
         placed,
         reason,
         message,
-        task.metadata.generation,
-        Timestamp::now(),
     );
     let patch = json!({"status": {"conditions": conditions}});
     if let Err(e) = api
@@ -279,9 +275,6 @@ pub async fn set_scheduled(
         tracing::debug!(task = %task.name_any(), error = %e, "cannot write the Scheduled condition");
     }
 }
-
-/// The Task condition a scheduler sets when it cannot place a task.
-pub const SCHEDULED: &str = "Scheduled";
 
 /// Take the reservations of `uids` back from an instance, re-reading it on
 /// conflicts; returns the newest object seen and the conflicts met.

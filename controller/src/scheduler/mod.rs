@@ -1,4 +1,5 @@
-//! The shared-state scheduler (DESIGN.md, "The shared-state scheduler").
+//! The shared-state scheduler (docs/architecture.md, "The shared-state
+//! scheduler").
 //!
 //! It watches Tasks, ContainerInstances and TaskDefinitions, places the
 //! unbound Tasks of its `schedulerName` with the placement engine over its
@@ -23,7 +24,8 @@ use std::{
 };
 
 use crds::v1alpha1::{
-    ContainerInstance, DesiredStatus, Task, TaskDefinition, TaskDefinitionSpec, TaskLastStatus,
+    ContainerInstance, DesiredStatus, LatestRevision, Task, TaskDefinition, TaskDefinitionSpec,
+    TaskLastStatus,
 };
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -34,11 +36,11 @@ use kube::{
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
 use tracing::Instrument;
 
-pub use bind::{SCHEDULED, release, write_allocations};
+pub use bind::{release, write_allocations};
 
 use crate::{
     convert,
-    events::{self, Events, Note},
+    events::{Events, Note},
     metrics::Metrics,
 };
 
@@ -458,12 +460,8 @@ impl Scheduler {
             .definitions
             .get(&key)
             .ok_or_else(|| format!("task definition {family} was not found"))?;
-        let status = td.status.clone().unwrap_or_default();
-        match status.revision {
-            Some(revision)
-                if Some(revision) == td.metadata.generation
-                    && events::is_true(&status.conditions, "Valid") =>
-            {
+        match td.latest_revision() {
+            LatestRevision::Valid(revision) => {
                 Ok((td.spec.clone(), Some((td.spec.clone(), revision))))
             }
             _ => Err(format!(

@@ -15,11 +15,15 @@ use std::{
     time::Duration,
 };
 
-use crds::v1alpha1::{
-    ContainerInstance, DesiredStatus, PlacementConstraint, PlacementConstraintType,
-    SchedulingStrategy, Service, ServiceStatus, Task, TaskDefinition, TaskSpec, TaskStatus,
+use crds::{
+    labels, stop,
+    v1alpha1::{
+        ContainerInstance, DesiredStatus, LatestRevision, PlacementConstraint,
+        PlacementConstraintType, SchedulingStrategy, Service, ServiceStatus, Task, TaskDefinition,
+        TaskSpec, TaskStatus,
+    },
 };
-use futures::{FutureExt, StreamExt, stream};
+use futures::{StreamExt, stream};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
@@ -33,10 +37,9 @@ use kube::{
 };
 use rand::RngExt;
 use serde_json::json;
-use tracing::Instrument;
 
-use crate::{Context, convert, events, task_definition::VALID};
-use plan::{DEPLOYMENT_LABEL, Definition, NewTask, SERVICE_LABEL, Stop};
+use crate::{Context, convert, runner};
+use plan::{Definition, NewTask, Stop};
 
 /// What of an instance matters to services: its generation and connectivity.
 type Seen = (Option<i64>, bool);
@@ -112,37 +115,28 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         );
+    let reconciler = runner::Reconciler {
+        retry: Duration::from_secs(2),
+        ..runner::Reconciler::new("service", &context.metrics)
+    };
     let state = Arc::new(State { context, instances });
-    let reconciling = controller
-        .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
-        )
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |service, state| {
-                let span = tracing::info_span!("service", name = %events::key(service.as_ref()));
-                reconcile(service, state).instrument(span).boxed()
-            },
-            |_, error, _| {
-                tracing::warn!(%error, "service reconcile failed");
-                Action::requeue(Duration::from_secs(2))
-            },
-            state,
-        )
-        .for_each(|_| futures::future::ready(()));
+    let controller = controller.with_config(
+        kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
+    );
+    let reconciling = runner::run(
+        controller,
+        reconciler,
+        state,
+        shutdown,
+        |service, state| async move { reconcile(&service, &state).await },
+    );
     tokio::select! {
         () = reconciling => {}
         () = instance_cache => {}
     }
 }
 
-async fn reconcile(service: Arc<Service>, state: Arc<State>) -> Result<Action, kube::Error> {
-    let result = reconcile_inner(&service, &state).await;
-    state.context.metrics.reconciled("service", result.is_ok());
-    result
-}
-
-async fn reconcile_inner(service: &Service, state: &State) -> Result<Action, kube::Error> {
+async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Error> {
     let ctx = &state.context;
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
@@ -151,37 +145,19 @@ async fn reconcile_inner(service: &Service, state: &State) -> Result<Action, kub
     }
     let tds: Api<TaskDefinition> = Api::namespaced(ctx.client.clone(), &namespace);
     let td = tds.get_opt(&service.spec.task_definition).await?;
-    let invalid;
-    let definition = match &td {
+    let definition = match td.as_ref().map(|td| (td, td.latest_revision())) {
         None => Definition::Missing,
-        Some(td) => {
-            let status = td.status.clone().unwrap_or_default();
-            if status.observed_generation != td.metadata.generation {
-                // Not judged yet: its status change will bring us back.
-                return Ok(Action::requeue(Duration::from_secs(2)));
-            }
-            match status.revision {
-                Some(revision)
-                    if Some(revision) == td.metadata.generation
-                        && events::is_true(&status.conditions, VALID) =>
-                {
-                    Definition::Valid {
-                        revision,
-                        spec: &td.spec,
-                    }
-                }
-                _ => {
-                    invalid = events::condition(&status.conditions, VALID)
-                        .map(|c| c.message.clone())
-                        .unwrap_or_default();
-                    Definition::Invalid(&invalid)
-                }
-            }
-        }
+        // Not judged yet: its status change will bring us back.
+        Some((_, LatestRevision::NotJudged)) => return Ok(Action::requeue(Duration::from_secs(2))),
+        Some((td, LatestRevision::Valid(revision))) => Definition::Valid {
+            revision,
+            spec: &td.spec,
+        },
+        Some((_, LatestRevision::Invalid(why))) => Definition::Invalid(why),
     };
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
     let owned = tasks
-        .list(&ListParams::default().labels(&format!("{SERVICE_LABEL}={name}")))
+        .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
         .await?
         .items;
     let instances: Vec<_> = state
@@ -285,8 +261,8 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
             name: Some(format!("{name}-{}-{}", new.deployment, suffix())),
             namespace: service.namespace(),
             labels: Some(BTreeMap::from([
-                (SERVICE_LABEL.to_owned(), name.clone()),
-                (DEPLOYMENT_LABEL.to_owned(), new.deployment.to_string()),
+                (labels::SERVICE.to_owned(), name.clone()),
+                (labels::DEPLOYMENT.to_owned(), new.deployment.to_string()),
             ])),
             owner_references: service.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
@@ -327,26 +303,21 @@ async fn create(api: &Api<Task>, service: &Service, new: &NewTask) -> Result<(),
 /// recorded first: the agent keeps the first stop cause it finds.
 async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<(), kube::Error> {
     let params = PatchParams::default();
-    let cause = json!({"status": {"stopCode": stop.code, "stoppedReason": stop.reason}});
-    let desired = json!({"spec": {"desiredStatus": "STOPPED"}});
+    // The plan stops no task that is stopping, so no cause is recorded to
+    // keep.
+    let recorded = TaskStatus::default();
     let result = if stop.bound {
-        api.patch_status(&stop.task, &params, &Patch::Merge(&cause))
+        let patches = stop::patches(&recorded, stop.code, &stop.reason, None);
+        api.patch_status(&stop.task, &params, &Patch::Merge(&patches.status))
             .await?;
-        api.patch(&stop.task, &params, &Patch::Merge(&desired))
+        api.patch(&stop.task, &params, &Patch::Merge(&patches.spec))
             .await
     } else {
         // No agent has it: it is stopped once it says so.
-        api.patch(&stop.task, &params, &Patch::Merge(&desired))
+        let patches = stop::patches(&recorded, stop.code, &stop.reason, Some(Timestamp::now()));
+        api.patch(&stop.task, &params, &Patch::Merge(&patches.spec))
             .await?;
-        // It is not stopping yet (the plan stops no task that is), so no
-        // cause is recorded to keep.
-        let stopped = crate::task::stopped(
-            &TaskStatus::default(),
-            stop.code,
-            stop.reason.clone(),
-            Timestamp::now(),
-        );
-        api.patch_status(&stop.task, &params, &Patch::Merge(&stopped))
+        api.patch_status(&stop.task, &params, &Patch::Merge(&patches.status))
             .await
     };
     match result {

@@ -18,10 +18,6 @@ use super::{
 /// The scheduler that places tasks unless they name another.
 pub const DEFAULT_SCHEDULER_NAME: &str = "gantry";
 
-/// The label a scheduler puts on a Task when it binds it, naming the
-/// ContainerInstance, so that the agent there watches only its own tasks.
-pub const CONTAINER_INSTANCE_LABEL: &str = "gantry.dev/container-instance";
-
 pub(crate) fn default_scheduler_name() -> String {
     DEFAULT_SCHEDULER_NAME.to_owned()
 }

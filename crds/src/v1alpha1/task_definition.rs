@@ -10,6 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DNS1123_LABEL, KeyValuePair, NAME_IS_DNS_LABEL, PlacementConstraint};
+use crate::conditions::ConditionType;
 
 /// The spec of a TaskDefinition, as in `aws ecs register-task-definition`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -335,4 +336,38 @@ pub struct TaskDefinitionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// What a TaskDefinition offers new tasks, as its controller judged it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatestRevision<'a> {
+    /// The latest spec is not judged yet: its status will follow.
+    NotJudged,
+    /// The latest spec can run, as this revision.
+    Valid(i64),
+    /// The latest spec cannot run: the `Valid` condition's message says why.
+    Invalid(&'a str),
+}
+
+impl TaskDefinition {
+    /// Whether the latest spec is a valid revision. Tasks run only the
+    /// latest spec, as ECS runs the revision a service names: an older
+    /// valid revision is no fallback for an invalid newer spec.
+    #[must_use]
+    pub fn latest_revision(&self) -> LatestRevision<'_> {
+        let generation = self.metadata.generation;
+        let Some(status) = self.status.as_ref() else {
+            return LatestRevision::NotJudged;
+        };
+        if status.observed_generation != generation {
+            return LatestRevision::NotJudged;
+        }
+        let valid = crate::conditions::find(&status.conditions, ConditionType::Valid);
+        match (status.revision, valid) {
+            (Some(revision), Some(c)) if Some(revision) == generation && c.status == "True" => {
+                LatestRevision::Valid(revision)
+            }
+            (_, c) => LatestRevision::Invalid(c.map_or("", |c| c.message.as_str())),
+        }
+    }
 }

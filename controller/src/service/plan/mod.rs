@@ -1,0 +1,384 @@
+//! What a Service needs next: a pure function from the Service, its task
+//! definition, its tasks and the cluster's instances to the tasks to
+//! start, the tasks to stop, the status to report and the events to
+//! publish. No API call happens here.
+//!
+//! [`plan`] runs named steps, each a pure function with its own tests:
+//! 1. [`desired`]: how many tasks, and on which instances for DAEMON;
+//! 2. [`deployments`]: a new revision starts a deployment; the circuit
+//!    breaker fails it, and with rollback redeploys the last completed;
+//! 3. [`classify`]: live tasks into those kept and those to replace;
+//! 4. [`starts`]: what to start, within `maximumPercent` and the start
+//!    throttle;
+//! 5. [`scale_in`]: which surplus tasks stop;
+//! 6. [`replace`]: which replacements stop now, within
+//!    `minimumHealthyPercent`;
+//! 7. [`complete`]: whether the primary deployment is done;
+//! 8. [`deployments::tally`] and [`status`]: counts, conditions, events.
+//!
+//! The rules are ECS's, as docs/controller.md ("Services") lists them.
+
+pub mod classify;
+pub mod complete;
+pub mod deployments;
+pub mod desired;
+pub mod facts;
+pub mod replace;
+pub mod scale_in;
+pub mod starts;
+pub mod status;
+
+use std::{cmp::Reverse, time::Duration};
+
+use crds::{
+    stop,
+    v1alpha1::{
+        Deployment, RolloutState, Service, ServiceStatus, StopCode, Task, TaskDefinitionSpec,
+    },
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::{events::Note, placement::InstanceSpec};
+use facts::{Facts, sooner};
+
+/// The service's task definition as it stands.
+#[derive(Clone, Copy, Debug)]
+pub enum Definition<'a> {
+    /// Its latest valid revision.
+    Valid {
+        revision: i64,
+        spec: &'a TaskDefinitionSpec,
+    },
+    /// The latest spec cannot run: why.
+    Invalid(&'a str),
+    Missing,
+}
+
+#[derive(Debug)]
+pub struct Input<'a> {
+    pub service: &'a Service,
+    pub definition: Definition<'a>,
+    pub tasks: &'a [Task],
+    pub instances: &'a [InstanceSpec],
+    pub now: Timestamp,
+}
+
+/// A task to create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewTask {
+    pub deployment: u32,
+    pub revision: i64,
+    pub definition: TaskDefinitionSpec,
+    /// The instance a DAEMON task is pinned to.
+    pub instance: Option<String>,
+}
+
+/// A task to stop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stop {
+    pub task: String,
+    /// Bound to an instance (its agent stops it) or not (stopped here).
+    pub bound: bool,
+    pub code: StopCode,
+    pub reason: String,
+}
+
+impl Stop {
+    /// The service scheduler stops `f` for `reason`.
+    #[must_use]
+    pub fn by_scheduler(f: &Facts<'_>, reason: String) -> Self {
+        Self {
+            task: f.name(),
+            bound: f.task.spec.container_instance.is_some(),
+            code: StopCode::ServiceSchedulerInitiated,
+            reason,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub create: Vec<NewTask>,
+    pub stop: Vec<Stop>,
+    pub status: ServiceStatus,
+    pub events: Vec<Note>,
+    /// When to look again even if nothing changes.
+    pub requeue: Option<Duration>,
+}
+
+/// The serial number of a deployment id `ecs-svc/<n>`.
+#[must_use]
+pub fn serial(id: &str) -> u32 {
+    id.rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[must_use]
+pub fn deployment_id(serial: u32) -> String {
+    format!("ecs-svc/{serial}")
+}
+
+/// How often a service is looked at again when nothing changes.
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// Plan the next step of a Service.
+#[must_use]
+pub fn plan(input: &Input<'_>) -> Plan {
+    let spec = &input.service.spec;
+    let name = input.service.name_any();
+    let now = input.now;
+    let mut plan = Plan::default();
+    let mut deployments = input
+        .service
+        .status
+        .as_ref()
+        .map(|s| s.deployments.clone())
+        .unwrap_or_default();
+    deployments.sort_by_key(|d| Reverse(serial(&d.id)));
+    let desired = desired::desired(spec, input.definition, input.instances);
+    let report = status::Report::new(input);
+
+    if let Definition::Valid { revision, .. } = input.definition {
+        let target = (spec.task_definition.as_str(), revision);
+        plan.events.extend(deployments::start(
+            &mut deployments,
+            target,
+            desired.count,
+            &name,
+            now,
+        ));
+    }
+    let degraded = status::definition_problem(input.definition, &spec.task_definition);
+    let Some(primary) = deployments.first().cloned() else {
+        plan.status = report.status(Vec::new(), desired.count, &[], degraded, &mut plan.events);
+        plan.requeue = Some(RESYNC);
+        return plan;
+    };
+    let snapshot = snapshot_of(input, primary.task_definition_revision);
+    let checked = facts::health_checked(snapshot.as_ref());
+    let facts: Vec<Facts<'_>> = input.tasks.iter().map(|t| Facts::of(t, checked)).collect();
+    let failures = deployments::failures(&facts, &primary);
+    let failed_count = i32::try_from(failures.len()).unwrap_or(i32::MAX);
+    let breaker = deployments::Breaker {
+        config: &spec.deployment_configuration.deployment_circuit_breaker,
+        failed: failed_count,
+        desired: desired.count,
+    };
+    if breaker.judge(&mut deployments, &name, now, &mut plan.events)
+        == deployments::Verdict::RolledBack
+    {
+        // The next reconcile plans against the rollback deployment.
+        plan.status = report.status(
+            deployments,
+            desired.count,
+            &facts,
+            degraded,
+            &mut plan.events,
+        );
+        plan.requeue = Some(Duration::from_millis(100));
+        return plan;
+    }
+    deployments[0].failed_tasks = failed_count;
+    let round = Round {
+        input,
+        name,
+        primary: deployments[0].clone(),
+        desired,
+        facts: &facts,
+        failures: &failures,
+        snapshot,
+    };
+    let keep = round.act(&mut plan);
+    round.report(&mut plan, deployments, &keep, degraded, &report);
+    plan.requeue = sooner(plan.requeue, RESYNC);
+    plan
+}
+
+/// One round of a service with a primary deployment: what it starts and
+/// stops, then what it reports.
+struct Round<'a> {
+    input: &'a Input<'a>,
+    name: String,
+    primary: Deployment,
+    desired: desired::Desired<'a>,
+    facts: &'a [Facts<'a>],
+    failures: &'a [&'a Task],
+    /// The primary revision's definition, if any is left.
+    snapshot: Option<TaskDefinitionSpec>,
+}
+
+impl<'a> Round<'a> {
+    /// Fill in the tasks to create and stop; returns the tasks kept.
+    fn act(&self, plan: &mut Plan) -> Vec<&'a Facts<'a>> {
+        let spec = &self.input.service.spec;
+        let primary_failed = self.primary.rollout_state == RolloutState::Failed;
+        let (min_percent, max_percent) = spec
+            .deployment_configuration
+            .bounds(spec.scheduling_strategy);
+        let desired = i64::from(self.desired.count);
+        let min_healthy = (desired * i64::from(min_percent) + 99) / 100;
+        let max_total = desired * i64::from(max_percent) / 100;
+        let instances = self.input.instances.iter();
+        let draining: Vec<&str> = instances
+            .filter_map(|i| i.draining.then_some(i.name.as_str()))
+            .collect();
+        let grace = u64::try_from(spec.health_check_grace_period_seconds.max(0)).unwrap_or(0);
+        let classified = classify::classify(
+            self.facts,
+            &classify::Rules {
+                primary: &self.primary,
+                daemon: self.desired.daemon,
+                eligible: &self.desired.eligible,
+                draining: &draining,
+                grace: Duration::from_secs(grace),
+                now: self.input.now,
+            },
+        );
+        if let Some(wait) = classified.requeue {
+            plan.requeue = sooner(plan.requeue, wait);
+        }
+        if !primary_failed {
+            self.start(plan, classified.keep.len(), max_total);
+        }
+        if !self.desired.daemon {
+            let scaling = stop::scaling(&self.primary.id);
+            let wanted = usize::try_from(self.desired.count).unwrap_or(0);
+            let surplus = scale_in::victims(&classified.keep, wanted);
+            plan.stop.extend(
+                surplus
+                    .into_iter()
+                    .map(|f| Stop::by_scheduler(f, scaling.clone())),
+            );
+        }
+        let healthy = i64::try_from(self.facts.iter().filter(|f| f.healthy).count()).unwrap_or(0);
+        plan.stop.extend(replace::stops(
+            classified.replace,
+            healthy - min_healthy,
+            primary_failed,
+        ));
+        classified.keep
+    }
+
+    /// Start what is missing, unless the start throttle holds.
+    fn start(&self, plan: &mut Plan, kept: usize, max_total: i64) {
+        let Some(definition) = &self.snapshot else {
+            return;
+        };
+        let now = self.input.now;
+        let starts = starts::starts(
+            self.facts,
+            &starts::Rules {
+                daemon: self.desired.daemon,
+                eligible: &self.desired.eligible,
+                desired: self.desired.count,
+                kept,
+                max_total,
+                failures: self.failures,
+                now,
+            },
+        );
+        if let Some(until) = starts.throttled_until {
+            plan.events.push(Note::warning(
+                "TasksThrottled",
+                format!(
+                    "service ({}) is unable to consistently start tasks successfully: {} failed in a row; next start after {until}",
+                    self.name,
+                    self.failures.len()
+                ),
+            ));
+            plan.requeue = sooner(plan.requeue, facts::wait(now, until));
+        }
+        plan.create = starts
+            .on
+            .into_iter()
+            .map(|instance| NewTask {
+                deployment: serial(&self.primary.id),
+                revision: self.primary.task_definition_revision,
+                definition: definition.clone(),
+                instance,
+            })
+            .collect();
+    }
+
+    /// Completion, deployments and status, and the events of this round.
+    fn report(
+        &self,
+        plan: &mut Plan,
+        mut deployments: Vec<Deployment>,
+        keep: &[&Facts<'_>],
+        mut degraded: Option<status::Degraded>,
+        report: &status::Report<'_>,
+    ) {
+        let (name, now) = (&self.name, self.input.now);
+        if self.snapshot.is_none() && degraded.is_none() {
+            degraded = Some(status::Degraded::no_snapshot(&self.primary));
+        }
+        let done = complete::Done {
+            keep,
+            facts: self.facts,
+            desired: self.desired.count,
+            starting: !plan.create.is_empty(),
+        };
+        plan.events
+            .extend(done.mark(&mut deployments[0], name, now));
+        if deployments[0].rollout_state == RolloutState::Failed && degraded.is_none() {
+            degraded = Some(status::Degraded::breaker(&deployments[0]));
+        }
+        let target_revision = match self.input.definition {
+            Definition::Valid { revision, .. } => Some(revision),
+            _ => None,
+        };
+        let family = self.input.service.spec.task_definition.as_str();
+        let listed = deployments::tally(
+            deployments,
+            self.facts,
+            (family, target_revision),
+            self.desired.count,
+        );
+        if degraded.is_none() {
+            degraded = status::unplaceable(self.facts, name);
+        }
+        plan.status = report.status(
+            listed,
+            self.desired.count,
+            self.facts,
+            degraded,
+            &mut plan.events,
+        );
+        if !plan.create.is_empty() {
+            plan.events.push(Note::normal(
+                "TasksStarted",
+                format!(
+                    "service ({name}) has started {} tasks: (deployment {})",
+                    plan.create.len(),
+                    self.primary.id
+                ),
+            ));
+        }
+        if !plan.stop.is_empty() {
+            plan.events.push(Note::normal(
+                "TasksStopped",
+                format!("service ({name}) has stopped {} tasks", plan.stop.len()),
+            ));
+        }
+    }
+}
+
+/// The definition of `revision`: the current spec if it is that revision,
+/// else the snapshot a task of it carries.
+fn snapshot_of(input: &Input<'_>, revision: i64) -> Option<TaskDefinitionSpec> {
+    match input.definition {
+        Definition::Valid { revision: r, spec } if r == revision => Some(spec.clone()),
+        _ => input
+            .tasks
+            .iter()
+            .filter(|t| t.spec.task_definition_revision == Some(revision))
+            .find_map(|t| t.spec.definition.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

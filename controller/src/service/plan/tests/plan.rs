@@ -1,0 +1,232 @@
+//! The steps together: whole plans for the cases docs/controller.md
+//! describes.
+
+use std::time::Duration;
+
+use crds::{
+    conditions::{self, ConditionType},
+    v1alpha1::{DeploymentStatus, HealthStatus, RolloutState, Service, StopCode, Task},
+};
+use serde_json::json;
+
+use super::{at, definition, deployment, health, ids, instance, running, service, stopped, task};
+use crate::{
+    placement::InstanceSpec,
+    service::plan::{Definition, Input, Plan, plan},
+};
+
+fn run(svc: &Service, revision: i64, tasks: &[Task], instances: &[InstanceSpec], now: i64) -> Plan {
+    let def = definition(false);
+    plan(&Input {
+        service: svc,
+        definition: Definition::Valid {
+            revision,
+            spec: &def,
+        },
+        tasks,
+        instances,
+        now: at(now),
+    })
+}
+
+/// The service as if earlier plans had written these deployments.
+fn with_deployments(svc: &mut Service, deployments: Vec<crds::v1alpha1::Deployment>) {
+    svc.status = Some(crds::v1alpha1::ServiceStatus {
+        deployments,
+        ..Default::default()
+    });
+}
+
+fn reasons(plan: &Plan) -> Vec<&'static str> {
+    plan.events.iter().map(|n| n.reason).collect()
+}
+
+#[test]
+fn a_new_service_starts_its_first_deployment_and_desired_count_tasks() {
+    let svc = service(json!({"desiredCount": 3}));
+    let p = run(&svc, 1, &[], &[], 0);
+    assert_eq!(p.create.len(), 3);
+    assert!(
+        p.create
+            .iter()
+            .all(|t| t.deployment == 1 && t.revision == 1 && t.instance.is_none())
+    );
+    assert!(p.stop.is_empty());
+    assert_eq!(reasons(&p), ["DeploymentStarted", "TasksStarted"]);
+    assert_eq!(p.status.deployments[0].id, "ecs-svc/1");
+    assert_eq!(p.requeue, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn a_rolling_deployment_starts_new_tasks_before_it_stops_old_ones() {
+    // minimumHealthyPercent 100, maximumPercent 200 (the REPLICA defaults).
+    let mut svc = service(json!({"desiredCount": 2}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::Completed)]);
+    let old = [
+        running(task("old-1", 1, 0), "i-1", 1),
+        running(task("old-2", 1, 0), "i-2", 1),
+    ];
+    let p = run(&svc, 2, &old, &[], 10);
+    assert_eq!(p.create.len(), 2, "up to 200%");
+    assert!(p.stop.is_empty(), "none below 100% healthy");
+    assert_eq!(
+        ids(&p.status.deployments),
+        [
+            ("ecs-svc/2", DeploymentStatus::Primary),
+            ("ecs-svc/1", DeploymentStatus::Active)
+        ]
+    );
+
+    // The new tasks run: the old ones may go, and the deployment is not
+    // done until they have.
+    svc.status = Some(p.status);
+    let mut both = old.to_vec();
+    both.push(running(task("new-1", 2, 5), "i-1", 11));
+    both.push(running(task("new-2", 2, 5), "i-2", 11));
+    let p = run(&svc, 2, &both, &[], 20);
+    let stopped: Vec<_> = p.stop.iter().map(|s| (s.task.as_str(), s.code)).collect();
+    assert_eq!(
+        stopped,
+        [
+            ("old-1", StopCode::ServiceSchedulerInitiated),
+            ("old-2", StopCode::ServiceSchedulerInitiated)
+        ]
+    );
+    assert_eq!(
+        p.stop[0].reason,
+        "Scaling activity initiated by (deployment ecs-svc/2)"
+    );
+    assert_eq!(
+        p.status.deployments[0].rollout_state,
+        RolloutState::InProgress
+    );
+
+    svc.status = Some(p.status);
+    let p = run(&svc, 2, &both[2..], &[], 30);
+    assert_eq!(
+        p.status.deployments[0].rollout_state,
+        RolloutState::Completed
+    );
+    assert_eq!(
+        p.status.deployments.len(),
+        1,
+        "ecs-svc/1 drained and retired"
+    );
+    assert!(conditions::is_true(
+        &p.status.conditions,
+        ConditionType::Ready
+    ));
+    assert_eq!(reasons(&p), ["DeploymentCompleted", "SteadyState"]);
+}
+
+#[test]
+fn a_failing_deployment_trips_the_breaker_and_rolls_back() {
+    let mut svc = service(json!({
+        "desiredCount": 1,
+        "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": true, "rollback": true}},
+    }));
+    with_deployments(
+        &mut svc,
+        vec![
+            deployment(2, 2, RolloutState::InProgress),
+            deployment(1, 1, RolloutState::Completed),
+        ],
+    );
+    let failed: Vec<Task> = (0..3)
+        .map(|i| {
+            stopped(
+                task(&format!("f{i}"), 2, i),
+                StopCode::TaskFailedToStart,
+                "pull",
+                10 + i,
+                None,
+            )
+        })
+        .collect();
+    let mut tasks = failed;
+    tasks.push(running(task("old", 1, 0), "i-1", 1));
+    let p = run(&svc, 2, &tasks, &[], 20);
+    assert_eq!(reasons(&p), ["CircuitBreakerTripped", "RollbackStarted"]);
+    assert!(
+        p.create.is_empty() && p.stop.is_empty(),
+        "the next plan acts"
+    );
+    assert_eq!(p.requeue, Some(Duration::from_millis(100)));
+    let d = &p.status.deployments;
+    assert_eq!(
+        (d[0].id.as_str(), d[0].task_definition_revision),
+        ("ecs-svc/3", 1)
+    );
+    assert_eq!(d[1].rollout_state, RolloutState::Failed);
+}
+
+#[test]
+fn a_throttled_deployment_waits_before_starting_again() {
+    let mut svc = service(json!({"desiredCount": 1}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::InProgress)]);
+    let tasks = [
+        stopped(
+            task("f1", 1, 0),
+            StopCode::EssentialContainerExited,
+            "x",
+            10,
+            Some(2),
+        ),
+        stopped(
+            task("f2", 1, 1),
+            StopCode::EssentialContainerExited,
+            "x",
+            12,
+            Some(2),
+        ),
+    ];
+    // Two failures: 2 s after the last, at 14 s.
+    let p = run(&svc, 1, &tasks, &[], 13);
+    assert!(p.create.is_empty());
+    assert_eq!(reasons(&p), ["TasksThrottled"]);
+    assert_eq!(p.requeue, Some(Duration::from_millis(1_100)));
+    assert_eq!(p.status.deployments[0].failed_tasks, 2);
+    let p = run(&svc, 1, &tasks, &[], 14);
+    assert_eq!(p.create.len(), 1);
+}
+
+#[test]
+fn daemon_runs_one_task_per_eligible_instance_and_leaves_a_draining_one() {
+    let mut svc = service(json!({"schedulingStrategy": "DAEMON"}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::InProgress)]);
+    let mut draining = instance("b", &[]);
+    draining.draining = true;
+    let instances = [instance("a", &[]), draining, instance("c", &[])];
+    let tasks = [
+        health(running(task("on-a", 1, 0), "a", 1), HealthStatus::Healthy),
+        running(task("on-b", 1, 0), "b", 1),
+    ];
+    let p = run(&svc, 1, &tasks, &instances, 10);
+    let on: Vec<_> = p.create.iter().map(|t| t.instance.as_deref()).collect();
+    assert_eq!(on, [Some("c")]);
+    // DAEMON's minimum healthy is 0%: the drained instance's task goes.
+    let stopped: Vec<_> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, ["on-b"]);
+    assert_eq!(p.status.desired_count, 2);
+}
+
+#[test]
+fn without_a_definition_nothing_starts_and_degraded_says_why() {
+    let svc = service(json!({"desiredCount": 2}));
+    let p = plan(&Input {
+        service: &svc,
+        definition: Definition::Missing,
+        tasks: &[],
+        instances: &[],
+        now: at(0),
+    });
+    assert!(p.create.is_empty());
+    let degraded =
+        conditions::find(&p.status.conditions, ConditionType::Degraded).expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "TaskDefinitionNotFound")
+    );
+    assert_eq!(reasons(&p), ["TaskDefinitionNotFound"]);
+    assert_eq!(p.requeue, Some(Duration::from_secs(30)));
+}
