@@ -1,6 +1,7 @@
 //! Several `gantry controller` processes race to place the same tasks on
-//! the same simulated instances; the invariant of DESIGN.md is checked on
-//! every instance version, then again with one scheduler killed. It has a
+//! the same simulated instances; the no-over-commit invariant
+//! (docs/architecture.md, "Invariants") is checked on every instance
+//! version, then again with one scheduler killed. It has a
 //! test binary of its own so that it does not share the machine with the
 //! other controller tests.
 
@@ -23,7 +24,8 @@ use serde_json::json;
 
 use common::gantry::{Gantry, last};
 
-/// The DESIGN.md invariant on one version of an instance.
+/// The no-over-commit invariant (docs/architecture.md, "Invariants") on
+/// one version of an instance.
 fn check_instance(ci: &ContainerInstance) -> Result<(), String> {
     let registered = &ci.spec.registered_resources;
     let allocations = ci.status.iter().flat_map(|s| &s.allocations);

@@ -1,6 +1,6 @@
 //! Gantry's agent: the daemon that turns a host running Docker into a
-//! container instance (see DESIGN.md, "Agent"), as amazon-ecs-agent does
-//! for an EC2 instance.
+//! container instance (see docs/architecture.md, "The agent"), as
+//! amazon-ecs-agent does for an EC2 instance.
 //!
 //! - [`registration`]: the ContainerInstance it registers (or adopts) and
 //!   the Lease it renews.

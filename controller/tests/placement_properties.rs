@@ -144,7 +144,8 @@ fn arb_op() -> impl Generator<Value = Op> {
     ]
 }
 
-/// The invariant of DESIGN.md, checked on the engine's own books.
+/// The no-over-commit invariant (docs/architecture.md, "Invariants"),
+/// checked on the engine's own books.
 fn assert_invariants(state: &ClusterState, reserved: &HashMap<String, Vec<HostPort>>) {
     for id in state.instance_ids() {
         let name = state.instance_name(id).expect("live");
