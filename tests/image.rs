@@ -6,16 +6,7 @@ mod common;
 use std::{path::Path, process::Command};
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::succeeds(Command::new("docker").args(args))
 }
 
 #[test]
@@ -25,16 +16,12 @@ fn the_image_builds_offline_and_runs_gantry() {
     }
     let tag = "gantry-test/gantry:dev";
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-gantry-image");
-    let out = Command::new(script)
-        .args(["--binary", env!("CARGO_BIN_EXE_gantry"), tag])
-        .output()
-        .expect("the script runs");
-    assert!(
-        out.status.success(),
-        "scripts/build-gantry-image failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), tag);
+    let built = common::succeeds(Command::new(script).args([
+        "--binary",
+        env!("CARGO_BIN_EXE_gantry"),
+        tag,
+    ]));
+    assert_eq!(built.trim(), tag);
     let version = docker(&["run", "--rm", tag, "--version"]);
     assert!(
         version.contains(env!("CARGO_PKG_VERSION")),

@@ -331,29 +331,30 @@ fn rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), Options::default()).expect("opens");
-        for writers in [1, 4, 16] {
-            let value = conditional_updates(&store, writers, Duration::from_secs(3)).await;
-            emit(json!({"metric": "conditional_updates_per_s", "layer": "store", "writers": writers, "value": value.round()}));
-        }
-        for watchers in [100, 1000] {
-            let (p50, p99) = watch_latency(&store, watchers, 300).await;
-            emit(json!({"metric": "watch_latency_ms", "layer": "store", "watchers": watchers, "p50": p50, "p99": p99}));
-        }
-        let (p50, p99) = list_latency(&store, 10_000, 30).await;
-        emit(json!({"metric": "list_latency_ms", "layer": "store", "objects": 10_000, "p50": p50, "p99": p99}));
-        if let Some(rss) = rss_mib() {
-            emit(json!({"metric": "rss_mib", "layer": "store", "objects": 10_000, "value": rss}));
-        }
-        drop(store);
-        let dir = tempfile::tempdir().expect("tempdir");
-        http(dir.path()).await;
-    });
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), Options::default()).expect("opens");
+    for writers in [1, 4, 16] {
+        let value = conditional_updates(&store, writers, Duration::from_secs(3)).await;
+        emit(
+            json!({"metric": "conditional_updates_per_s", "layer": "store", "writers": writers, "value": value.round()}),
+        );
+    }
+    for watchers in [100, 1000] {
+        let (p50, p99) = watch_latency(&store, watchers, 300).await;
+        emit(
+            json!({"metric": "watch_latency_ms", "layer": "store", "watchers": watchers, "p50": p50, "p99": p99}),
+        );
+    }
+    let (p50, p99) = list_latency(&store, 10_000, 30).await;
+    emit(
+        json!({"metric": "list_latency_ms", "layer": "store", "objects": 10_000, "p50": p50, "p99": p99}),
+    );
+    if let Some(rss) = rss_mib() {
+        emit(json!({"metric": "rss_mib", "layer": "store", "objects": 10_000, "value": rss}));
+    }
+    drop(store);
+    let dir = tempfile::tempdir().expect("tempdir");
+    http(dir.path()).await;
 }

@@ -170,20 +170,21 @@ pub fn remove_containers(instance: &str) {
     }
 }
 
-/// The image the tests run (scripts/build-image builds it once).
-pub fn test_image() -> String {
-    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image"))
-        .output()
-        .expect("scripts/build-image runs");
+/// Run `command`, which must succeed; its standard output.
+pub fn succeeds(command: &mut Command) -> String {
+    let out = command.output().expect("the command runs");
     assert!(
         out.status.success(),
-        "scripts/build-image failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout)
-        .expect("UTF-8")
-        .trim()
-        .to_owned()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The image the tests run (scripts/build-image builds it once).
+pub fn test_image() -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image");
+    succeeds(&mut Command::new(script)).trim().to_owned()
 }
 
 /// Create Gantry's CRDs and wait until each is established.
