@@ -1011,3 +1011,176 @@ async fn dry_runs_write_nothing_and_dropped_fields_are_warned_about() {
     let bad_option = raw(&client, post("?dryRun=Some")).await;
     assert_eq!(bad_option.status(), 400);
 }
+
+/// A request with a JSON body, for what kube-rs' typed calls would never
+/// send.
+fn with_body(method: &str, uri: &str, content_type: &str, body: &str) -> http::Request<Vec<u8>> {
+    http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .body(body.as_bytes().to_vec())
+        .expect("request")
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_objects_get_a_status_and_change_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    install_crds(&client).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for name in ["a", "target", "z"] {
+        maps.create(&PostParams::default(), &config_map(name, name))
+            .await
+            .expect("created");
+    }
+    let before = maps.get("target").await.expect("stored");
+    let collection = "/api/v1/namespaces/default/configmaps";
+    let one = "/api/v1/namespaces/default/configmaps/target";
+    let json = "application/json";
+    let merge = "application/merge-patch+json";
+    let cases = [
+        ("POST", collection, json, "[1]", 400),
+        ("POST", collection, json, "\"x\"", 400),
+        ("POST", collection, json, "null", 400),
+        ("POST", collection, json, r#"{"metadata": "x"}"#, 400),
+        ("POST", collection, json, r#"{"metadata": [1]}"#, 400),
+        ("PUT", one, json, r#"{"metadata": 7}"#, 400),
+        ("PATCH", one, merge, "[1]", 400),
+        ("PATCH", one, merge, "\"x\"", 400),
+        ("PATCH", one, merge, r#"{"metadata": "x"}"#, 400),
+        (
+            "PATCH",
+            one,
+            "application/json-patch+json",
+            r#"[{"op": "replace", "path": "", "value": [1]}]"#,
+            400,
+        ),
+    ];
+    for (method, uri, content_type, body, code) in cases {
+        let response = raw(&client, with_body(method, uri, content_type, body)).await;
+        assert_eq!(response.status(), code, "{method} {body}");
+        let status = json_of(&response);
+        assert_eq!(status["kind"], "Status", "{method} {body}: {status}");
+        assert_eq!(status["code"], code);
+    }
+    // Every connection was answered and the server still serves; nothing
+    // was half-written.
+    let after = maps.get("target").await.expect("still served");
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    assert_eq!(
+        maps.list(&ListParams::default())
+            .await
+            .expect("listed")
+            .items
+            .len(),
+        3
+    );
+
+    // Strategic merge: built-in kinds take it; custom resources have no
+    // patch strategies, so kube-apiserver answers 415.
+    let strategic = "application/strategic-merge-patch+json";
+    let patched = raw(
+        &client,
+        with_body("PATCH", one, strategic, r#"{"data": {"more": "1"}}"#),
+    )
+    .await;
+    assert_eq!(patched.status(), 200);
+    let tds: Api<TaskDefinition> = Api::namespaced(client.clone(), "default");
+    tds.create(&PostParams::default(), &web_task_definition())
+        .await
+        .expect("created");
+    let custom = "/apis/gantry.dev/v1alpha1/namespaces/default/taskdefinitions/web";
+    let refused = raw(
+        &client,
+        with_body("PATCH", custom, strategic, r#"{"spec": {"cpu": 256}}"#),
+    )
+    .await;
+    assert_eq!(refused.status(), 415);
+    assert_eq!(json_of(&refused)["kind"], "Status");
+
+    // A watch timeout too large to add to the clock still watches.
+    let watch = http::Request::get(format!("{collection}?watch=1&timeoutSeconds={}", u64::MAX))
+        .body(Vec::new())
+        .expect("request");
+    let (parts, body) = watch.into_parts();
+    let request = http::Request::from_parts(parts, kube::client::Body::from(body));
+    let response = client.send(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    drop(response);
+    maps.get("target").await.expect("still served");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_unchanged_update_or_apply_keeps_the_resource_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    install_crds(&client).await;
+    let tds: Api<TaskDefinition> = Api::namespaced(client.clone(), "default");
+    // The manifest as written: without the defaults the server fills in
+    // (stopTimeout, essential, networkMode).
+    let manifest = |name: &str| {
+        json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "TaskDefinition",
+            "metadata": {"name": name},
+            "spec": {"containerDefinitions": [{"name": "web", "image": "web:1", "memory": 64}]},
+        })
+    };
+    for name in ["a", "web", "z"] {
+        let td: TaskDefinition = serde_json::from_value(manifest(name)).expect("a definition");
+        tds.create(&PostParams::default(), &td)
+            .await
+            .expect("created");
+    }
+    let stored = tds.get("web").await.expect("stored");
+    let manifest = manifest("web");
+    let unchanged =
+        |td: &TaskDefinition| (td.metadata.resource_version.clone(), td.metadata.generation);
+    let merged = tds
+        .patch("web", &PatchParams::default(), &Patch::Merge(&manifest))
+        .await
+        .expect("merge patch");
+    assert_eq!(
+        unchanged(&merged),
+        unchanged(&stored),
+        "merge patch of the same spec"
+    );
+    let ssa = PatchParams::apply("tests").force();
+    let applied = tds
+        .patch("web", &ssa, &Patch::Apply(&manifest))
+        .await
+        .expect("first apply");
+    let again = tds
+        .patch("web", &ssa, &Patch::Apply(&manifest))
+        .await
+        .expect("second apply");
+    assert_eq!(
+        unchanged(&again),
+        unchanged(&applied),
+        "the same apply again"
+    );
+    assert_eq!(applied.metadata.generation, stored.metadata.generation);
+
+    // A real change still counts.
+    let mut changed = manifest.clone();
+    changed["spec"]["cpu"] = json!(256);
+    let bumped = tds
+        .patch("web", &ssa, &Patch::Apply(&changed))
+        .await
+        .expect("a change");
+    assert_eq!(
+        bumped.metadata.generation,
+        stored.metadata.generation.map(|g| g + 1)
+    );
+    assert_ne!(
+        bumped.metadata.resource_version,
+        again.metadata.resource_version
+    );
+    server.shutdown().await;
+}

@@ -40,8 +40,12 @@ pub(super) fn watch(
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
         .map_or(Duration::from_secs(30 * 60), Duration::from_secs);
+    let now = tokio::time::Instant::now();
     let request = WatchRequest {
-        deadline: tokio::time::Instant::now() + timeout,
+        // A timeout too large to add is as good as none.
+        deadline: now
+            .checked_add(timeout)
+            .unwrap_or(now + Duration::from_secs(100 * 365 * 24 * 3600)),
         bookmarks: is_true(query.get("allowWatchBookmarks")),
         initial_events: is_true(query.get("sendInitialEvents")),
         selector,
@@ -116,22 +120,23 @@ fn async_watch(
                 }
             };
             let bookmark_every = Duration::from_secs(60);
-            if initial_pending && watch.pending() == 0 {
-                // Watch-list: the initial events are out; say so.
-                let end = json!({
-                    "apiVersion": resource.api_version(),
-                    "kind": resource.kind,
-                    "metadata": {
-                        "resourceVersion": watch.revision().to_string(),
-                        "annotations": {"k8s.io/initial-events-end": "true"},
-                    },
-                });
-                return Some((
-                    line("BOOKMARK", &end),
-                    Some((Ok(watch), store, first, false)),
-                ));
-            }
             loop {
+                // Watch-list: once the initial events are out, say so, even
+                // when the selector kept the last of them back.
+                if initial_pending && watch.pending() == 0 {
+                    let end = json!({
+                        "apiVersion": resource.api_version(),
+                        "kind": resource.kind,
+                        "metadata": {
+                            "resourceVersion": watch.revision().to_string(),
+                            "annotations": {"k8s.io/initial-events-end": "true"},
+                        },
+                    });
+                    return Some((
+                        line("BOOKMARK", &end),
+                        Some((Ok(watch), store, first, false)),
+                    ));
+                }
                 let tick = tokio::time::sleep(bookmark_every);
                 tokio::select! {
                     () = tokio::time::sleep_until(deadline) => return None,

@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::{
-    meta::{meta, metadata_mut},
+    meta::{meta, metadata_mut, well_formed},
     target::{FieldValidation, Target},
 };
 use crate::{FieldErrors, server::status::ApiError, validate_object_name};
@@ -15,7 +15,8 @@ use crate::{FieldErrors, server::status::ApiError, validate_object_name};
 /// namespace than the path names.
 pub(super) fn check_identity(object: &mut Value, target: &Target) -> Result<(), ApiError> {
     let resource = &target.resource;
-    let map = object.as_object_mut().expect("objects are JSON objects");
+    well_formed(object)?;
+    let map = object.as_object_mut().expect("checked by well_formed");
     let api_version = resource.api_version();
     match map.get("apiVersion").and_then(Value::as_str) {
         Some(v) if v != api_version => {

@@ -6,7 +6,34 @@
 use rand::RngExt;
 use serde_json::{Map, Value};
 
-use crate::storage::Revision;
+use crate::{server::status::ApiError, storage::Revision};
+
+/// Refuse what cannot be an object: a body (or a patch's result) that is
+/// not a JSON object, or whose `metadata` is not one. Every write checks
+/// this first, so the rest of the layer may take both for objects.
+pub(crate) fn well_formed(object: &Value) -> Result<(), ApiError> {
+    let what = |v: &Value| match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    };
+    let Some(map) = object.as_object() else {
+        return Err(ApiError::BadRequest(format!(
+            "the object provided is unrecognized: expected a JSON object, got {}",
+            what(object)
+        )));
+    };
+    match map.get("metadata") {
+        None | Some(Value::Object(_)) => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "metadata must be an object, got {}",
+            what(other)
+        ))),
+    }
+}
 
 /// A string field of the object's metadata.
 pub(crate) fn meta(object: &Value, field: &str) -> Option<String> {
@@ -17,7 +44,8 @@ pub(crate) fn meta(object: &Value, field: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The object's metadata, created empty if missing.
+/// The object's metadata, created empty if missing. The object has passed
+/// [`well_formed`].
 pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
     let map = object.as_object_mut().expect("objects are JSON objects");
     map.entry("metadata")

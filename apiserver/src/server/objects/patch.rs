@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{
     admission::check_identity,
     create::create,
-    meta::{meta, metadata_mut, now},
+    meta::{meta, metadata_mut, now, well_formed},
     target::{Target, conflict, not_found},
     update::update,
 };
@@ -49,6 +49,13 @@ pub(crate) async fn patch(
         let (revision, current) = target.stored(app, name)?;
         let mut next = (*current).clone();
         match content_type {
+            // Custom resources have no patch strategies to merge by, so
+            // kube-apiserver refuses a strategic merge patch of one.
+            "application/strategic-merge-patch+json" if resource.custom => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
+                ));
+            }
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                 json_patch::merge(&mut next, patch);
             }
@@ -73,6 +80,7 @@ pub(crate) async fn patch(
                 )));
             }
         }
+        well_formed(&next)?;
         metadata_mut(&mut next).insert(
             "resourceVersion".into(),
             Value::String(precondition.clone().unwrap_or(revision.to_string())),

@@ -40,9 +40,14 @@ pub(crate) async fn update(
     } else {
         with_old_status(object, &current, resource.status)
     };
-    keep_server_owned(&mut next, &current, status_only, resource.status);
+    keep_server_owned(&mut next, &current);
     admit(target, &mut next, Some(&current))?;
-    if next == *current {
+    // Judged after defaulting, as kube-apiserver does: an update that only
+    // leaves out what defaults fill in changes nothing.
+    if !status_only {
+        count_generation(&mut next, &current, resource.status);
+    }
+    if unchanged(&next, &current) {
         return Ok((*current).clone());
     }
     let write = Write {
@@ -114,9 +119,8 @@ fn with_old_status(mut object: Value, current: &Value, status_apart: bool) -> Va
     object
 }
 
-/// Keep the metadata the server owns as it is stored, and count a change
-/// of the desired state as a new generation.
-fn keep_server_owned(next: &mut Value, current: &Value, status_only: bool, status_apart: bool) {
+/// Keep the metadata the server owns as it is stored.
+fn keep_server_owned(next: &mut Value, current: &Value) {
     // Who manages what stays recorded unless the writer says otherwise.
     if next.pointer("/metadata/managedFields").is_none()
         && let Some(managed) = current.pointer("/metadata/managedFields")
@@ -141,16 +145,19 @@ fn keep_server_owned(next: &mut Value, current: &Value, status_only: bool, statu
             None => metadata.remove(owned),
         };
     }
-    if !status_only
-        && old_meta.contains_key("generation")
-        && desired_state(next, status_apart) != desired_state(current, status_apart)
-    {
-        let generation = old_meta
-            .get("generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            + 1;
-        metadata_mut(next).insert("generation".into(), json!(generation));
+}
+
+/// Count a change of the desired state of an admitted (defaulted) object
+/// as a new generation.
+fn count_generation(next: &mut Value, current: &Value, status_apart: bool) {
+    let Some(generation) = current
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+    else {
+        return;
+    };
+    if desired_state(next, status_apart) != desired_state(current, status_apart) {
+        metadata_mut(next).insert("generation".into(), json!(generation + 1));
     }
 }
 
@@ -165,6 +172,39 @@ fn desired_state(object: &Value, status_apart: bool) -> Value {
         }
     }
     copy
+}
+
+/// Whether `next` changes nothing of `current` but the times its field
+/// managers wrote at, or their order: kube-apiserver drops such an
+/// update, so applying the same manifest again leaves the
+/// resourceVersion alone.
+fn unchanged(next: &Value, current: &Value) -> bool {
+    let managers = |object: &Value| {
+        let mut entries: Vec<String> = object
+            .pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|entry| {
+                let mut entry = entry.clone();
+                if let Some(map) = entry.as_object_mut() {
+                    map.remove("time");
+                }
+                entry.to_string()
+            })
+            .collect();
+        entries.sort();
+        entries
+    };
+    if managers(next) != managers(current) {
+        return false;
+    }
+    let mut next = next.clone();
+    match current.pointer("/metadata/managedFields") {
+        Some(managed) => metadata_mut(&mut next).insert("managedFields".into(), managed.clone()),
+        None => metadata_mut(&mut next).remove("managedFields"),
+    };
+    next == *current
 }
 
 /// Where an admitted change is written, and against what.

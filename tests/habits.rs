@@ -1,0 +1,160 @@
+//! Kubernetes habits against the embedded control plane, with real
+//! kubectl: applying an unchanged manifest again changes nothing, and
+//! `kubectl wait` finds an object that is not the last of its collection.
+//! Each namespace holds objects before and after the ones under test, so
+//! nothing passes because its object is the only or the newest one.
+
+mod common;
+
+use std::{collections::BTreeMap, path::Path};
+
+use common::Cli;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_habits_work_unchanged() {
+    let Some(binary) = common::tool("GANTRY_KUBECTL", "kubectl") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = common::server(dir.path()).await;
+    let kubectl = Cli {
+        binary,
+        kubeconfig: server.kubeconfig.clone(),
+    };
+    let neighbours = dir.path().to_path_buf();
+    // kubectl blocks; keep it off the server's runtime threads.
+    let result = tokio::task::spawn_blocking(move || {
+        installs_and_waits_for_every_crd(&kubectl);
+        reapplying_unchanged_manifests_changes_nothing(&kubectl, &neighbours);
+        waits_for_an_object_that_is_not_the_last(&kubectl);
+    })
+    .await;
+    server.shutdown().await;
+    result.expect("scenario");
+}
+
+/// The step every CRD install guide shows.
+fn installs_and_waits_for_every_crd(kubectl: &Cli) {
+    kubectl.ok(&["apply", "-f", "crds/yaml/"]);
+    let waited = kubectl.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "--all",
+        "--timeout=20s",
+    ]);
+    assert_eq!(waited.matches("condition met").count(), 4, "{waited}");
+}
+
+/// Definitions and services named to sort before and after the examples'.
+fn write_neighbours(dir: &Path, name: &str) -> String {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: gantry.dev/v1alpha1\nkind: TaskDefinition\nmetadata: {{name: {name}}}\n\
+             spec: {{containerDefinitions: [{{name: c, image: 'busybox:1', memory: 32}}]}}\n---\n\
+             apiVersion: gantry.dev/v1alpha1\nkind: Service\nmetadata: {{name: {name}, labels: {{tier: other}}}}\n\
+             spec: {{taskDefinition: {name}, desiredCount: 1}}\n"
+        ),
+    )
+    .expect("written");
+    path.to_str().expect("UTF-8 path").to_owned()
+}
+
+/// Every Gantry object's resourceVersion and generation, by kind and name.
+fn versions(kubectl: &Cli) -> BTreeMap<String, (String, String)> {
+    let out = kubectl.ok(&[
+        "get",
+        "gantry",
+        "-o",
+        r#"jsonpath={range .items[*]}{.kind}/{.metadata.name} {.metadata.resourceVersion} {.metadata.generation}{"\n"}{end}"#,
+    ]);
+    out.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let key = words.next()?.to_owned();
+            Some((key, (words.next()?.to_owned(), words.next()?.to_owned())))
+        })
+        .collect()
+}
+
+fn generations(versions: &BTreeMap<String, (String, String)>) -> BTreeMap<&str, &str> {
+    versions
+        .iter()
+        .map(|(k, (_, g))| (k.as_str(), g.as_str()))
+        .collect()
+}
+
+fn reapplying_unchanged_manifests_changes_nothing(kubectl: &Cli, dir: &Path) {
+    let before = write_neighbours(dir, "aaa");
+    let after = write_neighbours(dir, "zzz");
+    let examples = ["examples/web.yaml", "examples/batch.yaml"];
+    kubectl.ok(&["apply", "-f", &before]);
+    for example in examples {
+        kubectl.ok(&["apply", "-f", example]);
+    }
+    kubectl.ok(&["apply", "-f", &after]);
+    let first = versions(kubectl);
+    assert!(
+        first.contains_key("TaskDefinition/web") && first.len() >= 7,
+        "{first:?}"
+    );
+
+    for example in examples {
+        kubectl.ok(&["apply", "-f", example]);
+    }
+    assert_eq!(versions(kubectl), first, "a second client-side apply");
+
+    // Taking the fields over server-side is a change of managers (a new
+    // resourceVersion), never of the spec; doing it again is no change.
+    for example in examples {
+        kubectl.ok(&["apply", "--server-side", "-f", example]);
+    }
+    let taken = versions(kubectl);
+    assert_eq!(generations(&taken), generations(&first));
+    for example in examples {
+        kubectl.ok(&["apply", "--server-side", "-f", example]);
+    }
+    assert_eq!(versions(kubectl), taken, "a second server-side apply");
+}
+
+fn waits_for_an_object_that_is_not_the_last(kubectl: &Cli) {
+    kubectl.ok(&["label", "gsvc", "web", "tier=front"]);
+    kubectl.ok(&[
+        "patch", "gsvc", "web", "--subresource=status", "--type", "merge", "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"SteadyState","message":"ok","lastTransitionTime":"2026-11-22T00:00:00Z"}]}}"#,
+    ]);
+    for args in [
+        &["wait", "--for=condition=Ready", "gsvc/web", "--timeout=10s"][..],
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "gsvc",
+            "-l",
+            "tier=front",
+            "--timeout=10s",
+        ],
+        &[
+            "wait",
+            "--for=jsonpath={.spec.desiredCount}=2",
+            "gsvc/web",
+            "--timeout=10s",
+        ],
+        &[
+            "wait",
+            "--for=jsonpath={.spec.taskDefinition}=aaa",
+            "gsvc",
+            "-l",
+            "tier=other",
+            "--field-selector=metadata.name=aaa",
+            "--timeout=10s",
+        ],
+    ] {
+        let waited = kubectl.ok(args);
+        assert!(waited.contains("condition met"), "{args:?}: {waited}");
+    }
+    // A condition that does not hold still times out.
+    let err = kubectl.fails(&["wait", "--for=condition=Ready", "gsvc/aaa", "--timeout=2s"]);
+    assert!(err.contains("timed out"), "{err}");
+}
