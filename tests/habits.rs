@@ -12,25 +12,12 @@ use common::Cli;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_habits_work_unchanged() {
-    let Some(binary) = common::tool("GANTRY_KUBECTL", "kubectl") else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = common::server(dir.path()).await;
-    let kubectl = Cli {
-        binary,
-        kubeconfig: server.kubeconfig.clone(),
-    };
-    let neighbours = dir.path().to_path_buf();
-    // kubectl blocks; keep it off the server's runtime threads.
-    let result = tokio::task::spawn_blocking(move || {
-        installs_and_waits_for_every_crd(&kubectl);
-        reapplying_unchanged_manifests_changes_nothing(&kubectl, &neighbours);
-        waits_for_an_object_that_is_not_the_last(&kubectl);
+    common::with_kubectl(|kubectl, dir| {
+        installs_and_waits_for_every_crd(kubectl);
+        reapplying_unchanged_manifests_changes_nothing(kubectl, dir);
+        waits_for_an_object_that_is_not_the_last(kubectl);
     })
     .await;
-    server.shutdown().await;
-    result.expect("scenario");
 }
 
 /// The step every CRD install guide shows.

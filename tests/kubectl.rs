@@ -11,19 +11,7 @@ use common::Cli;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_gets_patches_and_is_refused_with_the_field_named() {
-    let Some(binary) = common::tool("GANTRY_KUBECTL", "kubectl") else {
-        return;
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = common::server(dir.path()).await;
-    let kubectl = Cli {
-        binary,
-        kubeconfig: server.kubeconfig.clone(),
-    };
-    // kubectl blocks; keep it off the server's runtime threads.
-    let result = tokio::task::spawn_blocking(move || scenario(&kubectl)).await;
-    server.shutdown().await;
-    result.expect("scenario");
+    common::with_kubectl(|kubectl, _| scenario(kubectl)).await;
 }
 
 fn scenario(kubectl: &Cli) {

@@ -124,6 +124,25 @@ impl Cli {
     }
 }
 
+/// Real kubectl against a fresh control plane: `scenario` runs on a
+/// blocking thread (kubectl blocks; the server's runtime must not) with
+/// the CLI and a scratch folder. Without kubectl, skipped as [`tool`] says.
+pub async fn with_kubectl(scenario: impl FnOnce(&Cli, &Path) + Send + 'static) {
+    let Some(binary) = tool("GANTRY_KUBECTL", "kubectl") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = server(dir.path()).await;
+    let kubectl = Cli {
+        binary,
+        kubeconfig: server.kubeconfig.clone(),
+    };
+    let scratch = dir.path().to_path_buf();
+    let result = tokio::task::spawn_blocking(move || scenario(&kubectl, &scratch)).await;
+    server.shutdown().await;
+    result.expect("scenario");
+}
+
 /// A kube client from a kubeconfig file.
 pub async fn client(kubeconfig: &Path) -> kube::Client {
     let config = kube::Config::from_custom_kubeconfig(
