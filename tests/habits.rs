@@ -1,6 +1,8 @@
 //! Kubernetes habits against the embedded control plane, with real
-//! kubectl: applying an unchanged manifest again changes nothing, and
-//! `kubectl wait` finds an object that is not the last of its collection.
+//! kubectl: applying an unchanged manifest again changes nothing,
+//! `kubectl wait` finds an object that is not the last of its collection,
+//! and Events written through either API group show in `kubectl
+//! describe` and `kubectl events`.
 //! Each namespace holds objects before and after the ones under test, so
 //! nothing passes because its object is the only or the newest one.
 
@@ -16,6 +18,7 @@ async fn kubectl_habits_work_unchanged() {
         installs_and_waits_for_every_crd(kubectl);
         reapplying_unchanged_manifests_changes_nothing(kubectl, dir);
         waits_for_an_object_that_is_not_the_last(kubectl);
+        events_of_either_group_are_one_store(kubectl, dir);
     })
     .await;
 }
@@ -144,4 +147,78 @@ fn waits_for_an_object_that_is_not_the_last(kubectl: &Cli) {
     // A condition that does not hold still times out.
     let err = kubectl.fails(&["wait", "--for=condition=Ready", "gsvc/aaa", "--timeout=2s"]);
     assert!(err.contains("timed out"), "{err}");
+}
+
+/// An Event about a Gantry Service, in the core or the events.k8s.io
+/// shape.
+fn event(name: &str, about: &str, uid: &str, events_v1: bool, said: &str) -> String {
+    let regarding = format!(
+        r#"{{"apiVersion": "gantry.dev/v1alpha1", "kind": "Service", "namespace": "default", "name": "{about}", "uid": "{uid}"}}"#
+    );
+    if events_v1 {
+        format!(
+            r#"{{"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {{"name": "{name}"}},
+            "regarding": {regarding}, "note": "{said} (note)", "reason": "{said}", "type": "Normal",
+            "action": "{said}", "eventTime": "2026-12-02T00:00:00.000000Z",
+            "reportingController": "tests", "reportingInstance": "tests-1"}}"#
+        )
+    } else {
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "Event", "metadata": {{"name": "{name}"}},
+            "involvedObject": {regarding}, "message": "{said} (message)", "reason": "{said}",
+            "type": "Normal", "source": {{"component": "tests"}},
+            "firstTimestamp": "2026-12-02T00:00:00Z", "lastTimestamp": "2026-12-02T00:00:00Z", "count": 1}}"#
+        )
+    }
+}
+
+fn events_of_either_group_are_one_store(kubectl: &Cli, dir: &Path) {
+    let uid = |name: &str| kubectl.ok(&["get", "gsvc", name, "-o", "jsonpath={.metadata.uid}"]);
+    let (aaa, web, zzz) = (uid("aaa"), uid("web"), uid("zzz"));
+    for (name, about, uid, events_v1, said) in [
+        ("aaa-said", "aaa", &aaa, false, "AboutAaa"),
+        ("web-core", "web", &web, false, "CoreSaid"),
+        ("web-new", "web", &web, true, "NewSaid"),
+        ("zzz-said", "zzz", &zzz, true, "AboutZzz"),
+    ] {
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, event(name, about, uid, events_v1, said)).expect("written");
+        kubectl.ok(&["create", "-f", path.to_str().expect("UTF-8 path")]);
+    }
+    let described = kubectl.ok(&["describe", "gsvc", "web"]);
+    for line in ["CoreSaid (message)", "NewSaid (note)"] {
+        assert!(described.contains(line), "{line} in: {described}");
+    }
+    assert!(!described.contains("About"), "only web's: {described}");
+    let events = kubectl.ok(&["events", "--for", "gsvc/web"]);
+    assert!(
+        events.contains("CoreSaid") && events.contains("NewSaid") && !events.contains("About"),
+        "{events}"
+    );
+    // Each shape reads what the other wrote, under its own names.
+    let note = kubectl.ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "web-core",
+        "-o",
+        "jsonpath={.note}",
+    ]);
+    assert_eq!(note, "CoreSaid (message)");
+    let message = kubectl.ok(&["get", "events.v1.", "web-new", "-o", "jsonpath={.message}"]);
+    assert_eq!(message, "NewSaid (note)");
+    let selected = kubectl.ok(&[
+        "get",
+        "events.v1.events.k8s.io",
+        "--field-selector",
+        "regarding.name=web",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(
+        selected.lines().collect::<Vec<_>>(),
+        [
+            "event.events.k8s.io/web-core",
+            "event.events.k8s.io/web-new"
+        ]
+    );
 }

@@ -11,7 +11,7 @@ use apiserver::{
 use crds::v1alpha1::{Service, TaskDefinition, TaskDefinitionStatus};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Namespace},
+    api::core::v1::{ConfigMap, Namespace, Secret},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
@@ -1182,5 +1182,115 @@ async fn an_unchanged_update_or_apply_keeps_the_resource_version() {
         bumped.metadata.resource_version,
         again.metadata.resource_version
     );
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+
+    // A namespace: its name as a label, Active, the kubernetes finalizer.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for name in ["alpha", "prod", "zeta"] {
+        let ns: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("created");
+    }
+    let prod = namespaces.get("prod").await.expect("stored");
+    let labels = prod.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("kubernetes.io/metadata.name")
+            .map(String::as_str),
+        Some("prod")
+    );
+    assert_eq!(prod.status.and_then(|s| s.phase).as_deref(), Some("Active"));
+    assert_eq!(
+        prod.spec.and_then(|s| s.finalizers),
+        Some(vec!["kubernetes".to_owned()])
+    );
+    let selected = namespaces
+        .list(&ListParams::default().labels("kubernetes.io/metadata.name=prod"))
+        .await
+        .expect("listed");
+    assert_eq!(selected.items.len(), 1);
+
+    // A Secret's stringData is folded into data and never stored.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "prod");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "creds"},
+        "data": {"user": "YWRtaW4=", "password": "b2xk"},
+        "stringData": {"password": "s3cret"},
+    }))
+    .expect("secret");
+    let stored = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("created");
+    let data = stored.data.expect("data");
+    assert_eq!(data["user"].0, b"admin");
+    assert_eq!(data["password"].0, b"s3cret", "stringData wins");
+    assert!(stored.string_data.is_none());
+
+    // Delete-collection by label, in a namespace holding others; a
+    // built-in object deleted outright is answered with a Status.
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "prod");
+    for (name, app) in [("a", "web"), ("b", "other"), ("c", "web"), ("d", "other")] {
+        let mut map = config_map(name, name);
+        map.metadata.labels = Some([("app".to_owned(), app.to_owned())].into());
+        maps.create(&PostParams::default(), &map)
+            .await
+            .expect("created");
+    }
+    let deleted = maps
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app=web"),
+        )
+        .await
+        .expect("deleted")
+        .left()
+        .expect("the deleted objects");
+    let mut names: Vec<_> = deleted
+        .items
+        .iter()
+        .filter_map(|m| m.metadata.name.clone())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a", "c"]);
+    let left: Vec<_> = maps
+        .list(&ListParams::default())
+        .await
+        .expect("listed")
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect();
+    assert_eq!(left, ["b", "d"]);
+    let answer = maps
+        .delete("b", &DeleteParams::default())
+        .await
+        .expect("deleted");
+    let status = answer.right().expect("a Status, not the object");
+    assert_eq!(status.details.map(|d| d.name), Some("b".to_owned()));
+
+    // A subresource nothing has is not found, like a kind not served.
+    for path in [
+        "/api/v1/namespaces/prod/pods",
+        "/api/v1/namespaces/prod/pods/x",
+    ] {
+        let response = raw(
+            &client,
+            http::Request::get(path).body(Vec::new()).expect("request"),
+        )
+        .await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(json_of(&response)["reason"], "NotFound");
+    }
     server.shutdown().await;
 }

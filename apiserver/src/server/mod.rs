@@ -103,7 +103,7 @@ impl Server {
         for name in DEFAULT_NAMESPACES {
             let key = format!("/core/namespaces/_/{name}");
             if store.get(&key).is_none() {
-                let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": uid(), "creationTimestamp": now()}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "uid": uid(), "creationTimestamp": now(), "labels": {"kubernetes.io/metadata.name": name}}, "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
                 match store.create(&key, namespace).await {
                     Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e.into()),

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
-use super::response::json_body;
+use super::{response::json_body, view::View};
 use crate::{
     server::{
         app::App, objects::Target, objects::meta::meta, selector::Selector, status::ApiError, table,
@@ -33,6 +33,7 @@ pub(super) fn list(
     target: &Target,
     query: &HashMap<String, String>,
     as_table: bool,
+    view: View,
 ) -> Result<Response, ApiError> {
     let resource = &target.resource;
     let selector = Selector::from_query(query)?;
@@ -97,11 +98,12 @@ pub(super) fn list(
         metadata["continue"] = Value::String(token);
         metadata["remainingItemCount"] = json!(remaining);
     }
-    let body = json!({
+    let items: Vec<Value> = items.into_iter().map(|o| view.shown(o.clone())).collect();
+    let body = view.shown(json!({
         "apiVersion": resource.api_version(),
         "kind": format!("{}List", resource.kind),
         "metadata": metadata,
         "items": items,
-    });
+    }));
     Ok(json_body(&body).into_response())
 }

@@ -10,6 +10,7 @@ mod list;
 mod request;
 mod response;
 mod route;
+mod view;
 mod watch;
 
 use std::{collections::HashMap, sync::Arc};
@@ -26,11 +27,14 @@ use self::route::Route;
 pub(crate) use self::route::resolve;
 use super::{
     app::App,
-    objects::{self, Target, Written},
+    objects::{self, Written, meta::meta},
+    registry::Resource,
     scale,
+    selector::Selector,
     status::ApiError,
     table,
 };
+use serde_json::{Value, json};
 
 /// The largest request body accepted, as kube-apiserver's.
 pub(crate) const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -74,24 +78,39 @@ async fn respond(
             .and_then(|v| v.to_str().ok()),
     );
     let scalable = resource.scale.is_some();
+    let view = route.view;
+    let shown = |object: Value| json_body(&view.shown(object)).into_response();
     match (method, route.name.as_deref(), route.subresource.as_deref()) {
         (Method::GET, None, None) if request.flag("watch") => {
-            watch::watch(app, target, request.query, as_table)
+            watch::watch(app, target, &view.query(request.query), as_table, view)
         }
-        (Method::GET, None, None) => list::list(app, target, request.query, as_table),
+        (Method::GET, None, None) => {
+            list::list(app, target, &view.query(request.query), as_table, view)
+        }
         (Method::POST, None, None) => {
-            let object = request.object()?;
+            let object = view.to_stored(request.object()?);
             let created = objects::create(app, target, object).await?;
-            Ok((StatusCode::CREATED, json_body(&created)).into_response())
+            Ok((StatusCode::CREATED, shown(created)).into_response())
         }
-        (Method::GET, Some(name), None | Some("status")) => get(app, target, name, as_table),
+        (Method::GET, Some(name), None | Some("status")) => {
+            let (revision, object) = target.stored(app, name)?;
+            if as_table {
+                let rows = table::table(resource, &[&object], &revision.to_string(), false);
+                return Ok(json_body(&rows).into_response());
+            }
+            Ok(shown((*object).clone()))
+        }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
-            let object = request.object()?;
+            let object = view.to_stored(request.object()?);
             let updated = objects::update(app, target, name, object, sub.is_some()).await?;
-            Ok(json_body(&updated).into_response())
+            Ok(shown(updated))
         }
         (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
-            patch(app, target, name, request, sub).await
+            let patched = patch(app, route, name, request, sub).await?;
+            Ok(match patched {
+                Written::Created(object) => (StatusCode::CREATED, shown(object)).into_response(),
+                Written::Updated(object) => shown(object),
+            })
         }
         (Method::GET, Some(name), Some("scale")) if scalable => {
             let (_, object) = target.stored(app, name)?;
@@ -108,8 +127,12 @@ async fn respond(
         (Method::DELETE, Some(name), None) => {
             let (policy, dry_run) = request.delete_options(target)?;
             let deleted = objects::delete(app, target, name, policy, dry_run).await?;
-            Ok(json_body(&deleted).into_response())
+            if deleted_for_good(resource, &deleted) {
+                return Ok(json_body(&deleted_status(resource, &deleted)).into_response());
+            }
+            Ok(shown(deleted))
         }
+        (Method::DELETE, None, None) => delete_collection(app, route, &request).await,
         (method, _, sub) => Err(ApiError::MethodNotAllowed(format!(
             "{method} is not supported on {}{}",
             resource.qualified(),
@@ -118,39 +141,29 @@ async fn respond(
     }
 }
 
-/// GET of an object (or its status, which is the object).
-fn get(app: &App, target: &Target, name: &str, as_table: bool) -> Result<Response, ApiError> {
-    let (revision, object) = target.stored(app, name)?;
-    if as_table {
-        let rows = table::table(&target.resource, &[&object], &revision.to_string(), false);
-        return Ok(json_body(&rows).into_response());
-    }
-    Ok(json_body(&object).into_response())
-}
-
 /// PATCH of an object or its status: a server-side apply, or a merge or
-/// JSON patch.
+/// JSON patch, each sent in the route's view.
 async fn patch(
     app: &App,
-    target: &Target,
+    route: &Route,
     name: &str,
     request: Request<'_>,
     subresource: Option<&str>,
-) -> Result<Response, ApiError> {
+) -> Result<Written, ApiError> {
+    let (target, view) = (&route.target, route.view);
     let patch_type = request.patch_type();
     if patch_type == "application/apply-patch+yaml" {
         let (applied, apply) = request.apply(subresource)?;
-        return Ok(
-            match objects::server_side_apply(app, target, name, applied, &apply).await? {
-                Written::Created(object) => {
-                    (StatusCode::CREATED, json_body(&object)).into_response()
-                }
-                Written::Updated(object) => json_body(&object).into_response(),
-            },
-        );
+        let applied = view.to_stored(applied);
+        return objects::server_side_apply(app, target, name, applied, &apply).await;
     }
     let patch = request.json("the patch")?;
-    let patched = objects::patch(
+    let patch = if patch_type == "application/json-patch+json" {
+        view.json_patch_to_stored(patch)
+    } else {
+        view.to_stored(patch)
+    };
+    objects::patch(
         app,
         target,
         name,
@@ -158,6 +171,69 @@ async fn patch(
         &patch,
         subresource.is_some(),
     )
-    .await?;
-    Ok(json_body(&patched).into_response())
+    .await
+    .map(Written::Updated)
+}
+
+/// Whether a delete removed a built-in object outright: kube-apiserver
+/// then answers with a Status rather than the object (custom resources,
+/// and objects held by finalizers, are answered with the object).
+fn deleted_for_good(resource: &Resource, deleted: &Value) -> bool {
+    let held = deleted
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    !resource.custom && !held && resource.plural != "namespaces"
+}
+
+/// kube-apiserver's answer to a delete that removed the object.
+fn deleted_status(resource: &Resource, deleted: &Value) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": meta(deleted, "name"),
+            "group": resource.group,
+            "kind": resource.plural,
+            "uid": meta(deleted, "uid"),
+        },
+    })
+}
+
+/// DELETE of a collection: every object the selectors match, each
+/// deleted as if alone, answered with the list of what was deleted.
+async fn delete_collection(
+    app: &App,
+    route: &Route,
+    request: &Request<'_>,
+) -> Result<Response, ApiError> {
+    let (target, view) = (&route.target, route.view);
+    let resource = &target.resource;
+    let (policy, dry_run) = request.delete_options(target)?;
+    let selector = Selector::from_query(&view.query(request.query))?;
+    let (revision, stored) = app
+        .store
+        .list(&resource.prefix(target.namespace.as_deref()));
+    let mut items = Vec::new();
+    for object in stored.iter().filter(|o| selector.matches(o)) {
+        let mut one =
+            objects::Target::new(Arc::clone(resource), meta(object, "namespace").as_deref());
+        one.dry_run = target.dry_run;
+        let name = meta(object, "name").unwrap_or_default();
+        match objects::delete(app, &one, &name, policy, dry_run).await {
+            Ok(deleted) => items.push(view.shown(deleted)),
+            // Gone meanwhile: nothing left to delete.
+            Err(ApiError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list = view.shown(json!({
+        "apiVersion": resource.api_version(),
+        "kind": format!("{}List", resource.kind),
+        "metadata": {"resourceVersion": revision.to_string()},
+        "items": items,
+    }));
+    Ok(json_body(&list).into_response())
 }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::view::View;
 use crate::server::{app::App, objects::Target, registry::Resource, status::ApiError};
 
 /// What a path names.
@@ -13,6 +14,9 @@ pub(crate) struct Route {
     pub(super) name: Option<String>,
     /// `status` or `scale`, for paths below the object.
     pub(super) subresource: Option<String>,
+    /// The shape objects are read and written in, when the target's
+    /// resource is stored as another's.
+    pub(super) view: View,
 }
 
 impl Route {
@@ -26,18 +30,40 @@ impl Route {
             target: Target::new(resource, namespace),
             name: name.map(str::to_owned),
             subresource: subresource.map(str::to_owned),
+            view: View::Stored,
         }
     }
 }
 
 /// Resolve `/api/v1/...` or `/apis/{g}/{v}/...` (the part after the
-/// version) to a route.
+/// version) to a route; a resource stored as another targets that one,
+/// through its view.
 pub(crate) fn resolve(
     app: &App,
     group: &str,
     version: &str,
     rest: &[&str],
 ) -> Result<Route, ApiError> {
+    let mut route = resolve_path(app, group, version, rest)?;
+    // A subresource the resource does not have is not found, as a kind
+    // that is not served is (`namespaces/x/pods` is no Namespace's).
+    match route.subresource.as_deref() {
+        None => {}
+        Some("status") if route.target.resource.status => {}
+        Some("scale") if route.target.resource.scale.is_some() => {}
+        Some(_) => return Err(ApiError::NoRoute),
+    }
+    if let (view, Some((group, version, plural))) = View::of(&route.target.resource) {
+        route.target.resource = app
+            .registry
+            .get(group, version, plural)
+            .ok_or(ApiError::NoRoute)?;
+        route.view = view;
+    }
+    Ok(route)
+}
+
+fn resolve_path(app: &App, group: &str, version: &str, rest: &[&str]) -> Result<Route, ApiError> {
     let find = |plural: &str| {
         app.registry
             .get(group, version, plural)

@@ -12,7 +12,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::request::is_true;
+use super::{request::is_true, view::View};
 use crate::{
     server::{
         app::App, objects::Target, registry::Resource, selector::Selector, status::ApiError, table,
@@ -25,6 +25,7 @@ pub(super) fn watch(
     target: &Target,
     query: &HashMap<String, String>,
     as_table: bool,
+    view: View,
 ) -> Result<Response, ApiError> {
     let resource = Arc::clone(&target.resource);
     let selector = Selector::from_query(query)?;
@@ -51,6 +52,7 @@ pub(super) fn watch(
         selector,
         resource,
         as_table,
+        view,
     };
     let stream = async_watch(app.store.clone(), &prefix, from, request);
     Ok((
@@ -88,6 +90,7 @@ struct WatchRequest {
     selector: Selector,
     resource: Arc<Resource>,
     as_table: bool,
+    view: View,
 }
 
 /// The watch as a stream of newline-delimited `WatchEvent`s.
@@ -110,6 +113,7 @@ fn async_watch(
                 ref selector,
                 ref resource,
                 as_table,
+                view,
             } = *request;
             let (opened, store, first, initial_pending) = state?;
             let mut watch = match opened {
@@ -133,7 +137,7 @@ fn async_watch(
                         },
                     });
                     return Some((
-                        line("BOOKMARK", &end),
+                        line("BOOKMARK", &view.shown(end)),
                         Some((Ok(watch), store, first, false)),
                     ));
                 }
@@ -146,7 +150,7 @@ fn async_watch(
                             "kind": resource.kind,
                             "metadata": {"resourceVersion": store.revision().to_string()},
                         });
-                        return Some((line("BOOKMARK", &bookmark), Some((Ok(watch), store, first, initial_pending))));
+                        return Some((line("BOOKMARK", &view.shown(bookmark)), Some((Ok(watch), store, first, initial_pending))));
                     }
                     event = watch.next() => match event {
                         None => return None,
@@ -168,9 +172,11 @@ fn async_watch(
                                 // Column definitions come with the first event only.
                                 let rows = table::table(resource, &[&event.object], &event.revision.to_string(), !first);
                                 line(kind, &rows)
-                            } else {
+                            } else if view == View::Stored {
                                 // Every watcher sends the same bytes: encode once.
                                 encoded_line(kind, event.object_json())
+                            } else {
+                                line(kind, &view.shown((*event.object).clone()))
                             };
                             return Some((line, Some((Ok(watch), store, false, initial_pending))));
                         }

@@ -6,6 +6,7 @@
 use serde_json::Value;
 
 use super::{
+    builtin,
     meta::{meta, metadata_mut, well_formed},
     target::{FieldValidation, Target},
 };
@@ -58,8 +59,9 @@ pub(super) fn check_identity(object: &mut Value, target: &Target) -> Result<(), 
     Ok(())
 }
 
-/// Pruning, schema defaults and validation for custom resources; name
-/// checks for every kind. An undeclared field is pruned, with a warning
+/// What the server does to built-in kinds on write; pruning, schema
+/// defaults and validation for custom resources; name checks for every
+/// kind. An undeclared field is pruned, with a warning
 /// unless `fieldValidation=Ignore`, or refused with
 /// `fieldValidation=Strict`.
 pub(super) fn admit(
@@ -68,6 +70,7 @@ pub(super) fn admit(
     old: Option<&Value>,
 ) -> Result<(), ApiError> {
     let resource = &target.resource;
+    builtin::prepare(resource, object, old);
     let mut errors = validate_object_name(object);
     if let Some(validator) = &resource.validator {
         let unknown = validator.prune(object);

@@ -7,6 +7,7 @@
 //! file only names what the rest of the server may call.
 
 mod admission;
+mod builtin;
 mod create;
 mod delete;
 pub(crate) mod gc;
