@@ -1279,6 +1279,28 @@ async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
     let status = answer.right().expect("a Status, not the object");
     assert_eq!(status.details.map(|d| d.name), Some("b".to_owned()));
 
+    // What a typed client could not read back is refused, naming the
+    // field; nothing is stored.
+    for (collection, body, field) in [
+        (
+            "/api/v1/namespaces/prod/configmaps",
+            r#"{"metadata": {"name": "bad"}, "data": {"port": 8080}}"#,
+            "data.port",
+        ),
+        (
+            "/apis/apps/v1/namespaces/prod/deployments",
+            r#"{"metadata": {"name": "bad"}, "spec": {"template": {}}}"#,
+            "spec.selector",
+        ),
+    ] {
+        let request = with_body("POST", collection, "application/json", body);
+        let refused = raw(&client, request).await;
+        assert_eq!(refused.status(), 422, "{collection}");
+        let status = json_of(&refused);
+        assert_eq!(status["details"]["causes"][0]["field"], field, "{status}");
+    }
+    assert!(maps.get_opt("bad").await.expect("read").is_none());
+
     // A subresource nothing has is not found, like a kind not served.
     for path in [
         "/api/v1/namespaces/prod/pods",

@@ -72,6 +72,9 @@ pub(super) fn admit(
     let resource = &target.resource;
     builtin::prepare(resource, object, old);
     let mut errors = validate_object_name(object);
+    if let Err(error) = builtin::check_type(resource, object) {
+        errors.push(error);
+    }
     if let Some(validator) = &resource.validator {
         let unknown = validator.prune(object);
         if target.field_validation == FieldValidation::Warn {

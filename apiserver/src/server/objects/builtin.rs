@@ -1,13 +1,22 @@
-//! What kube-apiserver's registries do to some built-in kinds on every
-//! write, so that readers see what they would see there: a Secret's
+//! What kube-apiserver's registries do to built-in kinds on every write,
+//! so that readers see what they would see there: a Secret's
 //! `stringData` folded into `data`, a Namespace's name label, finalizer
-//! and phase.
+//! and phase; and an object that its kind's type cannot hold (a number
+//! where a string goes, a required field missing, Secret data that is
+//! not base64) refused, so typed clients can always read back a list.
 
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment},
+    coordination::v1::Lease,
+    core::v1::{ConfigMap, Event, Namespace, Secret, Service, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::meta::{meta, metadata_mut};
-use crate::server::registry::Resource;
+use crate::{FieldError, FieldErrorKind, server::registry::Resource};
 
 /// Prepare a built-in object for storing (`old` is the stored one, on an
 /// update).
@@ -20,6 +29,83 @@ pub(super) fn prepare(resource: &Resource, object: &mut Value, old: Option<&Valu
         "namespaces" => namespace(object, old.is_none()),
         _ => {}
     }
+}
+
+/// Whether the object decodes as its kind's type; where not, the field
+/// and why. Custom resources and CRDs have their own checks.
+pub(super) fn check_type(resource: &Resource, object: &Value) -> Result<(), FieldError> {
+    if resource.custom {
+        return Ok(());
+    }
+    for field in required(resource) {
+        let pointer = format!("/{}", field.replace('.', "/"));
+        if object.pointer(&pointer).is_none_or(Value::is_null) {
+            return Err(FieldError {
+                field: (*field).to_owned(),
+                kind: FieldErrorKind::Required,
+                value: None,
+                detail: "Required value".into(),
+            });
+        }
+    }
+    match (resource.group.as_str(), resource.plural.as_str()) {
+        ("", "namespaces") => decodes::<Namespace>(object),
+        ("", "configmaps") => decodes::<ConfigMap>(object),
+        ("", "secrets") => decodes::<Secret>(object),
+        ("", "serviceaccounts") => decodes::<ServiceAccount>(object),
+        ("", "services") => decodes::<Service>(object),
+        ("", "events") => decodes::<Event>(object),
+        ("coordination.k8s.io", "leases") => decodes::<Lease>(object),
+        ("apps", "deployments") => decodes::<Deployment>(object),
+        ("apps", "daemonsets") => decodes::<DaemonSet>(object),
+        ("rbac.authorization.k8s.io", "roles") => decodes::<Role>(object),
+        ("rbac.authorization.k8s.io", "rolebindings") => decodes::<RoleBinding>(object),
+        ("rbac.authorization.k8s.io", "clusterroles") => decodes::<ClusterRole>(object),
+        ("rbac.authorization.k8s.io", "clusterrolebindings") => {
+            decodes::<ClusterRoleBinding>(object)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Fields kube-apiserver's validation requires that the types' decoders
+/// would default instead.
+fn required(resource: &Resource) -> &'static [&'static str] {
+    match (resource.group.as_str(), resource.plural.as_str()) {
+        ("apps", "deployments" | "daemonsets") => &["spec", "spec.selector", "spec.template"],
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => &["roleRef"],
+        _ => &[],
+    }
+}
+
+fn decodes<T: DeserializeOwned>(object: &Value) -> Result<(), FieldError> {
+    let Err(e) = serde_path_to_error::deserialize::<_, T>(object) else {
+        return Ok(());
+    };
+    let path = e.path().to_string();
+    let detail = e.inner().to_string();
+    // A missing field is reported at its parent, named in the message.
+    if let Some(missing) = detail
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        let field = match path.as_str() {
+            "" | "." => missing.to_owned(),
+            parent => format!("{parent}.{missing}"),
+        };
+        return Err(FieldError {
+            field,
+            kind: FieldErrorKind::Required,
+            value: None,
+            detail: "Required value".into(),
+        });
+    }
+    Err(FieldError {
+        field: path,
+        kind: FieldErrorKind::TypeInvalid,
+        value: None,
+        detail,
+    })
 }
 
 /// Every namespace carries the immutable label
@@ -102,6 +188,66 @@ mod tests {
         let mut none = json!({"metadata": {"name": "s"}});
         fold_string_data(&mut none);
         assert_eq!(none, json!({"metadata": {"name": "s"}}));
+    }
+
+    fn builtin(group: &str, plural: &str) -> Resource {
+        Resource {
+            group: group.into(),
+            version: "v1".into(),
+            kind: String::new(),
+            plural: plural.into(),
+            singular: String::new(),
+            namespaced: true,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            status: false,
+            scale: None,
+            validator: None,
+            printer_columns: None,
+            custom: false,
+        }
+    }
+
+    #[test]
+    fn what_a_typed_client_could_not_read_back_is_refused_with_its_field() {
+        let map = builtin("", "configmaps");
+        let check = |resource: &Resource, object: Value| {
+            check_type(resource, &object).map_err(|e| (e.field, e.kind, e.detail))
+        };
+        assert_eq!(
+            check(&map, json!({"metadata": {"name": "a"}, "data": {"k": "v"}})),
+            Ok(())
+        );
+        let (field, kind, detail) =
+            check(&map, json!({"metadata": {"name": "a"}, "data": {"k": 1}}))
+                .expect_err("a number");
+        assert_eq!(
+            (field.as_str(), kind),
+            ("data.k", FieldErrorKind::TypeInvalid)
+        );
+        assert!(detail.contains("invalid type"), "{detail}");
+        let secret = builtin("", "secrets");
+        let (field, ..) = check(
+            &secret,
+            json!({"metadata": {"name": "s"}, "data": {"k": "not base64!"}}),
+        )
+        .expect_err("not base64");
+        assert_eq!(field, "data.k");
+        let deployments = builtin("apps", "deployments");
+        let (field, kind, _) = check(
+            &deployments,
+            json!({"metadata": {"name": "d"}, "spec": {"template": {}}}),
+        )
+        .expect_err("no selector");
+        assert_eq!(
+            (field.as_str(), kind),
+            ("spec.selector", FieldErrorKind::Required)
+        );
+        let role_binding = builtin("rbac.authorization.k8s.io", "rolebindings");
+        assert_eq!(
+            check(&role_binding, json!({"metadata": {"name": "r"}})).map_err(|e| e.0),
+            Err("roleRef".to_owned())
+        );
     }
 
     #[test]
