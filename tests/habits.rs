@@ -1,8 +1,9 @@
 //! Kubernetes habits against the embedded control plane, with real
 //! kubectl: applying an unchanged manifest again changes nothing,
 //! `kubectl wait` finds an object that is not the last of its collection,
-//! and Events written through either API group show in `kubectl
-//! describe` and `kubectl events`.
+//! Events written through either API group show in `kubectl describe`
+//! and `kubectl events`, and `kubectl create` makes namespaces, service
+//! accounts and RBAC objects (which kubectl sends as protobuf).
 //! Each namespace holds objects before and after the ones under test, so
 //! nothing passes because its object is the only or the newest one.
 
@@ -19,6 +20,7 @@ async fn kubectl_habits_work_unchanged() {
         reapplying_unchanged_manifests_changes_nothing(kubectl, dir);
         waits_for_an_object_that_is_not_the_last(kubectl);
         events_of_either_group_are_one_store(kubectl, dir);
+        creates_built_in_kinds(kubectl);
     })
     .await;
 }
@@ -221,4 +223,118 @@ fn events_of_either_group_are_one_store(kubectl: &Cli, dir: &Path) {
             "event.events.k8s.io/web-new"
         ]
     );
+}
+
+fn creates_built_in_kinds(kubectl: &Cli) {
+    for namespace in ["alpha", "prod", "zeta"] {
+        kubectl.ok(&["create", "namespace", namespace]);
+    }
+    let in_prod = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-n", "prod"]);
+        kubectl.ok(&all)
+    };
+    for args in [
+        &["create", "serviceaccount", "robot"][..],
+        &[
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list",
+            "--resource=configmaps",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "robot-reads",
+            "--role=reader",
+            "--serviceaccount=prod:robot",
+        ],
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast",
+        ],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=password=s3cret",
+        ],
+    ] {
+        assert!(in_prod(args).contains("created"), "{args:?}");
+    }
+    kubectl.ok(&[
+        "create",
+        "clusterrole",
+        "watcher",
+        "--verb=watch",
+        "--resource=namespaces",
+    ]);
+    kubectl.ok(&[
+        "create",
+        "clusterrolebinding",
+        "robot-watches",
+        "--clusterrole=watcher",
+        "--serviceaccount=prod:robot",
+    ]);
+    let get = |args: &[&str]| kubectl.ok(args);
+    assert_eq!(
+        get(&[
+            "get",
+            "ns",
+            "prod",
+            "-o",
+            "jsonpath={.status.phase} {.metadata.labels.kubernetes\\.io/metadata\\.name}"
+        ]),
+        "Active prod"
+    );
+    assert_eq!(
+        in_prod(&[
+            "get",
+            "role",
+            "reader",
+            "-o",
+            "jsonpath={.rules[0].verbs} {.rules[0].apiGroups}"
+        ]),
+        r#"["get","list"] [""]"#
+    );
+    assert_eq!(
+        in_prod(&[
+            "get",
+            "rolebinding",
+            "robot-reads",
+            "-o",
+            "jsonpath={.roleRef.kind}/{.roleRef.name} {.subjects[0].kind}/{.subjects[0].name}"
+        ]),
+        "Role/reader ServiceAccount/robot"
+    );
+    assert_eq!(
+        get(&[
+            "get",
+            "clusterrolebinding",
+            "robot-watches",
+            "-o",
+            "jsonpath={.roleRef.name} {.subjects[0].namespace}"
+        ]),
+        "watcher prod"
+    );
+    assert_eq!(
+        in_prod(&["get", "secret", "creds", "-o", "jsonpath={.data.password}"]),
+        "czNjcmV0"
+    );
+    // A kind whose protobuf is not read is refused whole, not stored in part.
+    let refused = kubectl.fails(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "-n",
+        "prod",
+    ]);
+    assert!(refused.contains("application/json"), "{refused}");
+    let missing = kubectl.fails(&["get", "deployment", "web", "-n", "prod"]);
+    assert!(missing.contains("NotFound"), "{missing}");
 }

@@ -1,7 +1,9 @@
 //! Protobuf request bodies. Go clients send built-in kinds as protobuf
 //! (client-go's default since 1.32) and do not fall back to JSON, so the
-//! kinds they write here are decoded: Secret and ConfigMap (Helm keeps its
-//! releases in them). Responses stay JSON, which those clients accept.
+//! kinds they write here are decoded, each by a table of its message's
+//! fields (`message_of`): a body with a field the table does not know is
+//! refused (415), never stored with the field dropped. Responses stay
+//! JSON, which those clients accept.
 //!
 //! The encoding: the magic `k8s\0`, then a `runtime.Unknown` whose `raw`
 //! field holds the object's message.
@@ -13,9 +15,11 @@ use super::status::ApiError;
 
 const MAGIC: &[u8] = b"k8s\0";
 
-enum Field<'a> {
+/// A field as it is on the wire.
+enum Wire<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
+    Fixed,
 }
 
 fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
@@ -32,14 +36,14 @@ fn varint(buf: &[u8], pos: &mut usize) -> Result<u64, String> {
 }
 
 /// The fields of one message, in order.
-fn fields(buf: &[u8]) -> Result<Vec<(u64, Field<'_>)>, String> {
+fn fields(buf: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, String> {
     let mut pos = 0;
     let mut out = Vec::new();
     while pos < buf.len() {
         let tag = varint(buf, &mut pos)?;
         let (number, wire) = (tag >> 3, tag & 7);
         let field = match wire {
-            0 => Field::Varint(varint(buf, &mut pos)?),
+            0 => Wire::Varint(varint(buf, &mut pos)?),
             2 => {
                 let len = usize::try_from(varint(buf, &mut pos)?).map_err(|e| e.to_string())?;
                 let end = pos
@@ -48,15 +52,17 @@ fn fields(buf: &[u8]) -> Result<Vec<(u64, Field<'_>)>, String> {
                     .ok_or("truncated field")?;
                 let bytes = &buf[pos..end];
                 pos = end;
-                Field::Bytes(bytes)
+                Wire::Bytes(bytes)
             }
-            1 => {
-                pos += 8;
-                continue;
-            }
-            5 => {
-                pos += 4;
-                continue;
+            // Fixed-width numbers: no field read here has one, so they
+            // are kept only to be refused.
+            1 | 5 => {
+                let width = if wire == 1 { 8 } else { 4 };
+                pos = pos
+                    .checked_add(width)
+                    .filter(|end| *end <= buf.len())
+                    .ok_or("truncated field")?;
+                Wire::Fixed
             }
             other => return Err(format!("unsupported wire type {other}")),
         };
@@ -69,109 +75,286 @@ fn text(bytes: &[u8]) -> Result<String, String> {
     String::from_utf8(bytes.to_vec()).map_err(|e| e.to_string())
 }
 
-/// A `map<string, V>` entry: key 1, value 2.
-fn entry(bytes: &[u8], value_as_bytes: bool) -> Result<(String, Value), String> {
-    let mut key = String::new();
-    let mut value = Value::String(String::new());
-    for (number, field) in fields(bytes)? {
-        match (number, field) {
-            (1, Field::Bytes(b)) => key = text(b)?,
-            (2, Field::Bytes(b)) if value_as_bytes => {
-                value = Value::String(base64::engine::general_purpose::STANDARD.encode(b));
+/// What a protobuf field holds, and how it reads as JSON.
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    /// `bytes`, as base64 in JSON.
+    Bytes,
+    Bool,
+    Int,
+    /// `meta.v1.Time` (seconds 1, nanos 2), RFC 3339; empty is no time.
+    Time,
+    /// `map<string, string>` (entries of key 1, value 2).
+    TextMap,
+    /// `map<string, bytes>`.
+    BytesMap,
+    Message(&'static [Field]),
+}
+
+/// One field of a message: its number, its JSON name, what it holds and
+/// whether it repeats.
+#[derive(Clone, Copy)]
+struct Field(u64, &'static str, Kind, bool);
+
+const fn one(number: u64, name: &'static str, kind: Kind) -> Field {
+    Field(number, name, kind, false)
+}
+
+const fn many(number: u64, name: &'static str, kind: Kind) -> Field {
+    Field(number, name, kind, true)
+}
+
+const OWNER_REFERENCE: &[Field] = &[
+    one(1, "kind", Kind::Text),
+    one(3, "name", Kind::Text),
+    one(4, "uid", Kind::Text),
+    one(5, "apiVersion", Kind::Text),
+    one(6, "controller", Kind::Bool),
+    one(7, "blockOwnerDeletion", Kind::Bool),
+];
+
+const OBJECT_META: &[Field] = &[
+    one(1, "name", Kind::Text),
+    one(2, "generateName", Kind::Text),
+    one(3, "namespace", Kind::Text),
+    one(4, "selfLink", Kind::Text),
+    one(5, "uid", Kind::Text),
+    one(6, "resourceVersion", Kind::Text),
+    one(7, "generation", Kind::Int),
+    one(8, "creationTimestamp", Kind::Time),
+    one(9, "deletionTimestamp", Kind::Time),
+    one(10, "deletionGracePeriodSeconds", Kind::Int),
+    one(11, "labels", Kind::TextMap),
+    one(12, "annotations", Kind::TextMap),
+    many(13, "ownerReferences", Kind::Message(OWNER_REFERENCE)),
+    many(14, "finalizers", Kind::Text),
+];
+
+const METADATA: Field = one(1, "metadata", Kind::Message(OBJECT_META));
+
+const SECRET: &[Field] = &[
+    METADATA,
+    one(2, "data", Kind::BytesMap),
+    one(3, "type", Kind::Text),
+    one(4, "stringData", Kind::TextMap),
+    one(5, "immutable", Kind::Bool),
+];
+
+const CONFIG_MAP: &[Field] = &[
+    METADATA,
+    one(2, "data", Kind::TextMap),
+    one(3, "binaryData", Kind::BytesMap),
+    one(4, "immutable", Kind::Bool),
+];
+
+const NAMESPACE_CONDITION: &[Field] = &[
+    one(1, "type", Kind::Text),
+    one(2, "status", Kind::Text),
+    one(4, "lastTransitionTime", Kind::Time),
+    one(5, "reason", Kind::Text),
+    one(6, "message", Kind::Text),
+];
+
+const NAMESPACE: &[Field] = &[
+    METADATA,
+    one(
+        2,
+        "spec",
+        Kind::Message(&[many(1, "finalizers", Kind::Text)]),
+    ),
+    one(
+        3,
+        "status",
+        Kind::Message(&[
+            one(1, "phase", Kind::Text),
+            many(2, "conditions", Kind::Message(NAMESPACE_CONDITION)),
+        ]),
+    ),
+];
+
+const OBJECT_REFERENCE: &[Field] = &[
+    one(1, "kind", Kind::Text),
+    one(2, "namespace", Kind::Text),
+    one(3, "name", Kind::Text),
+    one(4, "uid", Kind::Text),
+    one(5, "apiVersion", Kind::Text),
+    one(6, "resourceVersion", Kind::Text),
+    one(7, "fieldPath", Kind::Text),
+];
+
+const SERVICE_ACCOUNT: &[Field] = &[
+    METADATA,
+    many(2, "secrets", Kind::Message(OBJECT_REFERENCE)),
+    many(
+        3,
+        "imagePullSecrets",
+        Kind::Message(&[one(1, "name", Kind::Text)]),
+    ),
+    one(4, "automountServiceAccountToken", Kind::Bool),
+];
+
+const POLICY_RULE: &[Field] = &[
+    many(1, "verbs", Kind::Text),
+    many(2, "apiGroups", Kind::Text),
+    many(3, "resources", Kind::Text),
+    many(4, "resourceNames", Kind::Text),
+    many(5, "nonResourceURLs", Kind::Text),
+];
+
+const LABEL_SELECTOR: &[Field] = &[
+    one(1, "matchLabels", Kind::TextMap),
+    many(
+        2,
+        "matchExpressions",
+        Kind::Message(&[
+            one(1, "key", Kind::Text),
+            one(2, "operator", Kind::Text),
+            many(3, "values", Kind::Text),
+        ]),
+    ),
+];
+
+const ROLE: &[Field] = &[METADATA, many(2, "rules", Kind::Message(POLICY_RULE))];
+
+const CLUSTER_ROLE: &[Field] = &[
+    METADATA,
+    many(2, "rules", Kind::Message(POLICY_RULE)),
+    one(
+        3,
+        "aggregationRule",
+        Kind::Message(&[many(
+            1,
+            "clusterRoleSelectors",
+            Kind::Message(LABEL_SELECTOR),
+        )]),
+    ),
+];
+
+const BINDING: &[Field] = &[
+    METADATA,
+    many(
+        2,
+        "subjects",
+        Kind::Message(&[
+            one(1, "kind", Kind::Text),
+            one(2, "apiGroup", Kind::Text),
+            one(3, "name", Kind::Text),
+            one(4, "namespace", Kind::Text),
+        ]),
+    ),
+    one(
+        3,
+        "roleRef",
+        Kind::Message(&[
+            one(1, "apiGroup", Kind::Text),
+            one(2, "kind", Kind::Text),
+            one(3, "name", Kind::Text),
+        ]),
+    ),
+];
+
+/// The message of each kind whose protobuf bodies are read: those Go
+/// clients write here (Helm keeps releases in Secrets; `kubectl create
+/// namespace|serviceaccount|role|rolebinding|clusterrole|
+/// clusterrolebinding|configmap|secret`).
+fn message_of(api_version: &str, kind: &str) -> Option<&'static [Field]> {
+    Some(match (api_version, kind) {
+        ("v1", "Secret") => SECRET,
+        ("v1", "ConfigMap") => CONFIG_MAP,
+        ("v1", "Namespace") => NAMESPACE,
+        ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => CLUSTER_ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
+        _ => return None,
+    })
+}
+
+/// One message as JSON. A field this schema does not know is an error,
+/// never dropped: a body is stored whole or not at all.
+fn message(bytes: &[u8], schema: &[Field]) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for (number, value) in fields(bytes)? {
+        let Some(&Field(_, name, kind, repeated)) = schema.iter().find(|f| f.0 == number) else {
+            return Err(format!("field {number} is not one Gantry reads"));
+        };
+        let Some(value) = scalar(value, kind)? else {
+            continue;
+        };
+        // Go writes unset strings as empty ones, which its JSON leaves
+        // out (in a list, "" is a value: the core API group).
+        if !repeated && value.as_str() == Some("") {
+            continue;
+        }
+        match (kind, repeated) {
+            (Kind::TextMap | Kind::BytesMap, _) => {
+                let map = out.entry(name).or_insert_with(|| json!({}));
+                if let (Some(map), Value::Object(entry)) = (map.as_object_mut(), value) {
+                    map.extend(entry);
+                }
             }
-            (2, Field::Bytes(b)) => value = Value::String(text(b)?),
-            _ => {}
+            (_, true) => {
+                let list = out.entry(name).or_insert_with(|| json!([]));
+                if let Some(list) = list.as_array_mut() {
+                    list.push(value);
+                }
+            }
+            (_, false) => {
+                out.insert(name.into(), value);
+            }
         }
     }
-    Ok((key, value))
+    Ok(out)
 }
 
-fn insert_entry(
-    map: &mut Map<String, Value>,
-    name: &str,
-    bytes: &[u8],
-    as_bytes: bool,
-) -> Result<(), String> {
-    let (key, value) = entry(bytes, as_bytes)?;
-    map.entry(name)
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .ok_or("not a map")?
-        .insert(key, value);
-    Ok(())
+/// One field's value as JSON (a map field: its one entry as an object);
+/// `None` for an empty time.
+fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
+    let wrong = || "a field of the wrong wire type".to_owned();
+    Ok(Some(match (kind, value) {
+        (Kind::Bool, Wire::Varint(v)) => Value::Bool(v != 0),
+        // int32 and int64 are both two's complement varints.
+        #[allow(clippy::cast_possible_wrap)]
+        (Kind::Int, Wire::Varint(v)) => json!(v as i64),
+        (Kind::Text, Wire::Bytes(b)) => Value::String(text(b)?),
+        (Kind::Bytes, Wire::Bytes(b)) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        (Kind::Time, Wire::Bytes(b)) => return time(b),
+        (Kind::TextMap | Kind::BytesMap, Wire::Bytes(b)) => {
+            let value_kind = if matches!(kind, Kind::BytesMap) {
+                Kind::Bytes
+            } else {
+                Kind::Text
+            };
+            let entry = message(b, &[one(1, "key", Kind::Text), one(2, "value", value_kind)])?;
+            let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
+            let value = entry.get("value").cloned().unwrap_or(json!(""));
+            json!({ key: value })
+        }
+        (Kind::Message(schema), Wire::Bytes(b)) => Value::Object(message(b, schema)?),
+        _ => return Err(wrong()),
+    }))
 }
 
-/// `meta.v1.Time`: seconds 1, nanos 2, as RFC 3339.
-fn time(bytes: &[u8]) -> Result<Value, String> {
+/// `meta.v1.Time`: seconds 1, nanos 2, as RFC 3339; Go writes a zero
+/// time as an empty message.
+fn time(bytes: &[u8]) -> Result<Option<Value>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
     let mut seconds = 0i64;
     for (number, field) in fields(bytes)? {
-        if let (1, Field::Varint(v)) = (number, field) {
-            seconds = v as i64;
+        if let (1, Wire::Varint(v)) = (number, field) {
+            #[allow(clippy::cast_possible_wrap)]
+            let v = v as i64;
+            seconds = v;
         }
     }
     k8s_openapi::jiff::Timestamp::from_second(seconds)
-        .map(|t| Value::String(t.to_string()))
+        .map(|t| Some(Value::String(t.to_string())))
         .map_err(|e| e.to_string())
-}
-
-fn object_meta(bytes: &[u8]) -> Result<Value, String> {
-    let mut meta = Map::new();
-    for (number, field) in fields(bytes)? {
-        let name = match number {
-            1 => "name",
-            2 => "generateName",
-            3 => "namespace",
-            5 => "uid",
-            6 => "resourceVersion",
-            _ => "",
-        };
-        match (number, field) {
-            (1..=3 | 5 | 6, Field::Bytes(b)) => {
-                meta.insert(name.into(), Value::String(text(b)?));
-            }
-            (7, Field::Varint(v)) => {
-                meta.insert("generation".into(), json!(v));
-            }
-            (8, Field::Bytes(b)) => {
-                meta.insert("creationTimestamp".into(), time(b)?);
-            }
-            (11, Field::Bytes(b)) => insert_entry(&mut meta, "labels", b, false)?,
-            (12, Field::Bytes(b)) => insert_entry(&mut meta, "annotations", b, false)?,
-            (14, Field::Bytes(b)) => {
-                let finalizers = meta.entry("finalizers").or_insert_with(|| json!([]));
-                if let Some(list) = finalizers.as_array_mut() {
-                    list.push(Value::String(text(b)?));
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(Value::Object(meta))
-}
-
-/// A Secret (`data` 2 as bytes, `type` 3, `stringData` 4, `immutable` 5)
-/// or a ConfigMap (`data` 2, `binaryData` 3 as bytes, `immutable` 4).
-fn body(kind: &str, bytes: &[u8]) -> Result<Map<String, Value>, String> {
-    let mut object = Map::new();
-    for (number, field) in fields(bytes)? {
-        match (kind, number, field) {
-            (_, 1, Field::Bytes(b)) => {
-                object.insert("metadata".into(), object_meta(b)?);
-            }
-            ("Secret", 2, Field::Bytes(b)) => insert_entry(&mut object, "data", b, true)?,
-            ("Secret", 3, Field::Bytes(b)) => {
-                object.insert("type".into(), Value::String(text(b)?));
-            }
-            ("Secret", 4, Field::Bytes(b)) => insert_entry(&mut object, "stringData", b, false)?,
-            ("Secret", 5, Field::Varint(v)) | ("ConfigMap", 4, Field::Varint(v)) => {
-                object.insert("immutable".into(), Value::Bool(v != 0));
-            }
-            ("ConfigMap", 2, Field::Bytes(b)) => insert_entry(&mut object, "data", b, false)?,
-            ("ConfigMap", 3, Field::Bytes(b)) => insert_entry(&mut object, "binaryData", b, true)?,
-            _ => {}
-        }
-    }
-    Ok(object)
 }
 
 /// The `kind` and `raw` message of the k8s protobuf envelope.
@@ -182,16 +365,16 @@ fn unwrap(bytes: &[u8]) -> Result<(String, String, &[u8]), String> {
     let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
     for (number, field) in fields(envelope)? {
         match (number, field) {
-            (1, Field::Bytes(type_meta)) => {
+            (1, Wire::Bytes(type_meta)) => {
                 for (n, f) in fields(type_meta)? {
                     match (n, f) {
-                        (1, Field::Bytes(b)) => api_version = text(b)?,
-                        (2, Field::Bytes(b)) => kind = text(b)?,
+                        (1, Wire::Bytes(b)) => api_version = text(b)?,
+                        (2, Wire::Bytes(b)) => kind = text(b)?,
                         _ => {}
                     }
                 }
             }
-            (2, Field::Bytes(b)) => raw = b,
+            (2, Wire::Bytes(b)) => raw = b,
             _ => {}
         }
     }
@@ -210,13 +393,13 @@ pub(super) fn delete_options(bytes: &[u8]) -> Result<Value, ApiError> {
     let mut dry_run = Vec::new();
     for (number, field) in fields(raw).map_err(bad)? {
         match (number, field) {
-            (4, Field::Bytes(b)) => {
+            (4, Wire::Bytes(b)) => {
                 options.insert(
                     "propagationPolicy".into(),
                     Value::String(text(b).map_err(bad)?),
                 );
             }
-            (5, Field::Bytes(b)) => dry_run.push(Value::String(text(b).map_err(bad)?)),
+            (5, Wire::Bytes(b)) => dry_run.push(Value::String(text(b).map_err(bad)?)),
             _ => {}
         }
     }
@@ -233,12 +416,16 @@ pub(super) fn delete_options(bytes: &[u8]) -> Result<Value, ApiError> {
 pub(super) fn decode(bytes: &[u8]) -> Result<Value, ApiError> {
     let bad = |e: String| ApiError::BadRequest(format!("the protobuf body does not decode: {e}"));
     let (api_version, kind, raw) = unwrap(bytes).map_err(bad)?;
-    if !matches!(kind.as_str(), "Secret" | "ConfigMap") {
+    let Some(schema) = message_of(&api_version, &kind) else {
         return Err(ApiError::UnsupportedMediaType(format!(
-            "protobuf bodies are accepted for Secrets and ConfigMaps; send {kind} as application/json"
+            "protobuf bodies of {api_version} {kind} are not read here; send application/json"
         )));
-    }
-    let mut object = body(&kind, raw).map_err(bad)?;
+    };
+    let mut object = message(raw, schema).map_err(|e| {
+        ApiError::UnsupportedMediaType(format!(
+            "the protobuf {kind} cannot be read whole ({e}); send application/json"
+        ))
+    })?;
     object.insert("apiVersion".into(), Value::String(api_version));
     object.insert("kind".into(), Value::String(kind));
     Ok(Value::Object(object))
@@ -329,5 +516,84 @@ mod tests {
             Err(ApiError::BadRequest(_))
         ));
         assert!(matches!(decode(b"{}"), Err(ApiError::BadRequest(_))));
+    }
+
+    #[test]
+    fn decodes_a_namespace_and_a_role_binding_as_kubectl_create_writes_them() {
+        let meta = [bytes(1, b"prod"), bytes(2, b""), bytes(8, b"")].concat();
+        let namespace = [bytes(1, &meta), bytes(2, b""), bytes(3, b"")].concat();
+        let type_meta = [bytes(1, b"v1"), bytes(2, b"Namespace")].concat();
+        let body = [MAGIC.to_vec(), bytes(1, &type_meta), bytes(2, &namespace)].concat();
+        assert_eq!(
+            decode(&body).expect("decodes"),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "prod"},
+                   "spec": {}, "status": {}})
+        );
+
+        let subject = [
+            bytes(1, b"ServiceAccount"),
+            bytes(2, b""),
+            bytes(3, b"robot"),
+            bytes(4, b"prod"),
+        ]
+        .concat();
+        let role_ref = [
+            bytes(1, b"rbac.authorization.k8s.io"),
+            bytes(2, b"Role"),
+            bytes(3, b"reader"),
+        ]
+        .concat();
+        let binding = [
+            bytes(1, &bytes(1, b"robot-reads")),
+            bytes(2, &subject),
+            bytes(3, &role_ref),
+        ]
+        .concat();
+        let type_meta = [
+            bytes(1, b"rbac.authorization.k8s.io/v1"),
+            bytes(2, b"RoleBinding"),
+        ]
+        .concat();
+        let body = [MAGIC.to_vec(), bytes(1, &type_meta), bytes(2, &binding)].concat();
+        assert_eq!(
+            decode(&body).expect("decodes"),
+            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": "robot-reads"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "prod"}],
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"}})
+        );
+
+        // A rule's "" is the core API group, kept.
+        let rule = [bytes(1, b"get"), bytes(2, b""), bytes(3, b"configmaps")].concat();
+        let role = [bytes(1, &bytes(1, b"reader")), bytes(2, &rule)].concat();
+        let type_meta = [bytes(1, b"rbac.authorization.k8s.io/v1"), bytes(2, b"Role")].concat();
+        let body = [MAGIC.to_vec(), bytes(1, &type_meta), bytes(2, &role)].concat();
+        assert_eq!(
+            decode(&body).expect("decodes")["rules"],
+            json!([{"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"]}])
+        );
+    }
+
+    #[test]
+    fn a_field_not_read_here_refuses_the_body_rather_than_dropping_the_field() {
+        // ObjectMeta's managedFields (17) is not in the table.
+        let meta = [bytes(1, b"prod"), bytes(17, b"")].concat();
+        let type_meta = [bytes(1, b"v1"), bytes(2, b"Namespace")].concat();
+        let body = [
+            MAGIC.to_vec(),
+            bytes(1, &type_meta),
+            bytes(2, &bytes(1, &meta)),
+        ]
+        .concat();
+        assert!(
+            matches!(decode(&body), Err(ApiError::UnsupportedMediaType(m)) if m.contains("field 17"))
+        );
+        // So is a fixed-width number where none is expected.
+        let fixed = [tag(9, 1), vec![0; 8]].concat();
+        let body = [MAGIC.to_vec(), bytes(1, &type_meta), bytes(2, &fixed)].concat();
+        assert!(matches!(
+            decode(&body),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
     }
 }
