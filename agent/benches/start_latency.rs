@@ -7,17 +7,13 @@
 //! start_latency`.
 
 use std::{
-    net::SocketAddr,
     path::Path,
     process::Command,
     time::{Duration, Instant},
 };
 
 use agent::runtime::Docker;
-use apiserver::{
-    server::{Config, Server},
-    storage::Options,
-};
+use apiserver::server::{Config, Server};
 use crds::v1alpha1::{Allocation, ContainerInstance, Task, TaskLastStatus};
 use kube::{
     Api, Client, ResourceExt,
@@ -172,14 +168,9 @@ async fn main() {
     let image = image();
     remove_containers();
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        kubeconfig: None,
-        store: Options::default(),
-    })
-    .await
-    .expect("server starts");
+    let server = Server::start(Config::local(dir.path()))
+        .await
+        .expect("server starts");
     let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await

@@ -4,12 +4,9 @@
 //! refusal a `Status` whose code is the response's. Afterwards every
 //! stored object still decodes as its kind, so typed clients can list it.
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use apiserver::{
-    server::{Config, Server},
-    storage::Options,
-};
+use apiserver::server::{Config, Server};
 use crds::v1alpha1::TaskDefinition;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Namespace, Secret},
@@ -301,14 +298,9 @@ async fn send(client: &Client, case: &Request) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_request_gets_an_answer_and_leaves_whole_objects() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        kubeconfig: None,
-        store: Options::default(),
-    })
-    .await
-    .expect("server starts");
+    let server = Server::start(Config::local(dir.path()))
+        .await
+        .expect("server starts");
     let client = admin(&server).await;
     neighbours(&client).await;
 

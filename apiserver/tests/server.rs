@@ -24,10 +24,8 @@ use serde_json::json;
 
 async fn start(dir: &Path, store: Options) -> Server {
     Server::start(Config {
-        data_dir: dir.to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        kubeconfig: None,
         store,
+        ..Config::local(dir)
     })
     .await
     .expect("server starts")

@@ -5,15 +5,11 @@
 #![allow(dead_code)]
 
 use std::{
-    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
-use apiserver::{
-    server::{Config, Server},
-    storage::Options,
-};
+use apiserver::server::{Config, Server};
 
 /// A fetched tool: `$env` if set, else `.cache/tools/<name>`. Without it a
 /// test fails under CI and is skipped (loudly) elsewhere: `None` means skip.
@@ -41,14 +37,9 @@ pub fn tool(env: &str, name: &str) -> Option<PathBuf> {
 
 /// The control plane on a free loopback port, in `dir`.
 pub async fn server(dir: &Path) -> Server {
-    Server::start(Config {
-        data_dir: dir.to_path_buf(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        kubeconfig: None,
-        store: Options::default(),
-    })
-    .await
-    .expect("server starts")
+    Server::start(Config::local(dir))
+        .await
+        .expect("server starts")
 }
 
 /// A CLI pointed at a server through its kubeconfig, run from the repo.

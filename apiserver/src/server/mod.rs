@@ -67,6 +67,20 @@ pub struct Config {
     pub store: Options,
 }
 
+impl Config {
+    /// A server in `data_dir` on a free loopback port, with the default
+    /// store: what tests and benches start.
+    #[must_use]
+    pub fn local(data_dir: &Path) -> Self {
+        Self {
+            data_dir: data_dir.to_path_buf(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kubeconfig: None,
+            store: Options::default(),
+        }
+    }
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
