@@ -2,8 +2,9 @@
 //! kubectl: applying an unchanged manifest again changes nothing,
 //! `kubectl wait` finds an object that is not the last of its collection,
 //! Events written through either API group show in `kubectl describe`
-//! and `kubectl events`, and `kubectl create` makes namespaces, service
-//! accounts and RBAC objects (which kubectl sends as protobuf).
+//! and `kubectl events`, `kubectl create` makes namespaces, service
+//! accounts and RBAC objects (which kubectl sends as protobuf), and
+//! `kubectl auth can-i` and `whoami` answer for each token.
 //! Each namespace holds objects before and after the ones under test, so
 //! nothing passes because its object is the only or the newest one.
 
@@ -21,6 +22,7 @@ async fn kubectl_habits_work_unchanged() {
         waits_for_an_object_that_is_not_the_last(kubectl);
         events_of_either_group_are_one_store(kubectl, dir);
         creates_built_in_kinds(kubectl);
+        says_who_the_caller_is_and_what_it_may_do(kubectl, dir);
     })
     .await;
 }
@@ -337,4 +339,49 @@ fn creates_built_in_kinds(kubectl: &Cli) {
     assert!(refused.contains("application/json"), "{refused}");
     let missing = kubectl.fails(&["get", "deployment", "web", "-n", "prod"]);
     assert!(missing.contains("NotFound"), "{missing}");
+}
+
+fn says_who_the_caller_is_and_what_it_may_do(admin: &Cli, dir: &Path) {
+    // The same server through the read-only token.
+    let token = std::fs::read_to_string(dir.join("pki/read-only.token")).expect("token");
+    let kubeconfig = std::fs::read_to_string(&admin.kubeconfig).expect("kubeconfig");
+    let read_only_config = dir.join("read-only.kubeconfig");
+    let replaced: Vec<String> = kubeconfig
+        .lines()
+        .map(|line| match line.split_once("token:") {
+            Some((indent, _)) => format!("{indent}token: {}", token.trim()),
+            None => line.to_owned(),
+        })
+        .collect();
+    std::fs::write(&read_only_config, replaced.join("\n")).expect("written");
+    let read_only = Cli {
+        binary: admin.binary.clone(),
+        kubeconfig: read_only_config,
+    };
+    assert!(admin.ok(&["auth", "whoami"]).contains("gantry:admin"));
+    assert!(
+        read_only
+            .ok(&["auth", "whoami"])
+            .contains("gantry:read-only")
+    );
+    for (cli, args, answer) in [
+        (
+            admin,
+            &["auth", "can-i", "create", "configmaps", "-n", "prod"][..],
+            "yes",
+        ),
+        (admin, &["auth", "can-i", "delete", "gsvc"], "yes"),
+        (&read_only, &["auth", "can-i", "list", "gsvc"], "yes"),
+        (
+            &read_only,
+            &["auth", "can-i", "watch", "configmaps", "-n", "prod"],
+            "yes",
+        ),
+    ] {
+        assert_eq!(cli.ok(args).trim(), answer, "{args:?}");
+    }
+    // "no" is kubectl's answer with exit code 1.
+    let out = read_only.run(&["auth", "can-i", "create", "configmaps", "-n", "prod"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no"));
 }

@@ -1,6 +1,7 @@
 //! The HTTPS server: TLS, bearer tokens, discovery, and the REST surface
 //! over the store.
 
+mod access;
 mod app;
 mod apply;
 mod crd;
@@ -38,7 +39,7 @@ pub use pki::Credentials;
 pub use registry::Registry;
 pub use status::ApiError;
 
-use self::app::App;
+use self::{access::Identity, app::App, http::Review};
 
 use self::objects::meta::{now, uid};
 use crate::storage::{Options, Store, StoreError};
@@ -256,10 +257,18 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
+    // Reviews only ask; the read-only token may ask them too.
+    let review = *request.method() == Method::POST && review_of(path).is_some();
     match token {
-        Some(t) if t == app.credentials.admin_token => next.run(request).await,
+        Some(t) if t == app.credentials.admin_token => {
+            let mut request = request;
+            request.extensions_mut().insert(Identity::Admin);
+            next.run(request).await
+        }
         Some(t) if t == app.credentials.read_only_token => {
-            if matches!(*request.method(), Method::GET | Method::HEAD) {
+            if matches!(*request.method(), Method::GET | Method::HEAD) || review {
+                let mut request = request;
+                request.extensions_mut().insert(Identity::ReadOnly);
                 next.run(request).await
             } else {
                 ApiError::Forbidden(format!(
@@ -288,6 +297,15 @@ fn accepts_json(headers: &HeaderMap) -> bool {
 }
 
 /// Every `/api`, `/apis` and `/version` request.
+/// The review a path asks for, if it is one.
+fn review_of(path: &str) -> Option<Review> {
+    match path.trim_end_matches('/') {
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some(Review::Access),
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some(Review::SelfSubject),
+        _ => None,
+    }
+}
+
 async fn dispatch(
     State(app): State<Arc<App>>,
     method: Method,
@@ -296,6 +314,7 @@ async fn dispatch(
     request: Request<Body>,
 ) -> Response {
     let path = request.uri().path().to_owned();
+    let identity = request.extensions().get::<Identity>().copied();
     let body = match to_bytes(request.into_body(), http::MAX_BODY).await {
         Ok(body) => body,
         Err(_) => return ApiError::TooLarge(http::MAX_BODY).into_response(),
@@ -306,6 +325,14 @@ async fn dispatch(
         .filter(|s| !s.is_empty())
         .collect();
     let json = |value: serde_json::Value| axum::Json(value).into_response();
+    if let (Some(review), Some(identity)) = (review_of(&path), identity)
+        && method == Method::POST
+    {
+        return match http::review(identity, review, &query, &headers, &body) {
+            Ok(answer) => (axum::http::StatusCode::CREATED, axum::Json(answer)).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     let aggregated = headers
         .get(header::ACCEPT)
         .and_then(|accept| accept.to_str().ok())

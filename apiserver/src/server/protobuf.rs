@@ -254,6 +254,59 @@ const BINDING: &[Field] = &[
     ),
 ];
 
+const ACCESS_REVIEW: &[Field] = &[
+    METADATA,
+    one(
+        2,
+        "spec",
+        Kind::Message(&[
+            one(
+                1,
+                "resourceAttributes",
+                Kind::Message(&[
+                    one(1, "namespace", Kind::Text),
+                    one(2, "verb", Kind::Text),
+                    one(3, "group", Kind::Text),
+                    one(4, "version", Kind::Text),
+                    one(5, "resource", Kind::Text),
+                    one(6, "subresource", Kind::Text),
+                    one(7, "name", Kind::Text),
+                ]),
+            ),
+            one(
+                2,
+                "nonResourceAttributes",
+                Kind::Message(&[one(1, "path", Kind::Text), one(2, "verb", Kind::Text)]),
+            ),
+        ]),
+    ),
+    one(
+        3,
+        "status",
+        Kind::Message(&[
+            one(1, "allowed", Kind::Bool),
+            one(2, "reason", Kind::Text),
+            one(3, "evaluationError", Kind::Text),
+            one(4, "denied", Kind::Bool),
+        ]),
+    ),
+];
+
+const USER_INFO: &[Field] = &[
+    one(1, "username", Kind::Text),
+    one(2, "uid", Kind::Text),
+    many(3, "groups", Kind::Text),
+];
+
+const SELF_REVIEW: &[Field] = &[
+    METADATA,
+    one(
+        2,
+        "status",
+        Kind::Message(&[one(1, "userInfo", Kind::Message(USER_INFO))]),
+    ),
+];
+
 /// The message of each kind whose protobuf bodies are read: those Go
 /// clients write here (Helm keeps releases in Secrets; `kubectl create
 /// namespace|serviceaccount|role|rolebinding|clusterrole|
@@ -267,6 +320,8 @@ fn message_of(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => CLUSTER_ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => ACCESS_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_REVIEW,
         _ => return None,
     })
 }

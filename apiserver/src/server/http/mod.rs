@@ -26,6 +26,7 @@ use self::response::{json_body, with_warnings};
 use self::route::Route;
 pub(crate) use self::route::resolve;
 use super::{
+    access::Identity,
     app::App,
     objects::{self, Written, meta::meta},
     registry::Resource,
@@ -236,4 +237,34 @@ async fn delete_collection(
         "items": items,
     }));
     Ok(json_body(&list).into_response())
+}
+
+/// What a review asks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Review {
+    /// SelfSubjectAccessReview: may I?
+    Access,
+    /// SelfSubjectReview: who am I?
+    SelfSubject,
+}
+
+/// Answer a review from the caller's identity; the body (JSON or
+/// protobuf) holds the question.
+pub(crate) fn review(
+    identity: Identity,
+    review: Review,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, ApiError> {
+    let request = Request {
+        query,
+        headers,
+        body,
+    };
+    let asked = request.object()?;
+    Ok(match review {
+        Review::Access => identity.access_review(asked),
+        Review::SelfSubject => identity.self_review(),
+    })
 }
