@@ -1314,3 +1314,45 @@ async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn custom_resources_are_field_selected_by_name_and_namespace_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    install_crds(&client).await;
+    let tds: Api<TaskDefinition> = Api::namespaced(client.clone(), "default");
+    for name in ["a", "web", "z"] {
+        let mut td = web_task_definition();
+        td.metadata.name = Some(name.to_owned());
+        tds.create(&PostParams::default(), &td)
+            .await
+            .expect("created");
+    }
+    let named = tds
+        .list(&ListParams::default().fields("metadata.name=web"))
+        .await
+        .expect("listed");
+    let names: Vec<_> = named
+        .items
+        .iter()
+        .filter_map(|t| t.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["web"]);
+    let err = tds
+        .list(&ListParams::default().fields("spec.cpu=256"))
+        .await
+        .expect_err("not a selectable field");
+    assert_eq!(api_code(&err), Some(400));
+    assert!(
+        err.to_string()
+            .contains("field label not supported: spec.cpu"),
+        "{err}"
+    );
+    let by_mode = WatchParams::default().fields("spec.networkMode=bridge");
+    let Err(err) = tds.watch(&by_mode, "0").await else {
+        panic!("a watch by spec.networkMode was accepted");
+    };
+    assert_eq!(api_code(&err), Some(400));
+    server.shutdown().await;
+}

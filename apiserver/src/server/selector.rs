@@ -38,6 +38,32 @@ impl Selector {
         })
     }
 
+    /// Refuse a field selector naming a field the resource cannot be
+    /// selected by: a custom resource only by `metadata.name` and
+    /// `metadata.namespace`, as kube-apiserver allows (built-in kinds are
+    /// left free).
+    pub(super) fn check_fields(&self, custom: bool) -> Result<(), ApiError> {
+        if !custom {
+            return Ok(());
+        }
+        for requirement in &self.fields {
+            let key = match requirement {
+                Requirement::Equals(k, _)
+                | Requirement::NotEquals(k, _)
+                | Requirement::In(k, _)
+                | Requirement::NotIn(k, _)
+                | Requirement::Exists(k)
+                | Requirement::DoesNotExist(k) => k,
+            };
+            if !matches!(key.as_str(), "metadata.name" | "metadata.namespace") {
+                return Err(ApiError::BadRequest(format!(
+                    "field label not supported: {key}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn matches(&self, object: &Value) -> bool {
         let labels = object.pointer("/metadata/labels");
         let label = |key: &str| {

@@ -37,6 +37,7 @@ pub(super) fn list(
 ) -> Result<Response, ApiError> {
     let resource = &target.resource;
     let selector = Selector::from_query(query)?;
+    selector.check_fields(target.resource.custom)?;
     let prefix = resource.prefix(target.namespace.as_deref());
     let (mut revision, objects) = app.store.list(&prefix);
     let after = match query.get("continue").filter(|c| !c.is_empty()) {

@@ -214,6 +214,7 @@ async fn delete_collection(
     let resource = &target.resource;
     let (policy, dry_run) = request.delete_options(target)?;
     let selector = Selector::from_query(&view.query(request.query))?;
+    selector.check_fields(resource.custom)?;
     let (revision, stored) = app
         .store
         .list(&resource.prefix(target.namespace.as_deref()));

@@ -29,6 +29,7 @@ pub(super) fn watch(
 ) -> Result<Response, ApiError> {
     let resource = Arc::clone(&target.resource);
     let selector = Selector::from_query(query)?;
+    selector.check_fields(target.resource.custom)?;
     let prefix = resource.prefix(target.namespace.as_deref());
     let from = match query.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
