@@ -23,6 +23,7 @@ async fn kubectl_habits_work_unchanged() {
         events_of_either_group_are_one_store(kubectl, dir);
         creates_built_in_kinds(kubectl);
         says_who_the_caller_is_and_what_it_may_do(kubectl, dir);
+        patches_built_in_kinds_strategically(kubectl, dir);
     })
     .await;
 }
@@ -384,4 +385,80 @@ fn says_who_the_caller_is_and_what_it_may_do(admin: &Cli, dir: &Path) {
     let out = read_only.run(&["auth", "can-i", "create", "configmaps", "-n", "prod"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no"));
+}
+
+/// A Deployment manifest: containers `web` (with `env`) and `log`.
+fn deployment(name: &str, image: &str, env: &[(&str, &str)]) -> String {
+    let env: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!(r#"{{"name": "{k}", "value": "{v}"}}"#))
+        .collect();
+    format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "{name}"}},
+        "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"app": "{name}"}}}},
+          "strategy": {{"type": "RollingUpdate", "rollingUpdate": {{"maxSurge": 1}}}},
+          "template": {{"metadata": {{"labels": {{"app": "{name}"}}}}, "spec": {{"containers": [
+            {{"name": "web", "image": "{image}", "env": [{}], "ports": [{{"containerPort": 80}}]}},
+            {{"name": "log", "image": "log:1"}}]}}}}}}}}"#,
+        env.join(", ")
+    )
+}
+
+fn patches_built_in_kinds_strategically(kubectl: &Cli, dir: &Path) {
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("written");
+        path.to_str().expect("UTF-8 path").to_owned()
+    };
+    for name in ["aaa", "web", "zzz"] {
+        let path = write(
+            &format!("{name}.json"),
+            deployment(name, "web:1", &[("A", "1"), ("B", "2")]),
+        );
+        kubectl.ok(&["apply", "-f", &path]);
+    }
+    // A second client-side apply: image changed, B removed, C added.
+    let changed = write(
+        "web-2.json",
+        deployment("web", "web:2", &[("A", "1"), ("C", "3")]),
+    );
+    kubectl.ok(&["apply", "-f", &changed]);
+    kubectl.ok(&["set", "image", "deployment/web", "log=log:2"]);
+    kubectl.ok(&["set", "env", "deployment/web", "-c", "web", "D=4"]);
+    kubectl.ok(&["set", "env", "deployment/web", "-c", "web", "A-"]);
+    kubectl.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "-p",
+        r#"{"spec":{"strategy":{"$retainKeys":["type"],"type":"Recreate"}}}"#,
+    ]);
+    let stored: serde_json::Value =
+        serde_json::from_str(&kubectl.ok(&["get", "deployment", "web", "-o", "json"]))
+            .expect("JSON");
+    // What kube-apiserver stores after the same requests.
+    assert_eq!(
+        stored["spec"]["template"]["spec"]["containers"],
+        serde_json::json!([
+            {"name": "web", "image": "web:2", "ports": [{"containerPort": 80}],
+             "env": [{"name": "C", "value": "3"}, {"name": "D", "value": "4"}]},
+            {"name": "log", "image": "log:2"},
+        ])
+    );
+    assert_eq!(
+        stored["spec"]["strategy"],
+        serde_json::json!({"type": "Recreate"})
+    );
+    assert!(
+        !stored.to_string().contains("$patch") && !stored.to_string().contains("$setElementOrder")
+    );
+    // The neighbours are untouched.
+    let aaa = kubectl.ok(&[
+        "get",
+        "deployment",
+        "aaa",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].env[*].name}",
+    ]);
+    assert_eq!(aaa, "A B");
 }

@@ -13,6 +13,7 @@ mod delete;
 pub(crate) mod gc;
 pub(crate) mod meta;
 mod patch;
+mod strategic;
 mod target;
 mod update;
 

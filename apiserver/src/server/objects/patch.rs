@@ -11,6 +11,7 @@ use super::{
     admission::check_identity,
     create::create,
     meta::{meta, metadata_mut, now, well_formed},
+    strategic,
     target::{Target, conflict, not_found},
     update::update,
 };
@@ -56,9 +57,12 @@ pub(crate) async fn patch(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml".into(),
                 ));
             }
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                json_patch::merge(&mut next, patch);
+            "application/strategic-merge-patch+json" => {
+                well_formed(patch)?;
+                next = strategic::patch(&resource.kind, &next, patch)
+                    .map_err(|e| ApiError::BadRequest(format!("the strategic merge patch: {e}")))?;
             }
+            "application/merge-patch+json" => json_patch::merge(&mut next, patch),
             "application/json-patch+json" => {
                 let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                     .map_err(|e| ApiError::BadRequest(format!("not a JSON patch: {e}")))?;
