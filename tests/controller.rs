@@ -125,6 +125,17 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
         binary: kubectl,
         kubeconfig: g.kubeconfig.clone(),
     };
+    reapplying_changes_nothing(
+        &g,
+        &cli,
+        ns,
+        &[
+            task_definition("web", 128, &["httpd"], "1"),
+            service("web", "web", 50, json!({})),
+        ],
+    )
+    .await;
+
     cli.ok(&["-n", ns, "scale", "gsvc/web", "--replicas=80"]);
     let s = g
         .service_until(ns, "web", "scaled to 80", |s| {
@@ -166,6 +177,59 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
     assert!(
         printed.contains("web") && printed.contains("True"),
         "{printed}"
+    );
+}
+
+/// Applying the manifests a Ready service came from again, client-side
+/// and server-side, twice each, changes nothing: no new revision or
+/// deployment, the same tasks, as on a real cluster (a GitOps sync).
+async fn reapplying_changes_nothing(g: &Gantry, cli: &common::Cli, ns: &str, manifests: &[Value]) {
+    let names = |tasks: Vec<Task>| {
+        let mut names: Vec<String> = tasks.iter().map(ResourceExt::name_any).collect();
+        names.sort();
+        names
+    };
+    let before = names(g.live_tasks(ns, "web").await);
+    let file = g.kubeconfig.with_file_name("reapplied.json");
+    let documents: Vec<String> = manifests.iter().map(Value::to_string).collect();
+    std::fs::write(&file, documents.join("\n---\n")).expect("written");
+    let file = file.to_str().expect("UTF-8 path");
+    for args in [
+        &[
+            "-n",
+            ns,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            file,
+        ][..],
+        &["-n", ns, "apply", "--server-side", "-f", file],
+        &["-n", ns, "apply", "-f", file],
+        &["-n", ns, "apply", "-f", file],
+    ] {
+        cli.ok(args);
+    }
+    // Long enough for a redeploy to have started.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let td = g
+        .api::<crds::v1alpha1::TaskDefinition>(ns)
+        .get("web")
+        .await
+        .expect("task definition");
+    assert_eq!(td.metadata.generation, Some(1), "no new revision");
+    let s = g.service_until(ns, "web", "still Ready", ready).await;
+    let ids: Vec<_> = s
+        .status
+        .iter()
+        .flat_map(|st| &st.deployments)
+        .map(|d| d.id.as_str())
+        .collect();
+    assert_eq!(ids, ["ecs-svc/1"], "no new deployment");
+    assert_eq!(
+        names(g.live_tasks(ns, "web").await),
+        before,
+        "no task replaced"
     );
 }
 

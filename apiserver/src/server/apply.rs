@@ -75,10 +75,21 @@ fn is_set(schema: &Value) -> bool {
     schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("set")
 }
 
-fn key_of(item: &Value, keys: &[String]) -> String {
+/// An element's identity in a map list: its key fields, a missing one
+/// taken at its schema default, as kube-apiserver defaults list-map keys
+/// before merging (so `{containerPort: 80}` applied is the stored
+/// `{containerPort: 80, protocol: tcp}`).
+fn key_of(item: &Value, keys: &[String], item_schema: &Value) -> String {
     let map: Map<String, Value> = keys
         .iter()
-        .map(|k| (k.clone(), item.get(k).cloned().unwrap_or(Value::Null)))
+        .map(|k| {
+            let value = item
+                .get(k)
+                .or_else(|| item_schema.pointer(&format!("/properties/{k}/default")))
+                .cloned()
+                .unwrap_or(Value::Null);
+            (k.clone(), value)
+        })
         .collect();
     Value::Object(map).to_string()
 }
@@ -132,7 +143,7 @@ fn collect(value: &Value, schema: &Value, path: Path, set: &mut FieldSet) {
             let item_schema = schema.get("items").unwrap_or(&Value::Null);
             for item in items {
                 let mut next = path.clone();
-                next.push(Step::Key(key_of(item, &keys)));
+                next.push(Step::Key(key_of(item, &keys, item_schema)));
                 set.insert(next.clone());
                 collect(item, item_schema, next, set);
             }
@@ -244,8 +255,11 @@ fn merge(current: &mut Value, applied: &Value, schema: &Value) {
             let keys = list_keys(schema).expect("checked");
             let item_schema = schema.get("items").unwrap_or(&Value::Null);
             for item in applied {
-                let key = key_of(item, &keys);
-                match current.iter_mut().find(|c| key_of(c, &keys) == key) {
+                let key = key_of(item, &keys, item_schema);
+                match current
+                    .iter_mut()
+                    .find(|c| key_of(c, &keys, item_schema) == key)
+                {
                     Some(existing) => merge(existing, item, item_schema),
                     None => current.push(item.clone()),
                 }
@@ -519,8 +533,34 @@ mod tests {
             "image": {"type": "string"},
             "containers": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
                 "items": {"type": "object", "properties": {"name": {"type": "string"}, "image": {"type": "string"}}}},
-            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}}
+            "tags": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["port", "protocol"],
+                "items": {"type": "object", "properties": {"port": {"type": "integer"}, "protocol": {"type": "string", "default": "tcp"}, "name": {"type": "string"}}}}
         }}}})
+    }
+
+    #[test]
+    fn a_list_map_key_left_out_is_its_default() {
+        // Stored as defaulted: protocol tcp.
+        let stored = json!({"spec": {"ports": [{"port": 80, "protocol": "tcp", "name": "old"}]}});
+        let next = apply(
+            &stored,
+            &json!({"spec": {"ports": [{"port": 80, "name": "new"}]}}),
+            &request("alice", false),
+        )
+        .expect("applies");
+        assert_eq!(
+            next["spec"]["ports"],
+            json!([{"port": 80, "protocol": "tcp", "name": "new"}]),
+            "the same element, not a second one"
+        );
+        let udp = apply(
+            &next,
+            &json!({"spec": {"ports": [{"port": 80, "protocol": "udp"}]}}),
+            &request("bob", false),
+        )
+        .expect("applies");
+        assert_eq!(udp["spec"]["ports"].as_array().map(Vec::len), Some(2));
     }
 
     fn request(manager: &str, force: bool) -> Apply<'static> {
