@@ -6,33 +6,15 @@
 
 mod common;
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
-
-/// Where the client was installed: `$GANTRY_PYTHONPATH`, else
-/// `.cache/python`. Missing, the test fails under CI and is skipped
-/// (loudly) elsewhere.
-fn python_client() -> Option<PathBuf> {
-    let found = std::env::var_os("GANTRY_PYTHONPATH")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/python")])
-        .find(|p| p.join("kubernetes").is_dir());
-    if found.is_none() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "the Python client is missing: scripts/fetch-python-client installs it"
-        );
-        eprintln!("SKIPPED: no Python client (run scripts/fetch-python-client)");
-    }
-    found
-}
+use std::{path::Path, process::Command};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_creates_lists_watches_patches_and_deletes() {
-    let Some(pythonpath) = python_client() else {
+    let client_installed = |p: &Path| p.join("kubernetes").is_dir();
+    let cached = Path::new(".cache/python");
+    let script = "scripts/fetch-python-client";
+    let Some(pythonpath) = common::fetched("GANTRY_PYTHONPATH", cached, script, client_installed)
+    else {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");

@@ -14,23 +14,38 @@ use apiserver::server::{Config, Server};
 /// A fetched tool: `$env` if set, else `.cache/tools/<name>`. Without it a
 /// test fails under CI and is skipped (loudly) elsewhere: `None` means skip.
 pub fn tool(env: &str, name: &str) -> Option<PathBuf> {
+    let cached = Path::new(".cache/tools").join(name);
+    fetched(
+        env,
+        &cached,
+        &format!("scripts/fetch-{name}"),
+        Path::is_file,
+    )
+}
+
+/// Something a `scripts/fetch-*` script installs: `$env` if set, else
+/// `cached` (relative to the repository), if `usable` says it is there.
+/// Missing, a test fails under CI and is skipped (loudly) elsewhere.
+pub fn fetched(
+    env: &str,
+    cached: &Path,
+    script: &str,
+    usable: fn(&Path) -> bool,
+) -> Option<PathBuf> {
     let found = [
         std::env::var_os(env).map(PathBuf::from),
-        Some(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join(".cache/tools")
-                .join(name),
-        ),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(cached)),
     ]
     .into_iter()
     .flatten()
-    .find(|p| p.is_file());
+    .find(|p| usable(p));
     if found.is_none() {
+        let what = cached.display();
         assert!(
             std::env::var("CI").is_err(),
-            "{name} is missing: scripts/fetch-{name} puts it in .cache/tools"
+            "{what} is missing: {script} installs it"
         );
-        eprintln!("SKIPPED: no {name} (run scripts/fetch-{name})");
+        eprintln!("SKIPPED: no {what} (run {script})");
     }
     found
 }
