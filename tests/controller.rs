@@ -219,12 +219,8 @@ async fn reapplying_changes_nothing(g: &Gantry, cli: &common::Cli, ns: &str, man
         .expect("task definition");
     assert_eq!(td.metadata.generation, Some(1), "no new revision");
     let s = g.service_until(ns, "web", "still Ready", ready).await;
-    let ids: Vec<_> = s
-        .status
-        .iter()
-        .flat_map(|st| &st.deployments)
-        .map(|d| d.id.as_str())
-        .collect();
+    let deployments = s.status.map(|st| st.deployments).unwrap_or_default();
+    let ids: Vec<&str> = deployments.iter().map(|d| d.id.as_str()).collect();
     assert_eq!(ids, ["ecs-svc/1"], "no new deployment");
     assert_eq!(
         names(g.live_tasks(ns, "web").await),

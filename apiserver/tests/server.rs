@@ -1183,8 +1183,15 @@ async fn an_unchanged_update_or_apply_keeps_the_resource_version() {
     server.shutdown().await;
 }
 
+/// The names of `items`, sorted.
+fn sorted_names<K: kube::ResourceExt>(items: &[K]) -> Vec<String> {
+    let mut names: Vec<String> = items.iter().map(kube::ResourceExt::name_any).collect();
+    names.sort();
+    names
+}
+
 #[tokio::test]
-async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
+async fn namespaces_and_secrets_are_written_as_kube_apiserver_writes_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path(), Options::default()).await;
     let client = admin(&server).await;
@@ -1235,9 +1242,17 @@ async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
     assert_eq!(data["password"].0, b"s3cret", "stringData wins");
     assert!(stored.string_data.is_none());
 
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_collection_deletes_the_selected_and_a_built_in_delete_answers_a_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
     // Delete-collection by label, in a namespace holding others; a
     // built-in object deleted outright is answered with a Status.
-    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "prod");
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     for (name, app) in [("a", "web"), ("b", "other"), ("c", "web"), ("d", "other")] {
         let mut map = config_map(name, name);
         map.metadata.labels = Some([("app".to_owned(), app.to_owned())].into());
@@ -1254,22 +1269,9 @@ async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
         .expect("deleted")
         .left()
         .expect("the deleted objects");
-    let mut names: Vec<_> = deleted
-        .items
-        .iter()
-        .filter_map(|m| m.metadata.name.clone())
-        .collect();
-    names.sort();
-    assert_eq!(names, ["a", "c"]);
-    let left: Vec<_> = maps
-        .list(&ListParams::default())
-        .await
-        .expect("listed")
-        .items
-        .into_iter()
-        .filter_map(|m| m.metadata.name)
-        .collect();
-    assert_eq!(left, ["b", "d"]);
+    assert_eq!(sorted_names(&deleted.items), ["a", "c"]);
+    let left = maps.list(&ListParams::default()).await.expect("listed");
+    assert_eq!(sorted_names(&left.items), ["b", "d"]);
     let answer = maps
         .delete("b", &DeleteParams::default())
         .await
@@ -1277,16 +1279,25 @@ async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
     let status = answer.right().expect("a Status, not the object");
     assert_eq!(status.details.map(|d| d.name), Some("b".to_owned()));
 
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn undecodable_built_ins_and_unknown_subresources_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let client = admin(&server).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     // What a typed client could not read back is refused, naming the
     // field; nothing is stored.
     for (collection, body, field) in [
         (
-            "/api/v1/namespaces/prod/configmaps",
+            "/api/v1/namespaces/default/configmaps",
             r#"{"metadata": {"name": "bad"}, "data": {"port": 8080}}"#,
             "data.port",
         ),
         (
-            "/apis/apps/v1/namespaces/prod/deployments",
+            "/apis/apps/v1/namespaces/default/deployments",
             r#"{"metadata": {"name": "bad"}, "spec": {"template": {}}}"#,
             "spec.selector",
         ),
@@ -1301,8 +1312,8 @@ async fn built_in_kinds_are_written_and_deleted_as_kube_apiserver_does() {
 
     // A subresource nothing has is not found, like a kind not served.
     for path in [
-        "/api/v1/namespaces/prod/pods",
-        "/api/v1/namespaces/prod/pods/x",
+        "/api/v1/namespaces/default/pods",
+        "/api/v1/namespaces/default/pods/x",
     ] {
         let response = raw(
             &client,

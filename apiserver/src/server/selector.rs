@@ -38,11 +38,22 @@ impl Selector {
         })
     }
 
+    /// The selectors of a list, watch or delete-collection of a
+    /// resource, refusing field selectors it cannot be selected by.
+    pub(super) fn for_resource(
+        query: &HashMap<String, String>,
+        custom: bool,
+    ) -> Result<Self, ApiError> {
+        let selector = Self::from_query(query)?;
+        selector.check_fields(custom)?;
+        Ok(selector)
+    }
+
     /// Refuse a field selector naming a field the resource cannot be
     /// selected by: a custom resource only by `metadata.name` and
     /// `metadata.namespace`, as kube-apiserver allows (built-in kinds are
     /// left free).
-    pub(super) fn check_fields(&self, custom: bool) -> Result<(), ApiError> {
+    fn check_fields(&self, custom: bool) -> Result<(), ApiError> {
         if !custom {
             return Ok(());
         }

@@ -28,16 +28,23 @@ struct Continue {
     revision: Revision,
 }
 
-pub(super) fn list(
-    app: &App,
-    target: &Target,
-    query: &HashMap<String, String>,
-    as_table: bool,
-    view: View,
-) -> Result<Response, ApiError> {
+/// What a list or a watch reads: where, asked how, shown in which shape.
+pub(super) struct Read<'a> {
+    pub(super) target: &'a Target,
+    pub(super) query: &'a HashMap<String, String>,
+    pub(super) as_table: bool,
+    pub(super) view: View,
+}
+
+pub(super) fn list(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
+    let Read {
+        target,
+        query,
+        as_table,
+        view,
+    } = *read;
     let resource = &target.resource;
-    let selector = Selector::from_query(query)?;
-    selector.check_fields(target.resource.custom)?;
+    let selector = Selector::for_resource(query, target.resource.custom)?;
     let prefix = resource.prefix(target.namespace.as_deref());
     let (mut revision, objects) = app.store.list(&prefix);
     let after = match query.get("continue").filter(|c| !c.is_empty()) {

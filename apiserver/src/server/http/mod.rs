@@ -82,11 +82,19 @@ async fn respond(
     let view = route.view;
     let shown = |object: Value| json_body(&view.shown(object)).into_response();
     match (method, route.name.as_deref(), route.subresource.as_deref()) {
-        (Method::GET, None, None) if request.flag("watch") => {
-            watch::watch(app, target, &view.query(request.query), as_table, view)
-        }
         (Method::GET, None, None) => {
-            list::list(app, target, &view.query(request.query), as_table, view)
+            let query = view.query(request.query);
+            let read = list::Read {
+                target,
+                query: &query,
+                as_table,
+                view,
+            };
+            if request.flag("watch") {
+                watch::watch(app, &read)
+            } else {
+                list::list(app, &read)
+            }
         }
         (Method::POST, None, None) => {
             let object = view.to_stored(request.object()?);
@@ -213,8 +221,7 @@ async fn delete_collection(
     let (target, view) = (&route.target, route.view);
     let resource = &target.resource;
     let (policy, dry_run) = request.delete_options(target)?;
-    let selector = Selector::from_query(&view.query(request.query))?;
-    selector.check_fields(resource.custom)?;
+    let selector = Selector::for_resource(&view.query(request.query), resource.custom)?;
     let (revision, stored) = app
         .store
         .list(&resource.prefix(target.namespace.as_deref()));

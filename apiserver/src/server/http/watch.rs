@@ -3,7 +3,7 @@
 //! watch-list end marker, and a 410 when the revision asked for is older
 //! than the event log.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::{Body, Bytes},
@@ -12,24 +12,21 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{request::is_true, view::View};
+use super::{list::Read, request::is_true, view::View};
 use crate::{
-    server::{
-        app::App, objects::Target, registry::Resource, selector::Selector, status::ApiError, table,
-    },
+    server::{app::App, registry::Resource, selector::Selector, status::ApiError, table},
     storage::{EventKind, Revision, Store, StoreError},
 };
 
-pub(super) fn watch(
-    app: &App,
-    target: &Target,
-    query: &HashMap<String, String>,
-    as_table: bool,
-    view: View,
-) -> Result<Response, ApiError> {
+pub(super) fn watch(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
+    let Read {
+        target,
+        query,
+        as_table,
+        view,
+    } = *read;
     let resource = Arc::clone(&target.resource);
-    let selector = Selector::from_query(query)?;
-    selector.check_fields(target.resource.custom)?;
+    let selector = Selector::for_resource(query, target.resource.custom)?;
     let prefix = resource.prefix(target.namespace.as_deref());
     let from = match query.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
