@@ -461,4 +461,32 @@ fn patches_built_in_kinds_strategically(kubectl: &Cli, dir: &Path) {
         "jsonpath={.spec.template.spec.containers[0].env[*].name}",
     ]);
     assert_eq!(aaa, "A B");
+
+    // kubectl scale and kubectl get all work on Deployments; a Service
+    // gets kube-apiserver's defaults.
+    kubectl.ok(&["scale", "deployment", "web", "--replicas=3"]);
+    let replicas =
+        |name: &str| kubectl.ok(&["get", "deployment", name, "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!((replicas("aaa"), replicas("web")), ("1".into(), "3".into()));
+    let service = write(
+        "service.json",
+        r#"{"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}"#
+            .to_owned(),
+    );
+    kubectl.ok(&["apply", "-f", &service]);
+    let defaults = "jsonpath={.spec.type} {.spec.ports[0].protocol} {.spec.ports[0].targetPort}";
+    assert_eq!(
+        kubectl.ok(&["get", "service", "web", "-o", defaults]),
+        "ClusterIP TCP 80"
+    );
+    let all = kubectl.ok(&["get", "all", "-o", "name"]);
+    for name in [
+        "service/web",
+        "deployment.apps/aaa",
+        "deployment.apps/web",
+        "deployment.apps/zzz",
+    ] {
+        assert!(all.lines().any(|l| l == name), "{name} in: {all}");
+    }
 }

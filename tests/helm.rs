@@ -14,6 +14,14 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
+const UPGRADE_TO_LARGE: &[&str] = &[
+    "upgrade",
+    "demo",
+    "tests/charts/demo",
+    "--set",
+    "size=large",
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_installs_upgrades_and_uninstalls_a_chart_with_crds() {
     let Some(binary) = common::tool("GANTRY_HELM", "helm") else {
@@ -66,15 +74,7 @@ async fn helm_installs_upgrades_and_uninstalls_a_chart_with_crds() {
         "{row}"
     );
 
-    run(&[
-        "upgrade",
-        "demo",
-        "tests/charts/demo",
-        "--set",
-        "size=large",
-    ])
-    .await
-    .expect("helm");
+    run(UPGRADE_TO_LARGE).await.expect("helm");
     assert_eq!(
         size(widgets.get("demo-widget").await.expect("widget")),
         "large"
@@ -97,6 +97,27 @@ async fn helm_installs_upgrades_and_uninstalls_a_chart_with_crds() {
         row.split_whitespace().nth(2) == Some("2"),
         "revision 2: {row}"
     );
+
+    // An upgrade with the same values rewrites nothing: the widget and the
+    // config map keep their resourceVersion and generation (helm's own
+    // release Secret is new, as on a real cluster).
+    let versions = |widget: DynamicObject, map: ConfigMap| {
+        (
+            widget.metadata.resource_version,
+            widget.metadata.generation,
+            map.metadata.resource_version,
+        )
+    };
+    let before = versions(
+        widgets.get("demo-widget").await.expect("widget"),
+        config_maps.get("demo-config").await.expect("config map"),
+    );
+    run(UPGRADE_TO_LARGE).await.expect("helm");
+    let after = versions(
+        widgets.get("demo-widget").await.expect("widget"),
+        config_maps.get("demo-config").await.expect("config map"),
+    );
+    assert_eq!(after, before, "an unchanged upgrade");
 
     // An invalid value is refused by the CRD's schema, and nothing changes.
     let refused = tokio::task::spawn_blocking(move || {

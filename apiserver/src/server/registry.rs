@@ -229,9 +229,23 @@ impl Registry {
                     .iter()
                     .map(|s| (*s).to_owned())
                     .collect(),
-                categories: vec![],
+                // `kubectl get all`: the workload kinds, as kube-apiserver
+                // lists them (of those served here).
+                categories: match (builtin.group, builtin.plural) {
+                    ("", "services") | ("apps", "deployments" | "daemonsets") => {
+                        vec!["all".to_owned()]
+                    }
+                    _ => Vec::new(),
+                },
                 status: builtin.status,
-                scale: None,
+                // `kubectl scale deployment`.
+                scale: (builtin.group == "apps" && builtin.plural == "deployments").then(|| {
+                    (
+                        ".spec.replicas".to_owned(),
+                        ".status.replicas".to_owned(),
+                        None,
+                    )
+                }),
                 validator: None,
                 printer_columns: None,
                 custom: false,

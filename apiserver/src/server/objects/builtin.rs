@@ -1,7 +1,7 @@
 //! What kube-apiserver's registries do to built-in kinds on every write,
 //! so that readers see what they would see there: a Secret's
 //! `stringData` folded into `data`, a Namespace's name label, finalizer
-//! and phase; and an object that its kind's type cannot hold (a number
+//! and phase, a Service's defaults; and an object that its kind's type cannot hold (a number
 //! where a string goes, a required field missing, Secret data that is
 //! not base64) refused, so typed clients can always read back a list.
 
@@ -27,7 +27,32 @@ pub(super) fn prepare(resource: &Resource, object: &mut Value, old: Option<&Valu
     match resource.plural.as_str() {
         "secrets" => fold_string_data(object),
         "namespaces" => namespace(object, old.is_none()),
+        "services" => service_defaults(object),
         _ => {}
+    }
+}
+
+/// A core Service's defaults, as kube-apiserver fills them: type
+/// ClusterIP, no session affinity, and each port TCP to the same target
+/// port.
+fn service_defaults(service: &mut Value) {
+    let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.entry("type").or_insert_with(|| json!("ClusterIP"));
+    spec.entry("sessionAffinity")
+        .or_insert_with(|| json!("None"));
+    for port in spec
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        port.entry("protocol").or_insert_with(|| json!("TCP"));
+        if let Some(number) = port.get("port").cloned() {
+            port.entry("targetPort").or_insert(number);
+        }
     }
 }
 
@@ -248,6 +273,22 @@ mod tests {
             check(&role_binding, json!({"metadata": {"name": "r"}})).map_err(|e| e.0),
             Err("roleRef".to_owned())
         );
+    }
+
+    #[test]
+    fn a_service_gets_kube_apiservers_defaults() {
+        let mut service = json!({"spec": {"selector": {"app": "web"}, "ports": [
+            {"port": 80}, {"port": 53, "protocol": "UDP", "targetPort": "dns"}]}});
+        prepare(&builtin("", "services"), &mut service, None);
+        assert_eq!(
+            service,
+            json!({"spec": {"selector": {"app": "web"}, "type": "ClusterIP", "sessionAffinity": "None",
+                "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80},
+                          {"port": 53, "protocol": "UDP", "targetPort": "dns"}]}})
+        );
+        let mut headless = json!({"spec": {"type": "NodePort"}});
+        prepare(&builtin("", "services"), &mut headless, None);
+        assert_eq!(headless["spec"]["type"], "NodePort");
     }
 
     #[test]
