@@ -195,6 +195,22 @@ fn events_of_either_group_are_one_store(kubectl: &Cli, dir: &Path) {
         assert!(described.contains(line), "{line} in: {described}");
     }
     assert!(!described.contains("About"), "only web's: {described}");
+    let listed = kubectl.ok(&["get", "events"]);
+    let header: Vec<&str> = listed
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{listed}"
+    );
+    assert!(
+        listed.contains("service/web") && listed.contains("NewSaid (note)"),
+        "{listed}"
+    );
     let events = kubectl.ok(&["events", "--for", "gsvc/web"]);
     assert!(
         events.contains("CoreSaid") && events.contains("NewSaid") && !events.contains("About"),

@@ -1,5 +1,7 @@
 //! `kubectl get` asks for a Table: columns, and a row per object. Custom
-//! resources get their CRD's printer columns; other kinds Name and Age.
+//! resources get their CRD's printer columns; the built-in kinds
+//! kubectl users look at most get kube-apiserver's columns (`builtin`);
+//! other kinds Name and Age.
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
@@ -15,7 +17,145 @@ pub(super) fn wanted(accept: Option<&str>) -> bool {
     })
 }
 
+/// One column of a built-in kind's table: its name, type, priority (1:
+/// only with `-o wide`) and how a cell is read from an object.
+struct Column(&'static str, &'static str, i32, fn(&Value) -> Value);
+
+fn text(object: &Value, pointer: &str) -> Value {
+    object.pointer(pointer).cloned().unwrap_or(Value::Null)
+}
+
+fn count(object: &Value, pointers: &[&str]) -> Value {
+    let n: usize = pointers
+        .iter()
+        .filter_map(|p| object.pointer(p).and_then(Value::as_object))
+        .map(serde_json::Map::len)
+        .sum();
+    json!(n)
+}
+
+fn age(object: &Value) -> Value {
+    text(object, "/metadata/creationTimestamp")
+}
+
+/// kube-apiserver's columns for the built-in kinds people list most.
+fn builtin(resource: &Resource) -> Option<&'static [Column]> {
+    const NAME: Column = Column("Name", "string", 0, |o| text(o, "/metadata/name"));
+    const AGE: Column = Column("Age", "date", 0, age);
+    Some(match (resource.group.as_str(), resource.plural.as_str()) {
+        ("", "events") => &[
+            Column("Last Seen", "date", 0, |o| {
+                [
+                    "/lastTimestamp",
+                    "/eventTime",
+                    "/metadata/creationTimestamp",
+                ]
+                .iter()
+                .find_map(|p| o.pointer(p).filter(|v| !v.is_null()).cloned())
+                .unwrap_or(Value::Null)
+            }),
+            Column("Type", "string", 0, |o| text(o, "/type")),
+            Column("Reason", "string", 0, |o| text(o, "/reason")),
+            Column("Object", "string", 0, |o| {
+                let of = |f: &str| text(o, &format!("/involvedObject/{f}"));
+                let (kind, name) = (of("kind"), of("name"));
+                json!(format!(
+                    "{}/{}",
+                    kind.as_str().unwrap_or_default().to_lowercase(),
+                    name.as_str().unwrap_or_default()
+                ))
+            }),
+            Column("Message", "string", 0, |o| text(o, "/message")),
+            Column("Name", "string", 1, |o| text(o, "/metadata/name")),
+        ],
+        ("", "namespaces") => &[
+            NAME,
+            Column("Status", "string", 0, |o| text(o, "/status/phase")),
+            AGE,
+        ],
+        ("", "configmaps") => &[
+            NAME,
+            Column("Data", "integer", 0, |o| {
+                count(o, &["/data", "/binaryData"])
+            }),
+            AGE,
+        ],
+        ("", "secrets") => &[
+            NAME,
+            Column("Type", "string", 0, |o| text(o, "/type")),
+            Column("Data", "integer", 0, |o| count(o, &["/data"])),
+            AGE,
+        ],
+        ("", "services") => &[
+            NAME,
+            Column("Type", "string", 0, |o| text(o, "/spec/type")),
+            Column("Cluster-IP", "string", 0, |o| {
+                o.pointer("/spec/clusterIP")
+                    .cloned()
+                    .unwrap_or(json!("<none>"))
+            }),
+            Column("Port(s)", "string", 0, |o| {
+                let ports: Vec<String> = o
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                        format!("{}/{protocol}", p.get("port").unwrap_or(&Value::Null))
+                    })
+                    .collect();
+                json!(if ports.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    ports.join(",")
+                })
+            }),
+            AGE,
+        ],
+        ("apps", "deployments") => &[
+            NAME,
+            Column("Ready", "string", 0, |o| {
+                let n = |p: &str| o.pointer(p).and_then(Value::as_i64).unwrap_or(0);
+                json!(format!(
+                    "{}/{}",
+                    n("/status/readyReplicas"),
+                    n("/spec/replicas")
+                ))
+            }),
+            Column("Up-to-date", "integer", 0, |o| {
+                o.pointer("/status/updatedReplicas")
+                    .cloned()
+                    .unwrap_or(json!(0))
+            }),
+            Column("Available", "integer", 0, |o| {
+                o.pointer("/status/availableReplicas")
+                    .cloned()
+                    .unwrap_or(json!(0))
+            }),
+            AGE,
+        ],
+        ("coordination.k8s.io", "leases") => &[
+            NAME,
+            Column("Holder", "string", 0, |o| text(o, "/spec/holderIdentity")),
+            AGE,
+        ],
+        _ => return None,
+    })
+}
+
 fn columns(resource: &Resource) -> Vec<Value> {
+    if resource.printer_columns.is_none()
+        && let Some(builtin) = builtin(resource)
+    {
+        return builtin
+            .iter()
+            .map(|Column(name, type_, priority, _)| {
+                let format = if *name == "Name" { "name" } else { "" };
+                json!({"name": name, "type": type_, "format": format, "description": name, "priority": priority})
+            })
+            .collect();
+    }
     let mut columns = vec![
         json!({"name": "Name", "type": "string", "format": "name", "description": "Name of the object", "priority": 0}),
     ];
@@ -29,6 +169,26 @@ fn columns(resource: &Resource) -> Vec<Value> {
 }
 
 fn row(resource: &Resource, object: &Value) -> Value {
+    let cells = match builtin(resource).filter(|_| resource.printer_columns.is_none()) {
+        Some(builtin) => builtin
+            .iter()
+            .map(|Column(_, type_, _, read)| cell(type_, Some(read(object))))
+            .collect(),
+        None => cells(resource, object),
+    };
+    json!({
+        "cells": cells,
+        "object": {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": object.get("metadata").cloned().unwrap_or(Value::Null),
+        },
+    })
+}
+
+/// The cells of a custom resource (its printer columns) or of another
+/// kind (Name and Age).
+fn cells(resource: &Resource, object: &Value) -> Vec<Value> {
     let mut cells = vec![
         object
             .pointer("/metadata/name")
@@ -41,23 +201,13 @@ fn row(resource: &Resource, object: &Value) -> Value {
                 .iter()
                 .map(|c| cell(&c.type_, json_path(object, &c.json_path))),
         ),
-        None => cells.push(cell(
-            "date",
-            object.pointer("/metadata/creationTimestamp").cloned(),
-        )),
+        None => cells.push(cell("date", Some(age(object)))),
     }
-    json!({
-        "cells": cells,
-        "object": {
-            "kind": "PartialObjectMetadata",
-            "apiVersion": "meta.k8s.io/v1",
-            "metadata": object.get("metadata").cloned().unwrap_or(Value::Null),
-        },
-    })
+    cells
 }
 
 fn cell(type_: &str, value: Option<Value>) -> Value {
-    match (type_, value) {
+    match (type_, value.filter(|v| !v.is_null())) {
         ("date", Some(Value::String(s))) => s
             .parse::<Timestamp>()
             .map(|t| Value::String(human_duration(Timestamp::now().as_second() - t.as_second())))
@@ -155,6 +305,71 @@ pub(super) fn json_path(object: &Value, path: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn served(group: &str, plural: &str) -> std::sync::Arc<Resource> {
+        let registry = crate::server::Registry::with_builtins();
+        registry.get(group, "v1", plural).expect("served")
+    }
+
+    #[test]
+    fn built_in_kinds_print_kube_apiservers_columns() {
+        let events = served("", "events");
+        let event = json!({"metadata": {"name": "e1"}, "type": "Warning", "reason": "Unplaceable",
+            "involvedObject": {"kind": "Service", "name": "web"}, "message": "no room"});
+        let printed = table(&events, &[&event], "7", false);
+        let names: Vec<_> = printed["columnDefinitions"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| (c["name"].clone(), c["priority"].clone()))
+            .collect();
+        assert_eq!(
+            names[..4],
+            [
+                (json!("Last Seen"), json!(0)),
+                (json!("Type"), json!(0)),
+                (json!("Reason"), json!(0)),
+                (json!("Object"), json!(0))
+            ]
+        );
+        assert_eq!(
+            names.last(),
+            Some(&(json!("Name"), json!(1))),
+            "Name only with -o wide"
+        );
+        assert_eq!(
+            printed["rows"][0]["cells"],
+            json!([
+                null,
+                "Warning",
+                "Unplaceable",
+                "service/web",
+                "no room",
+                "e1"
+            ])
+        );
+
+        let services = served("", "services");
+        let service = json!({"metadata": {"name": "web"}, "spec": {"type": "ClusterIP",
+            "ports": [{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}});
+        let printed = table(&services, &[&service], "7", true);
+        let cells = printed["rows"][0]["cells"].as_array().expect("cells");
+        assert_eq!(
+            cells[..4],
+            [
+                json!("web"),
+                json!("ClusterIP"),
+                json!("<none>"),
+                json!("80/TCP,53/UDP")
+            ]
+        );
+
+        let deployments = served("apps", "deployments");
+        let deployment = json!({"metadata": {"name": "d"}, "spec": {"replicas": 3}, "status": {"readyReplicas": 2}});
+        let printed = table(&deployments, &[&deployment], "7", true);
+        let cells = printed["rows"][0]["cells"].as_array().expect("cells");
+        assert_eq!(cells[..4], [json!("d"), json!("2/3"), json!(0), json!(0)]);
+    }
 
     #[test]
     fn json_paths_of_printer_columns() {
