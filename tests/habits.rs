@@ -344,6 +344,19 @@ fn creates_built_in_kinds(kubectl: &Cli) {
         in_prod(&["get", "secret", "creds", "-o", "jsonpath={.data.password}"]),
         "czNjcmV0"
     );
+    assert!(
+        in_prod(&["create", "service", "clusterip", "web", "--tcp=80:8080"]).contains("created")
+    );
+    assert_eq!(
+        in_prod(&[
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].port}:{.spec.ports[0].targetPort} {.spec.type}"
+        ]),
+        "80:8080 ClusterIP"
+    );
     // A kind whose protobuf is not read is refused whole, not stored in part.
     let refused = kubectl.fails(&[
         "create",

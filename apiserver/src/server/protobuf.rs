@@ -82,7 +82,16 @@ enum Kind {
     /// `bytes`, as base64 in JSON.
     Bytes,
     Bool,
+    /// A Go `bool` JSON leaves out when false (`omitempty`).
+    Flag,
     Int,
+    /// A Go number JSON leaves out when zero (`omitempty`).
+    Count,
+    /// `intstr.IntOrString` (type 1, intVal 2, strVal 3): a number or a
+    /// string in JSON.
+    IntOrString,
+    /// `meta.v1.MicroTime`: as `Time`, with microseconds.
+    MicroTime,
     /// `meta.v1.Time` (seconds 1, nanos 2), RFC 3339; empty is no time.
     Time,
     /// `map<string, string>` (entries of key 1, value 2).
@@ -307,6 +316,93 @@ const SELF_REVIEW: &[Field] = &[
     ),
 ];
 
+const LEASE: &[Field] = &[
+    METADATA,
+    one(
+        2,
+        "spec",
+        Kind::Message(&[
+            one(1, "holderIdentity", Kind::Text),
+            one(2, "leaseDurationSeconds", Kind::Int),
+            one(3, "acquireTime", Kind::MicroTime),
+            one(4, "renewTime", Kind::MicroTime),
+            one(5, "leaseTransitions", Kind::Int),
+            one(6, "strategy", Kind::Text),
+            one(7, "preferredHolder", Kind::Text),
+        ]),
+    ),
+];
+
+const CONDITION: &[Field] = &[
+    one(1, "type", Kind::Text),
+    one(2, "status", Kind::Text),
+    one(3, "observedGeneration", Kind::Count),
+    one(4, "lastTransitionTime", Kind::Time),
+    one(5, "reason", Kind::Text),
+    one(6, "message", Kind::Text),
+];
+
+const SERVICE_PORT: &[Field] = &[
+    one(1, "name", Kind::Text),
+    one(2, "protocol", Kind::Text),
+    one(3, "port", Kind::Int),
+    one(4, "targetPort", Kind::IntOrString),
+    one(5, "nodePort", Kind::Count),
+    one(6, "appProtocol", Kind::Text),
+];
+
+const SERVICE_SPEC: &[Field] = &[
+    many(1, "ports", Kind::Message(SERVICE_PORT)),
+    one(2, "selector", Kind::TextMap),
+    one(3, "clusterIP", Kind::Text),
+    one(4, "type", Kind::Text),
+    many(5, "externalIPs", Kind::Text),
+    one(7, "sessionAffinity", Kind::Text),
+    one(8, "loadBalancerIP", Kind::Text),
+    many(9, "loadBalancerSourceRanges", Kind::Text),
+    one(10, "externalName", Kind::Text),
+    one(11, "externalTrafficPolicy", Kind::Text),
+    one(12, "healthCheckNodePort", Kind::Count),
+    one(13, "publishNotReadyAddresses", Kind::Flag),
+    one(
+        14,
+        "sessionAffinityConfig",
+        Kind::Message(&[one(
+            1,
+            "clientIP",
+            Kind::Message(&[one(1, "timeoutSeconds", Kind::Int)]),
+        )]),
+    ),
+    one(17, "ipFamilyPolicy", Kind::Text),
+    many(18, "clusterIPs", Kind::Text),
+    many(19, "ipFamilies", Kind::Text),
+    one(20, "allocateLoadBalancerNodePorts", Kind::Bool),
+    one(21, "loadBalancerClass", Kind::Text),
+    one(22, "internalTrafficPolicy", Kind::Text),
+    one(23, "trafficDistribution", Kind::Text),
+];
+
+const SERVICE: &[Field] = &[
+    METADATA,
+    one(2, "spec", Kind::Message(SERVICE_SPEC)),
+    one(
+        3,
+        "status",
+        Kind::Message(&[
+            one(
+                1,
+                "loadBalancer",
+                Kind::Message(&[many(
+                    1,
+                    "ingress",
+                    Kind::Message(&[one(1, "ip", Kind::Text), one(2, "hostname", Kind::Text)]),
+                )]),
+            ),
+            many(2, "conditions", Kind::Message(CONDITION)),
+        ]),
+    ),
+];
+
 /// The message of each kind whose protobuf bodies are read: those Go
 /// clients write here (Helm keeps releases in Secrets; `kubectl create
 /// namespace|serviceaccount|role|rolebinding|clusterrole|
@@ -317,6 +413,8 @@ fn message_of(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("v1", "ConfigMap") => CONFIG_MAP,
         ("v1", "Namespace") => NAMESPACE,
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
+        ("v1", "Service") => SERVICE,
+        ("coordination.k8s.io/v1", "Lease") => LEASE,
         ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => CLUSTER_ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
@@ -369,6 +467,23 @@ fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
     let wrong = || "a field of the wrong wire type".to_owned();
     Ok(Some(match (kind, value) {
         (Kind::Bool, Wire::Varint(v)) => Value::Bool(v != 0),
+        (Kind::Flag, Wire::Varint(0)) | (Kind::Count, Wire::Varint(0)) => return Ok(None),
+        (Kind::Flag, Wire::Varint(_)) => Value::Bool(true),
+        #[allow(clippy::cast_possible_wrap)]
+        (Kind::Count, Wire::Varint(v)) => json!(v as i64),
+        (Kind::IntOrString, Wire::Bytes(b)) => {
+            let schema = [
+                one(1, "type", Kind::Int),
+                one(2, "intVal", Kind::Int),
+                one(3, "strVal", Kind::Text),
+            ];
+            let parts = message(b, &schema)?;
+            match parts.get("type").and_then(Value::as_i64) {
+                Some(1) => parts.get("strVal").cloned().unwrap_or(json!("")),
+                _ => parts.get("intVal").cloned().unwrap_or(json!(0)),
+            }
+        }
+        (Kind::MicroTime, Wire::Bytes(b)) => return micro_time(b),
         // int32 and int64 are both two's complement varints.
         #[allow(clippy::cast_possible_wrap)]
         (Kind::Int, Wire::Varint(v)) => json!(v as i64),
@@ -391,6 +506,25 @@ fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
         (Kind::Message(schema), Wire::Bytes(b)) => Value::Object(message(b, schema)?),
         _ => return Err(wrong()),
     }))
+}
+
+/// `meta.v1.MicroTime`: seconds 1, nanos 2, as RFC 3339 with
+/// microseconds; empty is no time.
+fn micro_time(bytes: &[u8]) -> Result<Option<Value>, String> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let parts = message(
+        bytes,
+        &[one(1, "seconds", Kind::Int), one(2, "nanos", Kind::Int)],
+    )?;
+    let seconds = parts.get("seconds").and_then(Value::as_i64).unwrap_or(0);
+    let nanos = parts.get("nanos").and_then(Value::as_i64).unwrap_or(0);
+    let at = k8s_openapi::jiff::Timestamp::new(seconds, i32::try_from(nanos).unwrap_or(0))
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Value::String(
+        at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    )))
 }
 
 /// `meta.v1.Time`: seconds 1, nanos 2, as RFC 3339; Go writes a zero
@@ -626,6 +760,67 @@ mod tests {
         assert_eq!(
             decode(&body).expect("decodes")["rules"],
             json!([{"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"]}])
+        );
+    }
+
+    #[test]
+    fn decodes_a_lease_as_client_go_leader_election_writes_it() {
+        // renewTime 1764662400.123456789 s; leaseTransitions 0 is a value.
+        let renew = [
+            tag(1, 0),
+            encode_varint(1_764_662_400),
+            tag(2, 0),
+            encode_varint(123_456_789),
+        ]
+        .concat();
+        let spec = [
+            bytes(1, b"controller-1"),
+            tag(2, 0),
+            encode_varint(15),
+            bytes(3, b""),
+            bytes(4, &renew),
+            tag(5, 0),
+            encode_varint(0),
+        ]
+        .concat();
+        let lease = [bytes(1, &bytes(1, b"gantry-controller")), bytes(2, &spec)].concat();
+        let type_meta = [bytes(1, b"coordination.k8s.io/v1"), bytes(2, b"Lease")].concat();
+        let body = [MAGIC.to_vec(), bytes(1, &type_meta), bytes(2, &lease)].concat();
+        assert_eq!(
+            decode(&body).expect("decodes")["spec"],
+            json!({"holderIdentity": "controller-1", "leaseDurationSeconds": 15,
+                   "renewTime": "2025-12-02T08:00:00.123456Z", "leaseTransitions": 0})
+        );
+    }
+
+    #[test]
+    fn a_service_port_target_is_a_number_or_a_name() {
+        let by_number = [tag(1, 0), encode_varint(0), tag(2, 0), encode_varint(8080)].concat();
+        let by_name = [tag(1, 0), encode_varint(1), bytes(3, b"http")].concat();
+        let port = |target: &[u8]| {
+            [
+                tag(3, 0),
+                encode_varint(80),
+                bytes(4, target),
+                tag(5, 0),
+                encode_varint(0),
+            ]
+            .concat()
+        };
+        let spec = [
+            bytes(1, &port(&by_number)),
+            bytes(1, &port(&by_name)),
+            tag(13, 0),
+            encode_varint(0),
+        ]
+        .concat();
+        let service = [bytes(1, &bytes(1, b"web")), bytes(2, &spec)].concat();
+        let type_meta = [bytes(1, b"v1"), bytes(2, b"Service")].concat();
+        let body = [MAGIC.to_vec(), bytes(1, &type_meta), bytes(2, &service)].concat();
+        assert_eq!(
+            decode(&body).expect("decodes")["spec"],
+            json!({"ports": [{"port": 80, "targetPort": 8080}, {"port": 80, "targetPort": "http"}]}),
+            "nodePort 0 and publishNotReadyAddresses false are left out, as Go's JSON leaves them"
         );
     }
 
