@@ -357,18 +357,21 @@ fn creates_built_in_kinds(kubectl: &Cli) {
         ]),
         "80:8080 ClusterIP"
     );
-    // A kind whose protobuf is not read is refused whole, not stored in part.
-    let refused = kubectl.fails(&[
+    // kubectl create deployment (protobuf, with Go's zero values).
+    let created = in_prod(&[
         "create",
         "deployment",
         "web",
-        "--image=busybox",
-        "-n",
-        "prod",
+        "--image=busybox:1",
+        "--replicas=2",
+        "--port=80",
     ]);
-    assert!(refused.contains("application/json"), "{refused}");
-    let missing = kubectl.fails(&["get", "deployment", "web", "-n", "prod"]);
-    assert!(missing.contains("NotFound"), "{missing}");
+    assert!(created.contains("created"), "{created}");
+    let template = "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.paused}";
+    assert_eq!(
+        in_prod(&["get", "deployment", "web", "-o", template]),
+        "2 busybox:1 80 "
+    );
 }
 
 fn says_who_the_caller_is_and_what_it_may_do(admin: &Cli, dir: &Path) {

@@ -98,6 +98,8 @@ enum Kind {
     TextMap,
     /// `map<string, bytes>`.
     BytesMap,
+    /// `map<string, resource.Quantity>`: quantities as their strings.
+    QuantityMap,
     Message(&'static [Field]),
 }
 
@@ -130,7 +132,7 @@ const OBJECT_META: &[Field] = &[
     one(4, "selfLink", Kind::Text),
     one(5, "uid", Kind::Text),
     one(6, "resourceVersion", Kind::Text),
-    one(7, "generation", Kind::Int),
+    one(7, "generation", Kind::Count),
     one(8, "creationTimestamp", Kind::Time),
     one(9, "deletionTimestamp", Kind::Time),
     one(10, "deletionGracePeriodSeconds", Kind::Int),
@@ -403,6 +405,135 @@ const SERVICE: &[Field] = &[
     ),
 ];
 
+/// `resource.Quantity`: its string.
+const QUANTITY: &[Field] = &[one(1, "string", Kind::Text)];
+
+const CONTAINER: &[Field] = &[
+    one(1, "name", Kind::Text),
+    one(2, "image", Kind::Text),
+    many(3, "command", Kind::Text),
+    many(4, "args", Kind::Text),
+    one(5, "workingDir", Kind::Text),
+    many(
+        6,
+        "ports",
+        Kind::Message(&[
+            one(1, "name", Kind::Text),
+            one(2, "hostPort", Kind::Count),
+            one(3, "containerPort", Kind::Int),
+            one(4, "protocol", Kind::Text),
+            one(5, "hostIP", Kind::Text),
+        ]),
+    ),
+    many(
+        7,
+        "env",
+        Kind::Message(&[one(1, "name", Kind::Text), one(2, "value", Kind::Text)]),
+    ),
+    one(
+        8,
+        "resources",
+        Kind::Message(&[
+            one(1, "limits", Kind::QuantityMap),
+            one(2, "requests", Kind::QuantityMap),
+        ]),
+    ),
+    one(13, "terminationMessagePath", Kind::Text),
+    one(14, "imagePullPolicy", Kind::Text),
+    one(16, "stdin", Kind::Flag),
+    one(17, "stdinOnce", Kind::Flag),
+    one(18, "tty", Kind::Flag),
+    one(20, "terminationMessagePolicy", Kind::Text),
+    one(24, "restartPolicy", Kind::Text),
+];
+
+/// The pod fields `kubectl create deployment` and most clients write; a
+/// pod spec with others (volumes, probes, affinity, …) is refused whole
+/// (415) and can be sent as JSON.
+const POD_SPEC: &[Field] = &[
+    many(2, "containers", Kind::Message(CONTAINER)),
+    one(3, "restartPolicy", Kind::Text),
+    one(4, "terminationGracePeriodSeconds", Kind::Int),
+    one(5, "activeDeadlineSeconds", Kind::Int),
+    one(6, "dnsPolicy", Kind::Text),
+    one(7, "nodeSelector", Kind::TextMap),
+    one(8, "serviceAccountName", Kind::Text),
+    one(9, "serviceAccount", Kind::Text),
+    one(10, "nodeName", Kind::Text),
+    one(11, "hostNetwork", Kind::Flag),
+    one(12, "hostPID", Kind::Flag),
+    one(13, "hostIPC", Kind::Flag),
+    many(
+        15,
+        "imagePullSecrets",
+        Kind::Message(&[one(1, "name", Kind::Text)]),
+    ),
+    one(16, "hostname", Kind::Text),
+    one(17, "subdomain", Kind::Text),
+    one(19, "schedulerName", Kind::Text),
+    many(20, "initContainers", Kind::Message(CONTAINER)),
+    one(21, "automountServiceAccountToken", Kind::Bool),
+    one(24, "priorityClassName", Kind::Text),
+    one(25, "priority", Kind::Int),
+    one(27, "shareProcessNamespace", Kind::Bool),
+    one(29, "runtimeClassName", Kind::Text),
+    one(30, "enableServiceLinks", Kind::Bool),
+    one(31, "preemptionPolicy", Kind::Text),
+    one(35, "setHostnameAsFQDN", Kind::Bool),
+    one(37, "hostUsers", Kind::Bool),
+    one(41, "hostnameOverride", Kind::Text),
+];
+
+const DEPLOYMENT: &[Field] = &[
+    METADATA,
+    one(
+        2,
+        "spec",
+        Kind::Message(&[
+            one(1, "replicas", Kind::Int),
+            one(2, "selector", Kind::Message(LABEL_SELECTOR)),
+            one(
+                3,
+                "template",
+                Kind::Message(&[METADATA, one(2, "spec", Kind::Message(POD_SPEC))]),
+            ),
+            one(
+                4,
+                "strategy",
+                Kind::Message(&[
+                    one(1, "type", Kind::Text),
+                    one(
+                        2,
+                        "rollingUpdate",
+                        Kind::Message(&[
+                            one(1, "maxUnavailable", Kind::IntOrString),
+                            one(2, "maxSurge", Kind::IntOrString),
+                        ]),
+                    ),
+                ]),
+            ),
+            one(5, "minReadySeconds", Kind::Count),
+            one(6, "revisionHistoryLimit", Kind::Int),
+            one(7, "paused", Kind::Flag),
+            one(9, "progressDeadlineSeconds", Kind::Int),
+        ]),
+    ),
+    one(
+        3,
+        "status",
+        Kind::Message(&[
+            one(1, "observedGeneration", Kind::Count),
+            one(2, "replicas", Kind::Count),
+            one(3, "updatedReplicas", Kind::Count),
+            one(4, "availableReplicas", Kind::Count),
+            one(5, "unavailableReplicas", Kind::Count),
+            one(7, "readyReplicas", Kind::Count),
+            one(8, "collisionCount", Kind::Int),
+            one(9, "terminatingReplicas", Kind::Int),
+        ]),
+    ),
+];
+
 /// The message of each kind whose protobuf bodies are read: those Go
 /// clients write here (Helm keeps releases in Secrets; `kubectl create
 /// namespace|serviceaccount|role|rolebinding|clusterrole|
@@ -415,6 +546,7 @@ fn message_of(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         ("v1", "Service") => SERVICE,
         ("coordination.k8s.io/v1", "Lease") => LEASE,
+        ("apps/v1", "Deployment") => DEPLOYMENT,
         ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => CLUSTER_ROLE,
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
@@ -441,7 +573,7 @@ fn message(bytes: &[u8], schema: &[Field]) -> Result<Map<String, Value>, String>
             continue;
         }
         match (kind, repeated) {
-            (Kind::TextMap | Kind::BytesMap, _) => {
+            (Kind::TextMap | Kind::BytesMap | Kind::QuantityMap, _) => {
                 let map = out.entry(name).or_insert_with(|| json!({}));
                 if let (Some(map), Value::Object(entry)) = (map.as_object_mut(), value) {
                     map.extend(entry);
@@ -492,15 +624,20 @@ fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
             Value::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
         (Kind::Time, Wire::Bytes(b)) => return time(b),
-        (Kind::TextMap | Kind::BytesMap, Wire::Bytes(b)) => {
-            let value_kind = if matches!(kind, Kind::BytesMap) {
-                Kind::Bytes
-            } else {
-                Kind::Text
+        (Kind::TextMap | Kind::BytesMap | Kind::QuantityMap, Wire::Bytes(b)) => {
+            let value_kind = match kind {
+                Kind::BytesMap => Kind::Bytes,
+                Kind::QuantityMap => Kind::Message(QUANTITY),
+                _ => Kind::Text,
             };
             let entry = message(b, &[one(1, "key", Kind::Text), one(2, "value", value_kind)])?;
             let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
-            let value = entry.get("value").cloned().unwrap_or(json!(""));
+            let value = match entry.get("value") {
+                Some(Value::Object(quantity)) => {
+                    quantity.get("string").cloned().unwrap_or(json!(""))
+                }
+                other => other.cloned().unwrap_or(json!("")),
+            };
             json!({ key: value })
         }
         (Kind::Message(schema), Wire::Bytes(b)) => Value::Object(message(b, schema)?),
@@ -694,7 +831,7 @@ mod tests {
 
     #[test]
     fn refuses_other_kinds_and_garbage() {
-        let type_meta = [bytes(1, b"apps/v1"), bytes(2, b"Deployment")].concat();
+        let type_meta = [bytes(1, b"apps/v1"), bytes(2, b"DaemonSet")].concat();
         let body = [MAGIC.to_vec(), bytes(1, &type_meta)].concat();
         assert!(matches!(
             decode(&body),
