@@ -1063,6 +1063,29 @@ async fn bodies_that_are_not_objects_get_a_status_and_change_nothing() {
         assert_eq!(status["kind"], "Status", "{method} {body}: {status}");
         assert_eq!(status["code"], code);
     }
+    // A JSON patch whose operations nest an object deeper than the store
+    // can read back (the body itself stays shallow) is refused whole (400),
+    // as is one of more operations than kube-apiserver allows (413).
+    let mut path = "/data".to_owned();
+    let deep: Vec<_> = (0..150)
+        .map(|i| {
+            path.push_str(if i == 0 { "/x" } else { "/a" });
+            json!({"op": "add", "path": path.clone(), "value": {}})
+        })
+        .collect();
+    let too_many = vec![json!({"op": "test", "path": "/data/k", "value": "target"}); 10_001];
+    for (ops, code, said) in [(deep, 400, "levels deep"), (too_many, 413, "10000")] {
+        let body = json!(ops).to_string();
+        let request = with_body("PATCH", one, "application/json-patch+json", &body);
+        let refused = raw(&client, request).await;
+        assert_eq!(refused.status(), code);
+        let message = json_of(&refused)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(message.contains(said), "{message}");
+    }
+
     // Every connection was answered and the server still serves; nothing
     // was half-written.
     let after = maps.get("target").await.expect("still served");

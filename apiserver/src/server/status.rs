@@ -52,6 +52,8 @@ pub enum ApiError {
     MethodNotAllowed(String),
     /// 413.
     TooLarge(usize),
+    /// 413 for a request too large in another way than its bytes.
+    RequestTooLarge(String),
     /// 406: no representation the client accepts.
     NotAcceptable,
     /// 415.
@@ -160,6 +162,12 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
                 format!("Request entity too large: limit is {limit}"),
+                json!({}),
+            ),
+            Self::RequestTooLarge(message) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                message.clone(),
                 json!({}),
             ),
             Self::UnsupportedMediaType(message) => (

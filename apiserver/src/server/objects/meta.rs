@@ -26,13 +26,43 @@ pub(crate) fn well_formed(object: &Value) -> Result<(), ApiError> {
             what(object)
         )));
     };
-    match map.get("metadata") {
-        None | Some(Value::Object(_)) => Ok(()),
-        Some(other) => Err(ApiError::BadRequest(format!(
+    if let Some(other) = map.get("metadata").filter(|m| !m.is_object()) {
+        return Err(ApiError::BadRequest(format!(
             "metadata must be an object, got {}",
             what(other)
-        ))),
+        )));
     }
+    if deeper_than(object, MAX_DEPTH) {
+        return Err(ApiError::BadRequest(format!(
+            "the object nests more than {MAX_DEPTH} levels deep"
+        )));
+    }
+    Ok(())
+}
+
+/// How deep an object may nest. The store reads objects back with
+/// serde_json, which refuses more than 128 levels: an object deeper than
+/// that, once written, would stop the server from starting. (A body is
+/// parsed under the same limit, but a JSON patch's `move`s can nest an
+/// object further.)
+pub(crate) const MAX_DEPTH: usize = 100;
+
+/// Whether `value` nests more than `limit` levels, found without
+/// recursion, so no depth overflows the stack.
+fn deeper_than(value: &Value, limit: usize) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth + 1 > limit {
+            return true;
+        }
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    false
 }
 
 /// A string field of the object's metadata.
@@ -88,4 +118,30 @@ pub(crate) fn random_suffix() -> String {
     (0..5)
         .map(|_| char::from(b"bcdfghjklmnpqrstvwxz2456789"[rng.random_range(0..27)]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn nested(levels: usize) -> Value {
+        let mut value = json!(1);
+        for _ in 0..levels {
+            value = json!({"a": [value]});
+        }
+        value
+    }
+
+    #[test]
+    fn objects_nesting_deeper_than_the_store_reads_back_are_refused() {
+        // Each level of `nested` is an object and a list: two levels.
+        assert!(well_formed(&nested(MAX_DEPTH / 2)).is_ok());
+        assert!(matches!(
+            well_formed(&nested(MAX_DEPTH / 2 + 1)),
+            Err(ApiError::BadRequest(m)) if m.contains("levels deep")
+        ));
+        assert!(!deeper_than(&nested(3), 6) && deeper_than(&nested(3), 5));
+    }
 }

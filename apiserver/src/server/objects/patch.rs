@@ -28,6 +28,21 @@ use crate::{
 /// How many times a change is made again on an object that moved.
 const ATTEMPTS: usize = 5;
 
+/// The most operations one JSON patch may hold, as kube-apiserver allows.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// A JSON patch's operations, at most [`MAX_JSON_PATCH_OPERATIONS`].
+fn json_patch_ops(patch: &Value) -> Result<json_patch::Patch, ApiError> {
+    let count = patch.as_array().map_or(0, Vec::len);
+    if count > MAX_JSON_PATCH_OPERATIONS {
+        return Err(ApiError::RequestTooLarge(format!(
+            "The allowed count of operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, but found {count}"
+        )));
+    }
+    serde_json::from_value(patch.clone())
+        .map_err(|e| ApiError::BadRequest(format!("not a JSON patch: {e}")))
+}
+
 /// Patch the object: `content_type` names the patch type
 /// (`application/merge-patch+json`, ...); a status-only patch changes
 /// only the status.
@@ -64,8 +79,7 @@ pub(crate) async fn patch(
             }
             "application/merge-patch+json" => json_patch::merge(&mut next, patch),
             "application/json-patch+json" => {
-                let ops: json_patch::Patch = serde_json::from_value(patch.clone())
-                    .map_err(|e| ApiError::BadRequest(format!("not a JSON patch: {e}")))?;
+                let ops = json_patch_ops(patch)?;
                 json_patch::patch(&mut next, &ops).map_err(|e| ApiError::Invalid {
                     kind: resource.kind.clone(),
                     group: resource.group.clone(),
@@ -115,8 +129,7 @@ pub(crate) async fn rescale(
         match patch_type {
             None => scale = change.clone(),
             Some(t) if t.starts_with("application/json-patch+json") => {
-                let ops: json_patch::Patch = serde_json::from_value(change.clone())
-                    .map_err(|e| ApiError::BadRequest(format!("not a JSON patch: {e}")))?;
+                let ops = json_patch_ops(change)?;
                 json_patch::patch(&mut scale, &ops)
                     .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             }
