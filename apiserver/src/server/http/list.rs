@@ -36,16 +36,39 @@ pub(super) struct Read<'a> {
     pub(super) view: View,
 }
 
+impl Read<'_> {
+    /// The selectors asked for, refused where the resource cannot be
+    /// selected by them.
+    pub(super) fn selector(&self) -> Result<Selector, ApiError> {
+        Selector::for_resource(self.query, self.target.resource.custom)
+    }
+
+    /// Where the collection's objects are stored.
+    pub(super) fn prefix(&self) -> String {
+        let target = self.target;
+        target.resource.prefix(target.namespace.as_deref())
+    }
+
+    /// The `<Kind>List` answer holding `items` (stored objects), shown in
+    /// this read's view.
+    pub(super) fn answer(&self, metadata: Value, items: Vec<Value>) -> Response {
+        let resource = &self.target.resource;
+        let items: Vec<Value> = items.into_iter().map(|o| self.view.shown(o)).collect();
+        let body = self.view.shown(json!({
+            "apiVersion": resource.api_version(),
+            "kind": format!("{}List", resource.kind),
+            "metadata": metadata,
+            "items": items,
+        }));
+        json_body(&body).into_response()
+    }
+}
+
 pub(super) fn list(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
-    let Read {
-        target,
-        query,
-        as_table,
-        view,
-    } = *read;
+    let (target, query) = (read.target, read.query);
     let resource = &target.resource;
-    let selector = Selector::for_resource(query, target.resource.custom)?;
-    let prefix = resource.prefix(target.namespace.as_deref());
+    let selector = read.selector()?;
+    let prefix = read.prefix();
     let (mut revision, objects) = app.store.list(&prefix);
     let after = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
@@ -89,7 +112,7 @@ pub(super) fn list(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
             items.push(&**object);
         }
     }
-    if as_table {
+    if read.as_table {
         let rows = table::table(resource, &items, &revision.to_string(), false);
         return Ok(json_body(&rows).into_response());
     }
@@ -106,12 +129,5 @@ pub(super) fn list(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
         metadata["continue"] = Value::String(token);
         metadata["remainingItemCount"] = json!(remaining);
     }
-    let items: Vec<Value> = items.into_iter().map(|o| view.shown(o.clone())).collect();
-    let body = view.shown(json!({
-        "apiVersion": resource.api_version(),
-        "kind": format!("{}List", resource.kind),
-        "metadata": metadata,
-        "items": items,
-    }));
-    Ok(json_body(&body).into_response())
+    Ok(read.answer(metadata, items.into_iter().cloned().collect()))
 }

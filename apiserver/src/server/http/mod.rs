@@ -31,7 +31,6 @@ use super::{
     objects::{self, Written, meta::meta},
     registry::Resource,
     scale,
-    selector::Selector,
     status::ApiError,
     table,
 };
@@ -221,30 +220,30 @@ async fn delete_collection(
     let (target, view) = (&route.target, route.view);
     let resource = &target.resource;
     let (policy, dry_run) = request.delete_options(target)?;
-    let selector = Selector::for_resource(&view.query(request.query), resource.custom)?;
-    let (revision, stored) = app
-        .store
-        .list(&resource.prefix(target.namespace.as_deref()));
-    let mut items = Vec::new();
+    let query = view.query(request.query);
+    let read = list::Read {
+        target,
+        query: &query,
+        as_table: false,
+        view,
+    };
+    let selector = read.selector()?;
+    let (revision, stored) = app.store.list(&read.prefix());
+    let mut deleted = Vec::new();
     for object in stored.iter().filter(|o| selector.matches(o)) {
         let mut one =
             objects::Target::new(Arc::clone(resource), meta(object, "namespace").as_deref());
         one.dry_run = target.dry_run;
         let name = meta(object, "name").unwrap_or_default();
         match objects::delete(app, &one, &name, policy, dry_run).await {
-            Ok(deleted) => items.push(view.shown(deleted)),
+            Ok(object) => deleted.push(object),
             // Gone meanwhile: nothing left to delete.
             Err(ApiError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    let list = view.shown(json!({
-        "apiVersion": resource.api_version(),
-        "kind": format!("{}List", resource.kind),
-        "metadata": {"resourceVersion": revision.to_string()},
-        "items": items,
-    }));
-    Ok(json_body(&list).into_response())
+    let metadata = json!({"resourceVersion": revision.to_string()});
+    Ok(read.answer(metadata, deleted))
 }
 
 /// What a review asks.

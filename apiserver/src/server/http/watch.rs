@@ -19,15 +19,9 @@ use crate::{
 };
 
 pub(super) fn watch(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
-    let Read {
-        target,
-        query,
-        as_table,
-        view,
-    } = *read;
-    let resource = Arc::clone(&target.resource);
-    let selector = Selector::for_resource(query, target.resource.custom)?;
-    let prefix = resource.prefix(target.namespace.as_deref());
+    let query = read.query;
+    let selector = read.selector()?;
+    let prefix = read.prefix();
     let from = match query.get("resourceVersion").map(String::as_str) {
         None | Some("" | "0") => None,
         Some(rv) => Some(
@@ -48,9 +42,9 @@ pub(super) fn watch(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
         bookmarks: is_true(query.get("allowWatchBookmarks")),
         initial_events: is_true(query.get("sendInitialEvents")),
         selector,
-        resource,
-        as_table,
-        view,
+        resource: Arc::clone(&read.target.resource),
+        as_table: read.as_table,
+        view: read.view,
     };
     let stream = async_watch(app.store.clone(), &prefix, from, request);
     Ok((
