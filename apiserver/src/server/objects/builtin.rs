@@ -103,33 +103,18 @@ fn required(resource: &Resource) -> &'static [&'static str] {
     }
 }
 
+/// Whether the object decodes as `T`; where not, the field and why. (The
+/// k8s-openapi types default a missing required field rather than
+/// refuse it, hence [`required`].)
 fn decodes<T: DeserializeOwned>(object: &Value) -> Result<(), FieldError> {
     let Err(e) = serde_path_to_error::deserialize::<_, T>(object) else {
         return Ok(());
     };
-    let path = e.path().to_string();
-    let detail = e.inner().to_string();
-    // A missing field is reported at its parent, named in the message.
-    if let Some(missing) = detail
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.strip_suffix('`'))
-    {
-        let field = match path.as_str() {
-            "" | "." => missing.to_owned(),
-            parent => format!("{parent}.{missing}"),
-        };
-        return Err(FieldError {
-            field,
-            kind: FieldErrorKind::Required,
-            value: None,
-            detail: "Required value".into(),
-        });
-    }
     Err(FieldError {
-        field: path,
+        field: e.path().to_string(),
         kind: FieldErrorKind::TypeInvalid,
         value: None,
-        detail,
+        detail: e.inner().to_string(),
     })
 }
 
