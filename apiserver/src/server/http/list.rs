@@ -1,7 +1,7 @@
 //! Lists: a selector-filtered read of a collection, optionally paged with
 //! `limit` and `continue` tokens, as JSON or as a table for kubectl.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -51,16 +51,16 @@ impl Read<'_> {
 
     /// The `<Kind>List` answer holding `items` (stored objects), shown in
     /// this read's view.
-    pub(super) fn answer(&self, metadata: Value, items: Vec<Value>) -> Response {
+    pub(super) fn answer(&self, metadata: Value, items: &[&Value]) -> Response {
         let resource = &self.target.resource;
-        let items: Vec<Value> = items.into_iter().map(|o| self.view.shown(o)).collect();
-        let body = self.view.shown(json!({
+        let items: Vec<Cow<'_, Value>> = items.iter().map(|o| self.view.shown(o)).collect();
+        let body = json!({
             "apiVersion": resource.api_version(),
             "kind": format!("{}List", resource.kind),
             "metadata": metadata,
             "items": items,
-        }));
-        json_body(&body).into_response()
+        });
+        json_body(&self.view.shown(&body)).into_response()
     }
 }
 
@@ -129,5 +129,5 @@ pub(super) fn list(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
         metadata["continue"] = Value::String(token);
         metadata["remainingItemCount"] = json!(remaining);
     }
-    Ok(read.answer(metadata, items.into_iter().cloned().collect()))
+    Ok(read.answer(metadata, &items))
 }

@@ -79,7 +79,7 @@ async fn respond(
     );
     let scalable = resource.scale.is_some();
     let view = route.view;
-    let shown = |object: Value| json_body(&view.shown(object)).into_response();
+    let shown = |object: &Value| json_body(&view.shown(object)).into_response();
     match (method, route.name.as_deref(), route.subresource.as_deref()) {
         (Method::GET, None, None) => {
             let query = view.query(request.query);
@@ -98,7 +98,7 @@ async fn respond(
         (Method::POST, None, None) => {
             let object = view.to_stored(request.object()?);
             let created = objects::create(app, target, object).await?;
-            Ok((StatusCode::CREATED, shown(created)).into_response())
+            Ok((StatusCode::CREATED, shown(&created)).into_response())
         }
         (Method::GET, Some(name), None | Some("status")) => {
             let (revision, object) = target.stored(app, name)?;
@@ -106,18 +106,18 @@ async fn respond(
                 let rows = table::table(resource, &[&object], &revision.to_string(), false);
                 return Ok(json_body(&rows).into_response());
             }
-            Ok(shown((*object).clone()))
+            Ok(shown(&object))
         }
         (Method::PUT, Some(name), sub @ (None | Some("status"))) => {
             let object = view.to_stored(request.object()?);
             let updated = objects::update(app, target, name, object, sub.is_some()).await?;
-            Ok(shown(updated))
+            Ok(shown(&updated))
         }
         (Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
             let patched = patch(app, route, name, request, sub).await?;
             Ok(match patched {
-                Written::Created(object) => (StatusCode::CREATED, shown(object)).into_response(),
-                Written::Updated(object) => shown(object),
+                Written::Created(object) => (StatusCode::CREATED, shown(&object)).into_response(),
+                Written::Updated(object) => shown(&object),
             })
         }
         (Method::GET, Some(name), Some("scale")) if scalable => {
@@ -138,7 +138,7 @@ async fn respond(
             if deleted_for_good(resource, &deleted) {
                 return Ok(json_body(&deleted_status(resource, &deleted)).into_response());
             }
-            Ok(shown(deleted))
+            Ok(shown(&deleted))
         }
         (Method::DELETE, None, None) => delete_collection(app, route, &request).await,
         (method, _, sub) => Err(ApiError::MethodNotAllowed(format!(
@@ -243,7 +243,7 @@ async fn delete_collection(
         }
     }
     let metadata = json!({"resourceVersion": revision.to_string()});
-    Ok(read.answer(metadata, deleted))
+    Ok(read.answer(metadata, &deleted.iter().collect::<Vec<_>>()))
 }
 
 /// What a review asks.

@@ -129,7 +129,7 @@ fn async_watch(
                         },
                     });
                     return Some((
-                        line("BOOKMARK", &view.shown(end)),
+                        line("BOOKMARK", &view.shown(&end)),
                         Some((Ok(watch), store, first, false)),
                     ));
                 }
@@ -142,7 +142,7 @@ fn async_watch(
                             "kind": resource.kind,
                             "metadata": {"resourceVersion": store.revision().to_string()},
                         });
-                        return Some((line("BOOKMARK", &view.shown(bookmark)), Some((Ok(watch), store, first, initial_pending))));
+                        return Some((line("BOOKMARK", &view.shown(&bookmark)), Some((Ok(watch), store, first, initial_pending))));
                     }
                     event = watch.next() => match event {
                         None => return None,
@@ -168,7 +168,7 @@ fn async_watch(
                                 // Every watcher sends the same bytes: encode once.
                                 encoded_line(kind, event.object_json())
                             } else {
-                                line(kind, &view.shown((*event.object).clone()))
+                                line(kind, &view.shown(&event.object))
                             };
                             return Some((line, Some((Ok(watch), store, false, initial_pending))));
                         }
