@@ -101,7 +101,7 @@ fn with_new_status(current: &Value, object: &Value) -> Value {
     if let (Some(map), Some(status)) = (next.as_object_mut(), object.get("status")) {
         map.insert("status".into(), status.clone());
     }
-    if let Some(managed) = object.pointer("/metadata/managedFields") {
+    if let Some(managed) = managed(object) {
         metadata_mut(&mut next).insert("managedFields".into(), managed.clone());
     }
     next
@@ -122,8 +122,8 @@ fn with_old_status(mut object: Value, current: &Value, status_apart: bool) -> Va
 /// Keep the metadata the server owns as it is stored.
 fn keep_server_owned(next: &mut Value, current: &Value) {
     // Who manages what stays recorded unless the writer says otherwise.
-    if next.pointer("/metadata/managedFields").is_none()
-        && let Some(managed) = current.pointer("/metadata/managedFields")
+    if managed(next).is_none()
+        && let Some(managed) = managed(current)
     {
         metadata_mut(next).insert("managedFields".into(), managed.clone());
     }
@@ -179,9 +179,12 @@ fn desired_state(object: &Value, status_apart: bool) -> Value {
 /// update, so applying the same manifest again leaves the
 /// resourceVersion alone.
 fn unchanged(next: &Value, current: &Value) -> bool {
+    if managed(next) == managed(current) {
+        // The common case (the managers copied over): no copy needed.
+        return next == current;
+    }
     let managers = |object: &Value| {
-        let mut entries: Vec<String> = object
-            .pointer("/metadata/managedFields")
+        let mut entries: Vec<String> = managed(object)
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
@@ -200,11 +203,16 @@ fn unchanged(next: &Value, current: &Value) -> bool {
         return false;
     }
     let mut next = next.clone();
-    match current.pointer("/metadata/managedFields") {
+    match managed(current) {
         Some(managed) => metadata_mut(&mut next).insert("managedFields".into(), managed.clone()),
         None => metadata_mut(&mut next).remove("managedFields"),
     };
     next == *current
+}
+
+/// An object's `metadata.managedFields`.
+fn managed(object: &Value) -> Option<&Value> {
+    object.pointer("/metadata/managedFields")
 }
 
 /// Where an admitted change is written, and against what.
