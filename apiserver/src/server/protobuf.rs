@@ -615,7 +615,7 @@ fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
                 _ => parts.get("intVal").cloned().unwrap_or(json!(0)),
             }
         }
-        (Kind::MicroTime, Wire::Bytes(b)) => return micro_time(b),
+        (Kind::MicroTime, Wire::Bytes(b)) => return timestamp(b, true),
         // int32 and int64 are both two's complement varints.
         #[allow(clippy::cast_possible_wrap)]
         (Kind::Int, Wire::Varint(v)) => json!(v as i64),
@@ -623,7 +623,7 @@ fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
         (Kind::Bytes, Wire::Bytes(b)) => {
             Value::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
-        (Kind::Time, Wire::Bytes(b)) => return time(b),
+        (Kind::Time, Wire::Bytes(b)) => return timestamp(b, false),
         (Kind::TextMap | Kind::BytesMap | Kind::QuantityMap, Wire::Bytes(b)) => {
             let value_kind = match kind {
                 Kind::BytesMap => Kind::Bytes,
@@ -645,9 +645,10 @@ fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
     }))
 }
 
-/// `meta.v1.MicroTime`: seconds 1, nanos 2, as RFC 3339 with
-/// microseconds; empty is no time.
-fn micro_time(bytes: &[u8]) -> Result<Option<Value>, String> {
+/// `meta.v1.Time` or `MicroTime` (seconds 1, nanos 2) as RFC 3339: to
+/// the second, or with `micro`seconds. Go writes a zero time as an empty
+/// message: no time.
+fn timestamp(bytes: &[u8], micro: bool) -> Result<Option<Value>, String> {
     if bytes.is_empty() {
         return Ok(None);
     }
@@ -659,28 +660,12 @@ fn micro_time(bytes: &[u8]) -> Result<Option<Value>, String> {
     let nanos = parts.get("nanos").and_then(Value::as_i64).unwrap_or(0);
     let at = k8s_openapi::jiff::Timestamp::new(seconds, i32::try_from(nanos).unwrap_or(0))
         .map_err(|e| e.to_string())?;
-    Ok(Some(Value::String(
-        at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-    )))
-}
-
-/// `meta.v1.Time`: seconds 1, nanos 2, as RFC 3339; Go writes a zero
-/// time as an empty message.
-fn time(bytes: &[u8]) -> Result<Option<Value>, String> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    let mut seconds = 0i64;
-    for (number, field) in fields(bytes)? {
-        if let (1, Wire::Varint(v)) = (number, field) {
-            #[allow(clippy::cast_possible_wrap)]
-            let v = v as i64;
-            seconds = v;
-        }
-    }
-    k8s_openapi::jiff::Timestamp::from_second(seconds)
-        .map(|t| Some(Value::String(t.to_string())))
-        .map_err(|e| e.to_string())
+    let format = if micro {
+        "%Y-%m-%dT%H:%M:%S%.6fZ"
+    } else {
+        "%Y-%m-%dT%H:%M:%SZ"
+    };
+    Ok(Some(Value::String(at.strftime(format).to_string())))
 }
 
 /// The `kind` and `raw` message of the k8s protobuf envelope.
