@@ -18,8 +18,21 @@ pub(crate) enum Identity {
 /// The verbs the read-only token may use.
 const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
 
+/// The Kubernetes verb an HTTP method is, for the rule above (a GET may
+/// be a get, list or watch: all reads).
+pub(crate) fn verb_of(method: &axum::http::Method) -> &'static str {
+    match *method {
+        axum::http::Method::GET | axum::http::Method::HEAD => "get",
+        axum::http::Method::POST => "create",
+        axum::http::Method::PUT => "update",
+        axum::http::Method::PATCH => "patch",
+        axum::http::Method::DELETE => "delete",
+        _ => "*",
+    }
+}
+
 impl Identity {
-    fn username(self) -> &'static str {
+    pub(crate) fn username(self) -> &'static str {
         match self {
             Self::Admin => "gantry:admin",
             Self::ReadOnly => "gantry:read-only",
@@ -30,6 +43,14 @@ impl Identity {
         match self {
             Self::Admin => &["system:masters", "system:authenticated"],
             Self::ReadOnly => &["system:authenticated"],
+        }
+    }
+
+    /// What this identity may not do, for refusals.
+    pub(crate) fn limit(self) -> &'static str {
+        match self {
+            Self::Admin => "the admin token may do anything",
+            Self::ReadOnly => "the read-only token may only get, list and watch",
         }
     }
 
@@ -53,11 +74,9 @@ impl Identity {
             .unwrap_or_default();
         let allowed = self.may(verb);
         let reason = match (self, allowed) {
-            (Self::Admin, _) => "the admin token may do anything".to_owned(),
             (Self::ReadOnly, true) => format!("the read-only token may {verb}"),
-            (Self::ReadOnly, false) => {
-                format!("the read-only token may only get, list and watch, not {verb}")
-            }
+            (Self::ReadOnly, false) => format!("{}, not {verb}", self.limit()),
+            (Self::Admin, _) => self.limit().to_owned(),
         };
         if let Some(map) = review.as_object_mut() {
             map.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));

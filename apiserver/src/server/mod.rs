@@ -257,29 +257,26 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    // Reviews only ask; the read-only token may ask them too.
+    let identity = match token {
+        Some(t) if t == app.credentials.admin_token => Identity::Admin,
+        Some(t) if t == app.credentials.read_only_token => Identity::ReadOnly,
+        _ => return ApiError::Unauthorized.into_response(),
+    };
+    // Reviews only ask, so anyone may ask them; everything else is the
+    // verb the method is, under the identity's rule.
     let review = *request.method() == Method::POST && review_of(path).is_some();
-    match token {
-        Some(t) if t == app.credentials.admin_token => {
-            let mut request = request;
-            request.extensions_mut().insert(Identity::Admin);
-            next.run(request).await
-        }
-        Some(t) if t == app.credentials.read_only_token => {
-            if matches!(*request.method(), Method::GET | Method::HEAD) || review {
-                let mut request = request;
-                request.extensions_mut().insert(Identity::ReadOnly);
-                next.run(request).await
-            } else {
-                ApiError::Forbidden(format!(
-                    "User \"gantry:read-only\" cannot {} {path}: the read-only token may only get, list and watch",
-                    request.method().as_str().to_lowercase()
-                ))
-                .into_response()
-            }
-        }
-        _ => ApiError::Unauthorized.into_response(),
+    if !review && !identity.may(access::verb_of(request.method())) {
+        return ApiError::Forbidden(format!(
+            "User \"{}\" cannot {} {path}: {}",
+            identity.username(),
+            request.method().as_str().to_lowercase(),
+            identity.limit()
+        ))
+        .into_response();
     }
+    let mut request = request;
+    request.extensions_mut().insert(identity);
+    next.run(request).await
 }
 
 /// Whether the client takes JSON: no `Accept`, or one naming JSON or
