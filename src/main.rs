@@ -8,6 +8,7 @@ use std::{
 };
 
 mod agent_command;
+mod balancer_command;
 mod controller_command;
 mod up_command;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Run the controller: the scheduler, which places tasks, and the
     /// reconcilers of services, tasks, task definitions and instances.
     Controller(Box<controller_command::ControllerArgs>),
+    /// Run the load balancer: serve every LoadBalancer's listeners, check
+    /// and drain its targets, and report them in its status.
+    Balancer(Box<balancer_command::BalancerArgs>),
     /// Run all of Gantry on this machine: the control plane, the CRDs, the
     /// controller and N local agents (hosts on 127.0.0.2…), optionally
     /// with an example applied; Ctrl-C stops it, keeping its state.
@@ -102,6 +106,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drop(out);
             init_logging();
             controller_command::run(&args)
+        }
+        Command::Balancer(args) => {
+            drop(out);
+            init_logging();
+            balancer_command::run(&args)
         }
         Command::Up(args) => {
             drop(out);

@@ -19,7 +19,7 @@ use clap::Args;
 use crds::{
     conditions::{self, ConditionType},
     labels,
-    v1alpha1::{ContainerInstance, Service, Task, TaskDefinition, TaskLastStatus},
+    v1alpha1::{ContainerInstance, LoadBalancer, Service, Task, TaskDefinition, TaskLastStatus},
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -55,6 +55,9 @@ pub struct UpArgs {
     /// Seconds an agent may be disconnected before its tasks are replaced.
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     instance_loss_timeout_seconds: u64,
+    /// The address the load balancer's listeners bind.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    balancer_address: IpAddr,
 }
 
 /// What `gantry up` says as it goes: one line a step, on stdout.
@@ -106,6 +109,20 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let controller = controller::run(client.clone(), config, metrics, signal());
         parts.spawn(async move { controller.await.context("the controller stopped") });
         say("==> controller running");
+        let balancer = balancer::run(
+            client.clone(),
+            balancer::Config {
+                namespace: Some(args.cluster.clone()),
+                listen_address: args.balancer_address,
+            },
+            Arc::new(balancer::Metrics::new()),
+            signal(),
+        );
+        parts.spawn(async move { balancer.await.context("the load balancer stopped") });
+        say(format!(
+            "==> load balancer running on {}",
+            args.balancer_address
+        ));
 
         let docker = match args.runtime {
             RuntimeKind::Docker => Some(
@@ -241,6 +258,7 @@ async fn run_example(
         let name = document["metadata"]["name"].as_str().unwrap_or_default();
         match kind {
             "TaskDefinition" => apply::<TaskDefinition>(client, namespace, document).await?,
+            "LoadBalancer" => apply::<LoadBalancer>(client, namespace, document).await?,
             "Service" => {
                 apply::<Service>(client, namespace, document).await?;
                 services.push(name.to_owned());
@@ -251,6 +269,11 @@ async fn run_example(
     }
     for service in &services {
         wait_ready(client, namespace, service).await?;
+        for (lb, address) in balanced(client, namespace, service).await? {
+            say(format!(
+                "==> service {service} answers at http://{address}/ (load balancer {lb})"
+            ));
+        }
         say(format!(
             "==> service {service} is Ready; its tasks answer at:"
         ));
@@ -354,6 +377,27 @@ async fn wait_ready(client: &Client, namespace: &str, name: &str) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bail!("service {name} was not Ready within 5 minutes; see kubectl describe")
+}
+
+/// The load balancers of a Service, with the address of each listener.
+async fn balanced(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let balancers: Api<LoadBalancer> = Api::namespaced(client.clone(), namespace);
+    let mut out = Vec::new();
+    for entry in services.get(service).await?.spec.load_balancers {
+        let name = entry.load_balancer_name;
+        let Some(lb) = balancers.get_opt(&name).await? else {
+            continue;
+        };
+        for address in lb.status.map(|s| s.addresses).unwrap_or_default() {
+            out.push((name.clone(), address));
+        }
+    }
+    Ok(out)
 }
 
 /// `host:port` of every published port of the Service's running tasks.

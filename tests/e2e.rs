@@ -197,24 +197,7 @@ async fn a_service_lives_through_scaling_kills_a_lost_host_a_drain_and_a_roll() 
     let _cleanup = Cleanup;
     let mut g = Gantry::start(NS).await;
     g.controller("controller", &["--instance-loss-timeout-seconds", "10"]);
-    for (host, ip) in HOSTS {
-        g.spawn(
-            host,
-            &[
-                "agent",
-                "--runtime",
-                "docker",
-                "--cluster",
-                NS,
-                "--name",
-                host,
-                "--host-ip",
-                ip,
-                "--lease-renew-seconds",
-                "1",
-            ],
-        );
-    }
+    g.docker_agents(NS, &HOSTS);
     g.instances_connected(NS, 3).await;
     let kubectl = Cli {
         binary,

@@ -1,5 +1,6 @@
 //! `gantry up --example web`, as the README's first command runs it: the
-//! example reaches Ready on real Docker, every address printed answers,
+//! example reaches Ready on real Docker, every address printed (the load
+//! balancer's and each task's) answers,
 //! Ctrl-C stops it cleanly, and a second start finds its state again.
 
 mod common;
@@ -159,6 +160,28 @@ fn up_runs_the_web_example_until_ctrl_c_and_keeps_its_state() {
         assert!(
             response.starts_with("HTTP/1.") && response.contains("Hello from Gantry"),
             "{address} serves the page: {response:?}"
+        );
+    }
+    // One address for the service: the load balancer's, which answers
+    // from both tasks.
+    let balanced: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("(load balancer web)"))
+        .collect();
+    assert_eq!(balanced.len(), 1, "one balanced address: {lines:#?}");
+    let url = balanced[0]
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a URL");
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    assert_eq!(address, "127.0.0.1:8080");
+    for _ in 0..4 {
+        let response = get(address);
+        assert!(
+            response.starts_with("HTTP/1.")
+                && response.contains(" 200 ")
+                && response.contains("Hello from Gantry"),
+            "the load balancer serves the page: {response:?}"
         );
     }
     assert!(up.interrupt().success(), "Ctrl-C is a clean stop");

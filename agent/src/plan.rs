@@ -78,6 +78,9 @@ pub fn plan(input: &Input<'_>, now: Timestamp) -> Plan {
     let stop = stop_cause(input);
     let mut actions = Vec::new();
     match &stop {
+        // Deregistering from its load balancers: the service scheduler
+        // moves it on to STOPPING once its connections have drained.
+        Some(_) if deactivating(input) => {}
         Some(_) => {
             // Dependents first: the reverse of the definition order.
             for def in containers.iter().rev() {
@@ -112,6 +115,12 @@ pub fn plan(input: &Input<'_>, now: Timestamp) -> Plan {
     }
     let status = status(input, stop.as_ref(), now);
     Plan { actions, status }
+}
+
+/// Whether the service scheduler holds the task in DEACTIVATING (see
+/// docs/agent.md, "Stopping"): its containers keep running until then.
+fn deactivating(input: &Input<'_>) -> bool {
+    input.recorded.last_status == Some(TaskLastStatus::Deactivating)
 }
 
 /// Why the task is stopping, if it is: what was recorded first wins.
@@ -215,6 +224,7 @@ fn status(input: &Input<'_>, stop: Option<&(StopCode, String)>, now: Timestamp) 
         .collect();
     let any_running = input.observed.values().any(|o| o.state == State::Running);
     let last_status = match stop {
+        Some(_) if any_running && deactivating(input) => TaskLastStatus::Deactivating,
         Some(_) if any_running => TaskLastStatus::Stopping,
         Some(_) => TaskLastStatus::Stopped,
         None if input.observed.is_empty() => TaskLastStatus::Pending,
@@ -578,6 +588,44 @@ mod tests {
         let gone = run(&def, &[], &recorded, DesiredStatus::Running, true);
         assert!(gone.actions.is_empty(), "a stopped task never starts again");
         assert!(gone.finished());
+    }
+
+    #[test]
+    fn a_deactivating_task_keeps_running_until_it_is_moved_on() {
+        let def = two_with("START");
+        let both = [
+            observed("db", State::Running, None, None),
+            observed("app", State::Running, None, None),
+        ];
+        let draining = TaskStatus {
+            last_status: Some(TaskLastStatus::Deactivating),
+            stop_code: Some(StopCode::ServiceSchedulerInitiated),
+            stopped_reason: Some("Scaling activity initiated by (deployment ecs-svc/1)".into()),
+            ..TaskStatus::default()
+        };
+        let held = run(&def, &both, &draining, DesiredStatus::Stopped, true);
+        assert!(held.actions.is_empty(), "{:?}", held.actions);
+        assert_eq!(held.status.last_status, Some(TaskLastStatus::Deactivating));
+        assert_eq!(
+            held.status.stop_code,
+            Some(StopCode::ServiceSchedulerInitiated)
+        );
+
+        let released = TaskStatus {
+            last_status: Some(TaskLastStatus::Stopping),
+            ..draining.clone()
+        };
+        let stopping = run(&def, &both, &released, DesiredStatus::Stopped, true);
+        assert_eq!(stopping.actions.len(), 2, "{:?}", stopping.actions);
+        assert_eq!(stopping.status.last_status, Some(TaskLastStatus::Stopping));
+
+        // Nothing left running: nothing to drain.
+        let exited = [
+            observed("db", State::Exited, Some(0), None),
+            observed("app", State::Exited, Some(0), None),
+        ];
+        let done = run(&def, &exited, &draining, DesiredStatus::Stopped, true);
+        assert_eq!(done.status.last_status, Some(TaskLastStatus::Stopped));
     }
 
     #[test]

@@ -146,6 +146,12 @@ async fn supervise<R: Runtime>(
             Ok(Next::Done) => break,
             Ok(Next::Soon) => Duration::from_millis(200),
             Ok(Next::Idle) => context.config.resync,
+            // Another writer came first (the scheduler or the service
+            // scheduler); the task was read again, so plan again now.
+            Err(StepError::Kube(kube::Error::Api(e))) if e.code == 409 => {
+                tracing::debug!(error = %e, "task status changed meanwhile; planning again");
+                Duration::from_millis(20)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "task step failed; retrying");
                 Duration::from_secs(1)
@@ -368,14 +374,27 @@ impl<R: Runtime> Supervisor<R> {
             self.context.client.clone(),
             &task.namespace().unwrap_or_default(),
         );
-        let patch = json!({ "status": status });
-        let updated = api
-            .patch_status(
-                &task.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
+        // Conditional on the version planned from: the service scheduler
+        // also writes the status (DEACTIVATING, then STOPPING), and a plan
+        // from an older version must not undo that.
+        let patch = json!({
+            "metadata": {"resourceVersion": task.resource_version()},
+            "status": status,
+        });
+        let name = task.name_any();
+        let updated = match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(updated) => updated,
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                // Plan again from what is there now.
+                let fresh = api.get_status(&name).await?;
+                self.context.shared.set_task(fresh);
+                return Err(kube::Error::Api(e));
+            }
+            Err(e) => return Err(e),
+        };
         // The next step plans from what was written, not from a watch
         // event that may not have arrived yet.
         self.context.shared.set_task(updated);

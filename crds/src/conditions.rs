@@ -12,6 +12,7 @@ use k8s_openapi::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConditionType {
     /// Service: at desiredCount, all healthy, the primary deployment done.
+    /// LoadBalancer: its listeners are served and a target is healthy.
     Ready,
     /// Service: a deployment is rolling out.
     Progressing,
@@ -73,6 +74,13 @@ pub mod reason {
         pub const CIRCUIT_BREAKER_TRIPPED: &str = "CircuitBreakerTripped";
         pub const INVALID_TASK_DEFINITION: &str = "InvalidTaskDefinition";
         pub const TASK_DEFINITION_NOT_FOUND: &str = "TaskDefinitionNotFound";
+    }
+
+    /// LoadBalancer `Ready`.
+    pub mod balancer {
+        pub const SERVING: &str = "Serving";
+        pub const NO_HEALTHY_TARGETS: &str = "NoHealthyTargets";
+        pub const LISTENER_FAILED: &str = "ListenerFailed";
     }
 
     /// TaskDefinition `Valid`.

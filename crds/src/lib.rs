@@ -13,6 +13,7 @@
 
 pub mod conditions;
 pub mod labels;
+pub mod load_balancing;
 pub mod stop;
 pub mod v1alpha1;
 
@@ -39,6 +40,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         v1alpha1::Service::crd(),
         v1alpha1::Task::crd(),
         v1alpha1::ContainerInstance::crd(),
+        v1alpha1::LoadBalancer::crd(),
     ]
 }
 

@@ -18,6 +18,17 @@ pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
 /// The service scheduler replaced a task that failed its health checks.
 pub const HEALTH_CHECKS_FAILED: &str = "Task failed container health checks";
 
+/// The start of the reason of a task replaced because a load balancer
+/// found it unhealthy.
+pub const ELB_HEALTH_CHECKS_FAILED: &str = "Task failed ELB health checks in";
+
+/// The reason of a task replaced because the load balancer `name` found
+/// its target unhealthy.
+#[must_use]
+pub fn elb_health_failed(name: &str) -> String {
+    format!("{ELB_HEALTH_CHECKS_FAILED} (elb {name})")
+}
+
 /// The reason of a task a service stops while scaling or deploying.
 #[must_use]
 pub fn scaling(deployment_id: &str) -> String {
@@ -66,6 +77,34 @@ pub fn patches(
         status: json!({ "status": status }),
         spec: json!({"spec": {"desiredStatus": DesiredStatus::Stopped}}),
     }
+}
+
+/// The patches that deregister a RUNNING task from its load balancers
+/// before it stops: `lastStatus: DEACTIVATING` and `stoppingAt` with the
+/// cause, on the task's `resource_version` so no newer agent report is
+/// undone. The agent keeps its containers running while DEACTIVATING.
+#[must_use]
+pub fn deactivating(
+    code: StopCode,
+    reason: &str,
+    now: Timestamp,
+    resource_version: Option<&str>,
+) -> StopPatches {
+    let mut stop = patches(&TaskStatus::default(), code, reason, None);
+    stop.status["status"]["lastStatus"] = json!(TaskLastStatus::Deactivating);
+    stop.status["status"]["stoppingAt"] = json!(Time(now));
+    stop.status["metadata"] = json!({ "resourceVersion": resource_version });
+    stop
+}
+
+/// The patch that ends deregistration: on to STOPPING, where the agent
+/// stops the containers.
+#[must_use]
+pub fn released(resource_version: Option<&str>) -> Value {
+    json!({
+        "metadata": { "resourceVersion": resource_version },
+        "status": { "lastStatus": TaskLastStatus::Stopping },
+    })
 }
 
 #[cfg(test)]

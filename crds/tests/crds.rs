@@ -62,7 +62,8 @@ fn gantry_crd_prints_every_crd_as_a_document() {
             "taskdefinitions.gantry.dev",
             "services.gantry.dev",
             "tasks.gantry.dev",
-            "containerinstances.gantry.dev"
+            "containerinstances.gantry.dev",
+            "loadbalancers.gantry.dev"
         ]
     );
 }

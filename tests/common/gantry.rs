@@ -125,6 +125,29 @@ impl Gantry {
         );
     }
 
+    /// Start one Docker agent per `(name, host IP)` in `namespace`,
+    /// renewing its Lease every second.
+    pub fn docker_agents(&mut self, namespace: &str, hosts: &[(&str, &str)]) {
+        for (host, ip) in hosts {
+            self.spawn(
+                host,
+                &[
+                    "agent",
+                    "--runtime",
+                    "docker",
+                    "--cluster",
+                    namespace,
+                    "--name",
+                    host,
+                    "--host-ip",
+                    ip,
+                    "--lease-renew-seconds",
+                    "1",
+                ],
+            );
+        }
+    }
+
     pub fn kill_9(&mut self, name: &str) {
         let (_, child) = self
             .processes

@@ -145,6 +145,15 @@ const BUILTINS: &[Builtin] = &[
     ),
     b("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], true),
     b(
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        true,
+        &[],
+        false,
+    ),
+    b(
         "rbac.authorization.k8s.io",
         "v1",
         "Role",

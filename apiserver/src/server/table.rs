@@ -135,6 +135,39 @@ fn builtin(resource: &Resource) -> Option<&'static [Column]> {
             }),
             AGE,
         ],
+        ("discovery.k8s.io", "endpointslices") => &[
+            NAME,
+            Column("AddressType", "string", 0, |o| text(o, "/addressType")),
+            Column("Ports", "string", 0, |o| {
+                let ports: Vec<String> = o
+                    .pointer("/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.get("port").map(ToString::to_string))
+                    .collect();
+                json!(if ports.is_empty() {
+                    "<unset>".to_owned()
+                } else {
+                    ports.join(",")
+                })
+            }),
+            Column("Endpoints", "string", 0, |o| {
+                let addresses: Vec<&str> = o
+                    .pointer("/endpoints")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.pointer("/addresses/0").and_then(Value::as_str))
+                    .collect();
+                json!(if addresses.is_empty() {
+                    "<unset>".to_owned()
+                } else {
+                    addresses.join(",")
+                })
+            }),
+            AGE,
+        ],
         ("coordination.k8s.io", "leases") => &[
             NAME,
             Column("Holder", "string", 0, |o| text(o, "/spec/holderIdentity")),

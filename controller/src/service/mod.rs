@@ -7,6 +7,7 @@
 //! a cache: a list is a consistent read, so a reconcile always sees the
 //! tasks the previous one created and never starts them twice.
 
+pub mod endpoints;
 pub mod plan;
 
 use std::{
@@ -18,12 +19,13 @@ use std::{
 use crds::{
     labels, stop,
     v1alpha1::{
-        ContainerInstance, DesiredStatus, LatestRevision, PlacementConstraint,
+        ContainerInstance, DesiredStatus, LatestRevision, LoadBalancer, PlacementConstraint,
         PlacementConstraintType, SchedulingStrategy, Service, ServiceStatus, Task, TaskDefinition,
         TaskSpec, TaskStatus,
     },
 };
 use futures::{StreamExt, stream};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Resource, ResourceExt,
@@ -47,6 +49,8 @@ type Seen = (Option<i64>, bool);
 struct State {
     context: Arc<Context>,
     instances: Store<ContainerInstance>,
+    /// The EndpointSlices Gantry manages.
+    slices: Store<EndpointSlice>,
 }
 
 pub async fn run(
@@ -64,6 +68,20 @@ pub async fn run(
     )
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
+    let (slices, writer) = reflector::store::<EndpointSlice>();
+    let slice_cache = reflector::reflector(
+        writer,
+        watcher(
+            Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default().labels(&format!(
+                "{}={}",
+                endpoints::MANAGED_BY,
+                endpoints::MANAGER
+            )),
+        ),
+    )
+    .default_backoff()
+    .for_each(|_| futures::future::ready(()));
     let controller = Controller::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -71,6 +89,7 @@ pub async fn run(
     let services = controller.store();
     let by_definition = services.clone();
     let by_instance = services.clone();
+    let by_balancer = services.clone();
     // Only a change that can move tasks (state, attributes, connectivity,
     // a new instance) concerns services; allocation writes do not.
     let seen: Mutex<HashMap<(String, String), Seen>> = Mutex::new(HashMap::new());
@@ -86,6 +105,26 @@ pub async fn run(
                     .state()
                     .into_iter()
                     .filter(|s| s.namespace() == namespace && s.spec.task_definition == family)
+                    .map(|s| ObjectRef::from_obj(s.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<LoadBalancer>::all(client.clone()),
+            watcher::Config::default(),
+            move |lb| {
+                let namespace = lb.namespace();
+                let name = lb.name_any();
+                by_balancer
+                    .state()
+                    .into_iter()
+                    .filter(|s| {
+                        s.namespace() == namespace
+                            && s.spec
+                                .load_balancers
+                                .iter()
+                                .any(|e| e.load_balancer_name == name)
+                    })
                     .map(|s| ObjectRef::from_obj(s.as_ref()))
                     .collect::<Vec<_>>()
             },
@@ -119,7 +158,11 @@ pub async fn run(
         retry: Duration::from_secs(2),
         ..runner::Reconciler::new("service", &context.metrics)
     };
-    let state = Arc::new(State { context, instances });
+    let state = Arc::new(State {
+        context,
+        instances,
+        slices,
+    });
     let controller = controller.with_config(
         kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
     );
@@ -133,6 +176,7 @@ pub async fn run(
     tokio::select! {
         () = reconciling => {}
         () = instance_cache => {}
+        () = slice_cache => {}
     }
 }
 
@@ -167,11 +211,13 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         .filter(|ci| ci.namespace().as_deref() == Some(namespace.as_str()))
         .map(|ci| convert::instance_spec(ci))
         .collect();
+    let targets = targets(service, &namespace, ctx).await?;
     let plan = plan::plan(&plan::Input {
         service,
         definition,
         tasks: &owned,
         instances: &instances,
+        targets: &targets,
         now: Timestamp::now(),
     });
 
@@ -192,9 +238,18 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         .buffer_unordered(16)
         .collect()
         .await;
-    for result in created.into_iter().chain(stopped) {
+    let released: Vec<_> = stream::iter(plan.release.clone())
+        .map(|(task, version)| {
+            let tasks = tasks.clone();
+            async move { release(&tasks, &task, version.as_deref()).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for result in created.into_iter().chain(stopped).chain(released) {
         result?;
     }
+    publish_endpoints(service, &namespace, &definition, &owned, &targets, state).await?;
     if service.status.as_ref() != Some(&plan.status) {
         write_status(service, &plan.status, ctx).await?;
     }
@@ -204,6 +259,63 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     Ok(Action::requeue(
         plan.requeue.unwrap_or(Duration::from_secs(30)),
     ))
+}
+
+/// Write the Service's EndpointSlices (docs/controller.md, "Load
+/// balancers").
+async fn publish_endpoints(
+    service: &Service,
+    namespace: &str,
+    definition: &Definition<'_>,
+    tasks: &[Task],
+    targets: &plan::targets::Targets,
+    state: &State,
+) -> Result<(), kube::Error> {
+    let checked = match definition {
+        Definition::Valid { spec, .. } => plan::facts::health_checked(Some(spec)),
+        _ => false,
+    };
+    let facts: Vec<plan::facts::Facts<'_>> = tasks
+        .iter()
+        .map(|t| plan::facts::Facts::of(t, checked).behind(targets))
+        .collect();
+    let host_ips: HashMap<String, String> = state
+        .instances
+        .state()
+        .iter()
+        .filter(|ci| ci.namespace().as_deref() == Some(namespace))
+        .filter_map(|ci| Some((ci.name_any(), ci.spec.host_ip.clone()?)))
+        .collect();
+    let want = endpoints::desired(service, &facts, &host_ips);
+    let name = service.name_any();
+    let existing: Vec<_> = state
+        .slices
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(namespace)
+                && s.labels().get(endpoints::SERVICE_NAME) == Some(&name)
+        })
+        .collect();
+    let api: Api<EndpointSlice> = Api::namespaced(state.context.client.clone(), namespace);
+    endpoints::sync(&api, want, &existing).await
+}
+
+/// What the service's load balancers report; a missing one reports
+/// nothing.
+async fn targets(
+    service: &Service,
+    namespace: &str,
+    ctx: &Context,
+) -> Result<plan::targets::Targets, kube::Error> {
+    let api: Api<LoadBalancer> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut balancers = Vec::new();
+    for entry in &service.spec.load_balancers {
+        let name = &entry.load_balancer_name;
+        let lb = api.get_opt(name).await?;
+        balancers.push(plan::targets::Balancer::of(name, lb.as_ref()));
+    }
+    Ok(plan::targets::Targets { balancers })
 }
 
 async fn write_status(
@@ -300,13 +412,26 @@ async fn create(api: &Api<Task>, service: &Service, new: &NewTask) -> Result<(),
 }
 
 /// Stop a task with the service's stop code and reason. The reason is
-/// recorded first: the agent keeps the first stop cause it finds.
+/// recorded first: the agent keeps the first stop cause it finds. Behind
+/// a load balancer a RUNNING task is deregistered first (DEACTIVATING);
+/// [`release`] moves it on once it has drained.
 async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<(), kube::Error> {
     let params = PatchParams::default();
     // The plan stops no task that is stopping, so no cause is recorded to
     // keep.
     let recorded = TaskStatus::default();
-    let result = if stop.bound {
+    let result = if stop.drain {
+        let patches = stop::deactivating(
+            stop.code,
+            &stop.reason,
+            Timestamp::now(),
+            stop.version.as_deref(),
+        );
+        api.patch_status(&stop.task, &params, &Patch::Merge(&patches.status))
+            .await?;
+        api.patch(&stop.task, &params, &Patch::Merge(&patches.spec))
+            .await
+    } else if stop.bound {
         let patches = stop::patches(&recorded, stop.code, &stop.reason, None);
         api.patch_status(&stop.task, &params, &Patch::Merge(&patches.status))
             .await?;
@@ -323,6 +448,20 @@ async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<(), kube::Error> {
     match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A deregistered task has drained: on to STOPPING, where its agent stops
+/// it. A 409 means its agent reported meanwhile; the next round sees it.
+async fn release(api: &Api<Task>, task: &str, version: Option<&str>) -> Result<(), kube::Error> {
+    let patch = stop::released(version);
+    match api
+        .patch_status(task, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -1,13 +1,15 @@
-//! `gantry.dev/v1alpha1`: the four kinds of the ECS model.
+//! `gantry.dev/v1alpha1`: the kinds of the ECS model.
 
 mod common;
 mod container_instance;
+mod load_balancer;
 mod service;
 mod task;
 mod task_definition;
 
 pub use common::*;
 pub use container_instance::*;
+pub use load_balancer::*;
 pub use service::*;
 pub use task::*;
 pub use task_definition::*;

@@ -76,10 +76,32 @@ pub struct ServiceSpec {
     #[schemars(range(min = 0, max = 2_147_483_647))]
     pub health_check_grace_period_seconds: i32,
 
+    /// Load balancers its tasks register in, as ECS's `loadBalancers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.loadBalancerName == a.loadBalancerName))")
+        .message("a load balancer may be named only once"))]
+    pub load_balancers: Vec<ServiceLoadBalancer>,
+
     /// The scheduler that places this service's tasks.
     #[serde(default = "super::task::default_scheduler_name")]
     #[schemars(length(min = 1, max = 63))]
     pub scheduler_name: String,
+}
+
+/// A LoadBalancer (in the service's namespace) and the container port its
+/// tasks register as targets.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceLoadBalancer {
+    #[schemars(length(min = 1, max = 253))]
+    pub load_balancer_name: String,
+    /// A container of the task definition with a port mapping for
+    /// `containerPort`.
+    #[schemars(length(min = 1, max = 255))]
+    pub container_name: String,
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: u16,
 }
 
 /// ECS scheduling strategy of a service.

@@ -10,6 +10,7 @@ use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
     coordination::v1::Lease,
     core::v1::{ConfigMap, Event, Namespace, Secret, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use serde::de::DeserializeOwned;
@@ -83,6 +84,7 @@ pub(super) fn check_type(resource: &Resource, object: &Value) -> Result<(), Fiel
         ("coordination.k8s.io", "leases") => decodes::<Lease>(object),
         ("apps", "deployments") => decodes::<Deployment>(object),
         ("apps", "daemonsets") => decodes::<DaemonSet>(object),
+        ("discovery.k8s.io", "endpointslices") => decodes::<EndpointSlice>(object),
         ("rbac.authorization.k8s.io", "roles") => decodes::<Role>(object),
         ("rbac.authorization.k8s.io", "rolebindings") => decodes::<RoleBinding>(object),
         ("rbac.authorization.k8s.io", "clusterroles") => decodes::<ClusterRole>(object),
@@ -99,6 +101,7 @@ fn required(resource: &Resource) -> &'static [&'static str] {
     match (resource.group.as_str(), resource.plural.as_str()) {
         ("apps", "deployments" | "daemonsets") => &["spec", "spec.selector", "spec.template"],
         ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => &["roleRef"],
+        ("discovery.k8s.io", "endpointslices") => &["addressType", "endpoints"],
         _ => &[],
     }
 }

@@ -61,11 +61,10 @@ pub fn classify<'a>(facts: &'a [Facts<'a>], rules: &Rules<'_>) -> Classified<'a>
             health_failure,
             old_revision,
         };
-        if f.unhealthy() {
+        if let Some(reason) = f.health_failure() {
             let grace_ends = f.started.map(|s| after(s, rules.grace));
             if grace_ends.is_none_or(|end| end <= rules.now) {
-                out.replace
-                    .push(replace(stop::HEALTH_CHECKS_FAILED.to_owned(), true));
+                out.replace.push(replace(reason, true));
                 continue;
             }
             if let Some(end) = grace_ends {

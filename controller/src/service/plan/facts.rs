@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crds::{
-    stop::HEALTH_CHECKS_FAILED,
+    stop::{self, ELB_HEALTH_CHECKS_FAILED, HEALTH_CHECKS_FAILED},
     v1alpha1::{
         Deployment, DesiredStatus, HealthStatus, StopCode, Task, TaskDefinitionSpec, TaskLastStatus,
     },
@@ -11,6 +11,7 @@ use crds::{
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::targets::{Targets, Verdict};
 use crate::convert;
 
 /// One task, as the plan sees it.
@@ -23,9 +24,12 @@ pub struct Facts<'a> {
     /// Asked to stop, or a stop cause is recorded.
     pub stopping: bool,
     pub running: bool,
-    /// Counts toward the minimum healthy: live, RUNNING, not stopping, and
-    /// HEALTHY if the definition has health checks (else not UNHEALTHY).
+    /// Counts toward the minimum healthy: live, RUNNING, not stopping,
+    /// HEALTHY if the definition has health checks (else not UNHEALTHY),
+    /// and healthy in every load balancer of the service.
     pub healthy: bool,
+    /// The load balancer that reports its target unhealthy.
+    pub target_failure: Option<&'a str>,
     /// The instance it is bound (or, for DAEMON tasks, pinned) to.
     pub instance: Option<&'a str>,
     pub started: Option<Timestamp>,
@@ -61,9 +65,38 @@ impl<'a> Facts<'a> {
             stopping,
             running,
             healthy,
+            target_failure: None,
             instance,
             started: status.and_then(|s| s.started_at.as_ref()).map(|t| t.0),
         }
+    }
+
+    /// These facts with what the service's load balancers report of the
+    /// task: it counts as healthy only once every one reports it healthy.
+    #[must_use]
+    pub fn behind(mut self, targets: &'a Targets) -> Self {
+        if !self.live || !self.running || self.stopping {
+            return self;
+        }
+        match targets.verdict(&self.name()) {
+            Verdict::Unbalanced | Verdict::Healthy => {}
+            Verdict::Pending => self.healthy = false,
+            Verdict::Unhealthy(lb) => {
+                self.healthy = false;
+                self.target_failure = Some(lb);
+            }
+        }
+        self
+    }
+
+    /// Why a RUNNING task failed its health checks, if it did: its
+    /// containers' own, or a load balancer's.
+    #[must_use]
+    pub fn health_failure(&self) -> Option<String> {
+        if self.unhealthy() {
+            return Some(HEALTH_CHECKS_FAILED.to_owned());
+        }
+        self.target_failure.map(stop::elb_health_failed)
     }
 
     /// RUNNING and reported UNHEALTHY by its health checks.
@@ -95,7 +128,7 @@ impl<'a> Facts<'a> {
 
 /// Whether a stopped task counts as a failure for the circuit breaker and
 /// the start throttle: it could not start, an essential container exited
-/// with an error, or it failed its health checks.
+/// with an error, or it failed its (or a load balancer's) health checks.
 #[must_use]
 pub fn failed(task: &Task) -> bool {
     let Some(status) = task.status.as_ref() else {
@@ -109,9 +142,10 @@ pub fn failed(task: &Task) -> bool {
         Some(StopCode::EssentialContainerExited) => {
             status.containers.iter().any(|c| c.exit_code != Some(0))
         }
-        Some(StopCode::ServiceSchedulerInitiated) => {
-            status.stopped_reason.as_deref() == Some(HEALTH_CHECKS_FAILED)
-        }
+        Some(StopCode::ServiceSchedulerInitiated) => status
+            .stopped_reason
+            .as_deref()
+            .is_some_and(|r| r == HEALTH_CHECKS_FAILED || r.starts_with(ELB_HEALTH_CHECKS_FAILED)),
         _ => false,
     }
 }

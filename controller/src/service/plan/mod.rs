@@ -14,7 +14,10 @@
 //! 6. [`replace`]: which replacements stop now, within
 //!    `minimumHealthyPercent`;
 //! 7. [`complete`]: whether the primary deployment is done;
-//! 8. [`deployments::tally`] and [`status`]: counts, conditions, events.
+//! 8. [`deployments::tally`] and [`status`]: counts, conditions, events;
+//! 9. [`targets`]: behind load balancers, a task counts as healthy only
+//!    when they say so, a stop first deregisters it (DEACTIVATING), and
+//!    [`targets::release`] lets it stop once drained.
 //!
 //! The rules are ECS's, as docs/controller.md ("Services") lists them.
 
@@ -27,6 +30,7 @@ pub mod replace;
 pub mod scale_in;
 pub mod starts;
 pub mod status;
+pub mod targets;
 
 use std::{cmp::Reverse, time::Duration};
 
@@ -55,12 +59,14 @@ pub enum Definition<'a> {
     Missing,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Input<'a> {
     pub service: &'a Service,
     pub definition: Definition<'a>,
     pub tasks: &'a [Task],
     pub instances: &'a [InstanceSpec],
+    /// What the service's load balancers report.
+    pub targets: &'a targets::Targets,
     pub now: Timestamp,
 }
 
@@ -82,6 +88,11 @@ pub struct Stop {
     pub bound: bool,
     pub code: StopCode,
     pub reason: String,
+    /// RUNNING behind a load balancer: deregister it first (DEACTIVATING)
+    /// and stop it once drained.
+    pub drain: bool,
+    /// The resourceVersion the task was seen at.
+    pub version: Option<String>,
 }
 
 impl Stop {
@@ -93,6 +104,8 @@ impl Stop {
             bound: f.task.spec.container_instance.is_some(),
             code: StopCode::ServiceSchedulerInitiated,
             reason,
+            drain: false,
+            version: f.task.metadata.resource_version.clone(),
         }
     }
 }
@@ -101,6 +114,9 @@ impl Stop {
 pub struct Plan {
     pub create: Vec<NewTask>,
     pub stop: Vec<Stop>,
+    /// DEACTIVATING tasks whose connections have drained, with the
+    /// resourceVersion each was seen at: on to STOPPING.
+    pub release: Vec<(String, Option<String>)>,
     pub status: ServiceStatus,
     pub events: Vec<Note>,
     /// When to look again even if nothing changes.
@@ -127,6 +143,15 @@ const RESYNC: Duration = Duration::from_secs(30);
 /// Plan the next step of a Service.
 #[must_use]
 pub fn plan(input: &Input<'_>) -> Plan {
+    let mut problem = String::new();
+    let input = &Input {
+        definition: targets::checked(
+            input.definition,
+            &input.service.spec.load_balancers,
+            &mut problem,
+        ),
+        ..*input
+    };
     let spec = &input.service.spec;
     let name = input.service.name_any();
     let now = input.now;
@@ -159,7 +184,11 @@ pub fn plan(input: &Input<'_>) -> Plan {
     };
     let snapshot = snapshot_of(input, primary.task_definition_revision);
     let checked = facts::health_checked(snapshot.as_ref());
-    let facts: Vec<Facts<'_>> = input.tasks.iter().map(|t| Facts::of(t, checked)).collect();
+    let facts: Vec<Facts<'_>> = input
+        .tasks
+        .iter()
+        .map(|t| Facts::of(t, checked).behind(input.targets))
+        .collect();
     let failures = deployments::failures(&facts, &primary);
     let failed_count = i32::try_from(failures.len()).unwrap_or(i32::MAX);
     let breaker = deployments::Breaker {
@@ -193,8 +222,25 @@ pub fn plan(input: &Input<'_>) -> Plan {
     };
     let keep = round.act(&mut plan);
     round.report(&mut plan, deployments, &keep, degraded, &report);
+    deregister(&mut plan, &facts, input);
     plan.requeue = sooner(plan.requeue, RESYNC);
     plan
+}
+
+/// Behind load balancers, RUNNING tasks are drained before they stop, and
+/// drained ones are released.
+fn deregister(plan: &mut Plan, facts: &[Facts<'_>], input: &Input<'_>) {
+    if !input.targets.any() {
+        return;
+    }
+    for stop in &mut plan.stop {
+        stop.drain = facts.iter().any(|f| f.name() == stop.task && f.running);
+    }
+    let release = targets::release(facts, input.targets, input.now);
+    plan.release = release.tasks;
+    if let Some(wait) = release.requeue {
+        plan.requeue = sooner(plan.requeue, wait);
+    }
 }
 
 /// One round of a service with a primary deployment: what it starts and

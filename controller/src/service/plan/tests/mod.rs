@@ -10,6 +10,7 @@ mod replace;
 mod scale_in;
 mod starts;
 mod status;
+mod targets;
 
 use std::collections::BTreeMap;
 

@@ -25,6 +25,7 @@ fn run(svc: &Service, revision: i64, tasks: &[Task], instances: &[InstanceSpec],
         },
         tasks,
         instances,
+        targets: &crate::service::plan::targets::Targets::default(),
         now: at(now),
     })
 }
@@ -218,6 +219,7 @@ fn without_a_definition_nothing_starts_and_degraded_says_why() {
         definition: Definition::Missing,
         tasks: &[],
         instances: &[],
+        targets: &crate::service::plan::targets::Targets::default(),
         now: at(0),
     });
     assert!(p.create.is_empty());

@@ -64,6 +64,8 @@ fn healthy_tasks_stop_only_within_the_budget_and_unhealthy_ones_always() {
             bound: true,
             code: StopCode::ServiceSchedulerInitiated,
             reason: HEALTH_CHECKS_FAILED.into(),
+            drain: false,
+            version: None,
         }
     );
     assert!(

@@ -31,6 +31,7 @@ fn report_at(
         definition: Definition::Missing,
         tasks,
         instances: &[],
+        targets: &crate::service::plan::targets::Targets::default(),
         now: at(now),
     };
     let facts = facts(tasks, false);
