@@ -202,6 +202,8 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
         "--strict",
         "--set",
         "agent.enabled=true",
+        "--set",
+        "balancer.enabled=true",
     ])
     .await
     .expect("helm");
@@ -293,6 +295,8 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
         "--set",
         "agent.enabled=true",
         "--set",
+        "balancer.enabled=true",
+        "--set",
         "replicas=3",
     ])
     .await
@@ -302,6 +306,16 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
         .await
         .expect("deployment");
     assert_eq!(deployment.spec.and_then(|s| s.replicas), Some(3));
+    let balancer = deployments
+        .get("gantry-balancer")
+        .await
+        .expect("the balancer is on");
+    let args = balancer
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|p| p.containers[0].args.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(args[0], "balancer", "{args:?}");
     assert!(
         daemonsets
             .get_opt("gantry-agent")
@@ -314,13 +328,9 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
         .await
         .expect("helm");
     assert!(uninstalled.contains("uninstalled"), "{uninstalled}");
-    assert!(
-        deployments
-            .get_opt("gantry-controller")
-            .await
-            .expect("get")
-            .is_none()
-    );
+    for name in ["gantry-controller", "gantry-balancer"] {
+        assert!(deployments.get_opt(name).await.expect("get").is_none());
+    }
     assert!(
         daemonsets
             .get_opt("gantry-agent")

@@ -122,7 +122,6 @@ pub async fn run(
         client: client.clone(),
         config,
         metrics,
-        http: proxy::http_client(),
         entries: BTreeMap::new(),
     };
     tokio::pin!(shutdown);
@@ -164,7 +163,6 @@ struct Served {
     client: Client,
     config: Config,
     metrics: Arc<Metrics>,
-    http: proxy::HttpClient,
     entries: BTreeMap<Key, Entry>,
 }
 
@@ -218,7 +216,7 @@ impl Served {
             for backend in entry.pool.apply(&d, now) {
                 tokio::spawn(pool::check_health(Arc::clone(&entry.pool), backend));
             }
-            listen(entry, &d.spec, &self.config, &self.http, &self.metrics);
+            listen(entry, &d.spec, &self.config, &self.metrics);
         }
     }
 
@@ -246,13 +244,7 @@ impl Served {
 
 /// Bind the listeners the spec has and the entry lacks; close those it no
 /// longer has. Open connections of a closed listener carry on.
-fn listen(
-    entry: &mut Entry,
-    spec: &LoadBalancerSpec,
-    config: &Config,
-    http: &proxy::HttpClient,
-    metrics: &Metrics,
-) {
+fn listen(entry: &mut Entry, spec: &LoadBalancerSpec, config: &Config, metrics: &Metrics) {
     let wanted: BTreeMap<u16, ListenerProtocol> = spec
         .listeners
         .iter()
@@ -289,9 +281,7 @@ fn listen(
         let pool = Arc::clone(&entry.pool);
         let handle = match protocol {
             ListenerProtocol::Tcp => tokio::spawn(proxy::serve_tcp(listener, pool, counters)),
-            ListenerProtocol::Http => {
-                tokio::spawn(proxy::serve_http(listener, pool, http.clone(), counters))
-            }
+            ListenerProtocol::Http => tokio::spawn(proxy::serve_http(listener, pool, counters)),
         };
         entry
             .listeners

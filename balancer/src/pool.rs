@@ -235,32 +235,26 @@ impl Pool {
             !b.draining() && b.state.load(Ordering::Relaxed) == state && !tried.contains(&b.address)
         };
         for _ in 0..4 {
-            let mut candidates: Vec<&Arc<Backend>> = inner
-                .backends
-                .iter()
-                .filter(|b| usable(b, HEALTHY))
-                .collect();
-            if candidates.is_empty() {
-                candidates = inner
-                    .backends
-                    .iter()
-                    .filter(|b| usable(b, UNHEALTHY))
-                    .collect();
-            }
-            if candidates.is_empty() {
+            // Healthy targets, or if there are none, unhealthy ones.
+            let state = if inner.backends.iter().any(|b| usable(&b, HEALTHY)) {
+                HEALTHY
+            } else {
+                UNHEALTHY
+            };
+            let candidates = || inner.backends.iter().filter(move |b| usable(b, state));
+            let n = candidates().count();
+            if n == 0 {
                 return None;
             }
             let start = self.next.fetch_add(1, Ordering::Relaxed);
             let chosen = match inner.spec.algorithm {
-                Algorithm::RoundRobin => candidates[start % candidates.len()],
-                Algorithm::LeastOutstandingRequests => {
-                    let n = candidates.len();
-                    (0..n)
-                        .map(|i| candidates[(start + i) % n])
-                        .min_by_key(|b| b.active())
-                        .unwrap_or(candidates[0])
-                }
-            };
+                Algorithm::RoundRobin => candidates().nth(start % n),
+                Algorithm::LeastOutstandingRequests => candidates()
+                    .cycle()
+                    .skip(start % n)
+                    .take(n)
+                    .min_by_key(|b| b.active()),
+            }?;
             // Counted before draining is read, as `sweep` sets draining
             // before it reads the count: one of the two sees the other.
             chosen.active.fetch_add(1, Ordering::SeqCst);

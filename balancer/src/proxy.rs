@@ -1,6 +1,8 @@
 //! The proxies: TCP listeners relay whole connections, HTTP listeners
 //! relay each request to its own target over kept-alive connections
-//! (hyper on both sides). Both take targets from a [`Pool`]; a target that
+//! (hyper on both sides; each client connection keeps the connections to
+//! targets it opened for its next requests, so no lock is shared between
+//! client connections). Both take targets from a [`Pool`]; a target that
 //! refuses a connection is taken out at once and the connection or
 //! request goes to another, so a stopped or killed task costs only what
 //! was in flight on it.
@@ -9,7 +11,7 @@ use std::{
     convert::Infallible,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
     time::Duration,
 };
@@ -18,11 +20,13 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::BoxBody};
-use hyper::{body::Incoming, server::conn::http1, service::service_fn};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo, TokioTimer},
+use hyper::{
+    body::Incoming,
+    client::conn::http1::{self as client, SendRequest},
+    server::conn::http1,
+    service::service_fn,
 };
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -37,19 +41,88 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const ATTEMPTS: usize = 3;
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
 
-/// One client for every HTTP listener: its pool keeps connections to
-/// targets alive between requests.
-#[must_use]
-pub fn http_client() -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(1024)
-        .build(connector)
+/// Idle connections to targets, shared by a listener's client
+/// connections: a new client connection starts with these, and a closing
+/// one leaves its own here.
+#[derive(Debug, Default)]
+pub struct Idle(Mutex<Vec<(SocketAddr, SendRequest<ProxyBody>)>>);
+
+/// At most this many idle connections per listener.
+const IDLE: usize = 1024;
+
+impl Idle {
+    fn take(&self, address: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain(|(_, s)| !s.is_closed());
+        let at = idle.iter().rposition(|(a, _)| *a == address)?;
+        Some(idle.swap_remove(at).1)
+    }
+}
+
+/// The connections to targets one client connection holds for its next
+/// requests. A client connection sends one request at a time, so by its
+/// next request the last response has been read and the connection is
+/// free again; no lock is shared with other client connections.
+struct Upstreams {
+    kept: Mutex<Vec<(SocketAddr, SendRequest<ProxyBody>)>>,
+    idle: Arc<Idle>,
+}
+
+/// At most this many kept connections per client connection.
+const KEPT: usize = 8;
+
+impl Upstreams {
+    fn new(idle: Arc<Idle>) -> Self {
+        Self {
+            kept: Mutex::new(Vec::new()),
+            idle,
+        }
+    }
+
+    fn take(&self, address: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.retain(|(_, s)| !s.is_closed());
+        match kept.iter().position(|(a, _)| *a == address) {
+            Some(at) => Some(kept.swap_remove(at).1),
+            None => self.idle.take(address),
+        }
+    }
+
+    fn keep(&self, address: SocketAddr, sender: SendRequest<ProxyBody>) {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < KEPT && !sender.is_closed() {
+            kept.push((address, sender));
+        }
+    }
+}
+
+impl Drop for Upstreams {
+    fn drop(&mut self) {
+        let kept = std::mem::take(self.kept.get_mut().unwrap_or_else(PoisonError::into_inner));
+        let mut idle = self.idle.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (address, sender) in kept {
+            if idle.len() < IDLE && !sender.is_closed() {
+                idle.push((address, sender));
+            }
+        }
+    }
+}
+
+/// A new connection to a target.
+async fn open(address: SocketAddr) -> Result<SendRequest<ProxyBody>, String> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = client::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
 }
 
 /// A listener's counters, looked up once.
@@ -169,22 +242,20 @@ async fn relay(mut client: TcpStream, pool: &Pool, counters: &Counters) {
 }
 
 /// Serve an HTTP/1.1 listener until the task is aborted.
-pub async fn serve_http(
-    listener: TcpListener,
-    pool: Arc<Pool>,
-    client: HttpClient,
-    counters: Counters,
-) {
+pub async fn serve_http(listener: TcpListener, pool: Arc<Pool>, counters: Counters) {
+    let idle = Arc::new(Idle::default());
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (pool, client, counters) = (Arc::clone(&pool), client.clone(), counters.clone());
+        let (pool, counters, idle) = (Arc::clone(&pool), counters.clone(), Arc::clone(&idle));
         tokio::spawn(async move {
             let _open = Open::new(&counters);
-            let service = service_fn(|request| forward(request, peer, &pool, &client, &counters));
+            let upstreams = Upstreams::new(idle);
+            let service =
+                service_fn(|request| forward(request, peer, &pool, &upstreams, &counters));
             let _ = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(30))
@@ -249,7 +320,7 @@ async fn forward(
     request: Request<Incoming>,
     peer: SocketAddr,
     pool: &Pool,
-    client: &HttpClient,
+    upstreams: &Upstreams,
     counters: &Counters,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (parts, body) = request.into_parts();
@@ -271,36 +342,45 @@ async fn forward(
     }
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
     headers.insert("x-forwarded-port", HeaderValue::from(counters.port));
-    let path = parts
+    // Origin-form, as a server expects it.
+    let uri = parts
         .uri
         .path_and_query()
-        .map_or("/", http::uri::PathAndQuery::as_str)
-        .to_owned();
+        .map_or(Ok(Uri::from_static("/")), |p| Uri::try_from(p.as_str()));
+    let Ok(uri) = uri else {
+        return Ok(answer(StatusCode::BAD_REQUEST, "bad request target\n"));
+    };
     let mut tried = Vec::new();
     let response = loop {
         let Some(inflight) = pool.pick(&tried) else {
             break answer(StatusCode::SERVICE_UNAVAILABLE, "no healthy target\n");
         };
         let address = inflight.backend.address;
-        let Ok(uri) = Uri::try_from(format!("http://{address}{path}")) else {
-            break answer(StatusCode::BAD_REQUEST, "bad request target\n");
-        };
+        if !headers.contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(&address.to_string())
+        {
+            headers.insert(header::HOST, host);
+        }
         let mut outgoing = Request::new(body.take().unwrap_or_else(empty));
         *outgoing.method_mut() = parts.method.clone();
-        *outgoing.uri_mut() = uri;
+        *outgoing.uri_mut() = uri.clone();
         *outgoing.headers_mut() = headers.clone();
-        match client.request(outgoing).await {
-            Ok(response) => break relayed(response, inflight, counters),
-            Err(e) => {
-                let connect = e.is_connect();
-                if connect {
-                    pool.refused(&inflight.backend, &e.to_string());
+        match send(upstreams, address, outgoing).await {
+            Ok((response, sender)) => {
+                upstreams.keep(address, sender);
+                break relayed(response, inflight, counters);
+            }
+            Err(failed) => {
+                if failed.connect {
+                    pool.refused(&inflight.backend, &failed.why);
                 }
+                body = failed.unsent;
                 tried.push(address);
-                // A failed connect sent nothing; otherwise only a request
-                // that may be repeated is.
-                if !(bodiless && (connect || repeatable)) || tried.len() >= ATTEMPTS {
-                    tracing::debug!(target = %address, error = %e, "request failed");
+                // A request is tried again only if it can be sent whole
+                // again: not sent at all, or without a body and repeatable.
+                let again = body.is_some() || (bodiless && (failed.connect || repeatable));
+                if !again || tried.len() >= ATTEMPTS {
+                    tracing::debug!(target = %address, error = %failed.why, "request failed");
                     break answer(StatusCode::BAD_GATEWAY, "target failed\n");
                 }
             }
@@ -308,6 +388,61 @@ async fn forward(
     };
     counters.answered(response.status());
     Ok(response)
+}
+
+/// Why a request to a target failed.
+struct Failed {
+    /// No connection could be opened: the target is unreachable.
+    connect: bool,
+    why: String,
+    /// The request's body if the request was never sent.
+    unsent: Option<ProxyBody>,
+}
+
+/// Send `request` to `address` on a kept connection if the client
+/// connection has one that still works, else on a new one.
+async fn send(
+    upstreams: &Upstreams,
+    address: SocketAddr,
+    mut request: Request<ProxyBody>,
+) -> Result<(Response<Incoming>, SendRequest<ProxyBody>), Failed> {
+    if let Some(mut sender) = upstreams.take(address)
+        && sender.ready().await.is_ok()
+    {
+        match sender.try_send_request(request).await {
+            Ok(response) => return Ok((response, sender)),
+            // The kept connection closed before it took the request:
+            // send it on a new one.
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => request = unsent,
+                None => {
+                    return Err(Failed {
+                        connect: false,
+                        why: e.error().to_string(),
+                        unsent: None,
+                    });
+                }
+            },
+        }
+    }
+    let mut sender = match open(address).await {
+        Ok(sender) => sender,
+        Err(why) => {
+            return Err(Failed {
+                connect: true,
+                why,
+                unsent: Some(request.into_body()),
+            });
+        }
+    };
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok((response, sender)),
+        Err(mut e) => Err(Failed {
+            connect: false,
+            why: e.error().to_string(),
+            unsent: e.take_message().map(Request::into_body),
+        }),
+    }
 }
 
 fn relayed(
