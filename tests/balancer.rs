@@ -702,4 +702,34 @@ async fn a_balanced_service_loses_no_request_through_deployments_scaling_drains_
     assert!(value(&format!("gantry_balancer_connections_total{{{lb}}}")) > 100.0);
     assert!(scraped.contains("gantry_balancer_target_health_transitions_total{"));
     assert!(scraped.contains(r#"state="unhealthy""#), "{scraped}");
+
+    // Deleting the Service drains its tasks first: a slow request started
+    // before the delete completes, and the Service goes once its tasks
+    // have left their load balancer.
+    let slow = std::thread::spawn(move || slow_request(port));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.kubectl
+        .ok(&["delete", "gsvc", "web", "-n", NS, "--wait=false"]);
+    let services = s.g.api::<Service>(NS);
+    let mut seen_deactivating = false;
+    let deleted = Instant::now();
+    while services.get_opt("web").await.expect("get").is_some() {
+        let tasks = s.g.live_tasks(NS, "web").await;
+        seen_deactivating |= tasks
+            .iter()
+            .any(|t| last(t) == Some(TaskLastStatus::Deactivating));
+        assert!(
+            deleted.elapsed() < Duration::from_secs(60),
+            "the Service was never deleted: {tasks:#?}\n{}",
+            s.g.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    slow.join()
+        .expect("joined")
+        .unwrap_or_else(|e| panic!("the slow request failed across the delete: {e}"));
+    assert!(
+        seen_deactivating,
+        "the deleted Service's tasks drained first"
+    );
 }

@@ -38,7 +38,11 @@ fn installs_and_waits_for_every_crd(kubectl: &Cli) {
         "--all",
         "--timeout=20s",
     ]);
-    assert_eq!(waited.matches("condition met").count(), 4, "{waited}");
+    assert_eq!(
+        waited.matches("condition met").count(),
+        crds::all().len(),
+        "{waited}"
+    );
 }
 
 /// Definitions and services named to sort before and after the examples'.

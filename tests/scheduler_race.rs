@@ -114,7 +114,10 @@ async fn race(g: &mut Gantry, round: &str, n: usize, victim: Option<(&str, usize
     assert!(created.iter().all(Result::is_ok), "tasks created");
     let mut killed = victim.is_none();
     let mut bound = 0;
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // Generous: on two cores three debug-build schedulers take 2-3 minutes
+    // to bind 2,000 tasks; this test checks the invariant, not the speed
+    // (the end_to_end bench measures that).
+    let deadline = Instant::now() + Duration::from_secs(360);
     while Instant::now() < deadline {
         let list = tasks.list(&ListParams::default()).await.expect("tasks");
         bound = list

@@ -122,6 +122,26 @@ pub fn notify_all<R: Runtime>(context: &Arc<Context<R>>) {
     }
 }
 
+/// The top-level fields of `next` that differ from `before`, with those
+/// it dropped as nulls; `None` if nothing changed.
+fn changed_fields(
+    before: Option<&TaskStatus>,
+    next: &TaskStatus,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let before = serde_json::to_value(before.cloned().unwrap_or_default()).ok()?;
+    let next = serde_json::to_value(next).ok()?;
+    let (before, next) = (before.as_object()?, next.as_object()?);
+    let mut changed: serde_json::Map<String, serde_json::Value> = next
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for gone in before.keys().filter(|k| !next.contains_key(*k)) {
+        changed.insert(gone.clone(), serde_json::Value::Null);
+    }
+    (!changed.is_empty()).then_some(changed)
+}
+
 /// What every supervisor works with.
 #[allow(missing_debug_implementations)] // kube::Client has no Debug
 pub struct Context<R> {
@@ -146,12 +166,6 @@ async fn supervise<R: Runtime>(
             Ok(Next::Done) => break,
             Ok(Next::Soon) => Duration::from_millis(200),
             Ok(Next::Idle) => context.config.resync,
-            // Another writer came first (the scheduler or the service
-            // scheduler); the task was read again, so plan again now.
-            Err(StepError::Kube(kube::Error::Api(e))) if e.code == 409 => {
-                tracing::debug!(error = %e, "task status changed meanwhile; planning again");
-                Duration::from_millis(20)
-            }
             Err(e) => {
                 tracing::warn!(error = %e, "task step failed; retrying");
                 Duration::from_secs(1)
@@ -374,27 +388,21 @@ impl<R: Runtime> Supervisor<R> {
             self.context.client.clone(),
             &task.namespace().unwrap_or_default(),
         );
-        // Conditional on the version planned from: the service scheduler
-        // also writes the status (DEACTIVATING, then STOPPING), and a plan
-        // from an older version must not undo that.
-        let patch = json!({
-            "metadata": {"resourceVersion": task.resource_version()},
-            "status": status,
-        });
-        let name = task.name_any();
-        let updated = match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(updated) => updated,
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                // Plan again from what is there now.
-                let fresh = api.get_status(&name).await?;
-                self.context.shared.set_task(fresh);
-                return Err(kube::Error::Api(e));
-            }
-            Err(e) => return Err(e),
+        // Only the fields that changed since the status this was planned
+        // from: the service scheduler writes the status too (DEACTIVATING,
+        // then STOPPING), and a plan from an older version must not write
+        // back what it did not change.
+        let Some(changed) = changed_fields(task.status.as_ref(), status) else {
+            return Ok(());
         };
+        let name = task.name_any();
+        let updated = api
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&json!({ "status": changed })),
+            )
+            .await?;
         // The next step plans from what was written, not from a watch
         // event that may not have arrived yet.
         self.context.shared.set_task(updated);
@@ -425,5 +433,34 @@ impl<R: Runtime> Supervisor<R> {
             return Ok(Next::Done);
         }
         Ok(Next::Idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::v1alpha1::{HealthStatus, StopCode, TaskLastStatus};
+
+    #[test]
+    fn only_what_the_plan_changed_is_written_back() {
+        let seen = TaskStatus {
+            last_status: Some(TaskLastStatus::Running),
+            health_status: Some(HealthStatus::Unknown),
+            stopped_reason: Some("old".into()),
+            ..TaskStatus::default()
+        };
+        let next = TaskStatus {
+            last_status: Some(TaskLastStatus::Running),
+            health_status: Some(HealthStatus::Healthy),
+            stop_code: Some(StopCode::UserInitiated),
+            ..TaskStatus::default()
+        };
+        let changed = changed_fields(Some(&seen), &next).expect("a change");
+        assert_eq!(
+            serde_json::Value::Object(changed),
+            json!({"healthStatus": "HEALTHY", "stopCode": "UserInitiated", "stoppedReason": null}),
+            "lastStatus is not sent back: another writer may have moved it on"
+        );
+        assert_eq!(changed_fields(Some(&next), &next), None);
     }
 }

@@ -188,10 +188,11 @@ fn web_task_definition() -> TaskDefinition {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/web.yaml"))
             .expect("example");
-    let first = serde_yaml::Deserializer::from_str(&text)
-        .next()
-        .expect("a document");
-    serde::Deserialize::deserialize(first).expect("a TaskDefinition")
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|d| <serde_yaml::Value as serde::Deserialize>::deserialize(d).expect("YAML"))
+        .find(|d| d["kind"] == "TaskDefinition")
+        .map(|d| serde_yaml::from_value(d).expect("a TaskDefinition"))
+        .expect("the example has a TaskDefinition")
 }
 
 #[tokio::test]

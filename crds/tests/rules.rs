@@ -4,7 +4,8 @@
 
 use apiserver::{FieldErrors, SchemaValidator};
 use crds::v1alpha1::{
-    ContainerInstance, DeploymentConfiguration, SchedulingStrategy, Service, Task, TaskDefinition,
+    ContainerInstance, DeploymentConfiguration, LoadBalancer, SchedulingStrategy, Service, Task,
+    TaskDefinition,
 };
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
@@ -426,5 +427,71 @@ fn schema_defaults_match_ecs_and_the_rust_types() {
     assert_eq!(
         serde_json::to_value(&typed.spec).expect("serializes"),
         defaulted["spec"]
+    );
+}
+
+fn load_balancer(spec: Value) -> Result<(), FieldErrors> {
+    validator::<LoadBalancer>().validate(&object("LoadBalancer", spec), None)
+}
+
+#[test]
+fn load_balancers_take_elb_target_group_settings() {
+    load_balancer(json!({"listeners": [{"port": 80}, {"port": 9000, "protocol": "TCP"}]}))
+        .expect("valid");
+    refused(
+        load_balancer(json!({"listeners": [{"port": 80}, {"port": 80, "protocol": "TCP"}]})),
+        "spec.listeners",
+        "listener ports must be distinct",
+    );
+    refused(
+        load_balancer(json!({"listeners": []})),
+        "spec.listeners",
+        "",
+    );
+    refused(
+        load_balancer(json!({"listeners": [{"port": 80}],
+            "healthCheck": {"intervalSeconds": 5, "timeoutSeconds": 5}})),
+        "spec.healthCheck.timeoutSeconds",
+        "less than intervalSeconds",
+    );
+    refused(
+        load_balancer(json!({"listeners": [{"port": 80}],
+            "healthCheck": {"successCodes": "200-299,500"}})),
+        "spec.healthCheck.successCodes",
+        "",
+    );
+    load_balancer(json!({"listeners": [{"port": 80}],
+        "healthCheck": {"successCodes": "200,300-399"}}))
+    .expect("codes and ranges");
+    refused(
+        load_balancer(json!({"listeners": [{"port": 80}], "deregistrationDelaySeconds": 3601})),
+        "spec.deregistrationDelaySeconds",
+        "",
+    );
+    refused(
+        load_balancer(json!({"listeners": [{"port": 80}], "algorithm": "random"})),
+        "spec.algorithm",
+        "",
+    );
+}
+
+#[test]
+fn a_service_names_each_load_balancer_once_and_at_most_five() {
+    let entry =
+        |lb: &str| json!({"loadBalancerName": lb, "containerName": "web", "containerPort": 80});
+    service(json!({"taskDefinition": "web", "desiredCount": 1,
+        "loadBalancers": [entry("a"), entry("b")]}))
+    .expect("valid");
+    refused(
+        service(json!({"taskDefinition": "web", "desiredCount": 1,
+            "loadBalancers": [entry("a"), entry("a")]})),
+        "spec.loadBalancers",
+        "a load balancer may be named only once",
+    );
+    let six = ["a", "b", "c", "d", "e", "f"].map(entry);
+    refused(
+        service(json!({"taskDefinition": "web", "desiredCount": 1, "loadBalancers": six})),
+        "spec.loadBalancers",
+        "",
     );
 }

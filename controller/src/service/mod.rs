@@ -184,8 +184,16 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     let ctx = &state.context;
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
+    let held = service.finalizers().iter().any(|f| f == FINALIZER);
     if service.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return if held {
+            delete(service, &namespace, state).await
+        } else {
+            Ok(Action::await_change())
+        };
+    }
+    if !service.spec.load_balancers.is_empty() && !held {
+        hold(service, &namespace, ctx).await?;
     }
     let tds: Api<TaskDefinition> = Api::namespaced(ctx.client.clone(), &namespace);
     let td = tds.get_opt(&service.spec.task_definition).await?;
@@ -259,6 +267,78 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     Ok(Action::requeue(
         plan.requeue.unwrap_or(Duration::from_secs(30)),
     ))
+}
+
+/// The finalizer that keeps a Service with load balancers until its tasks
+/// have drained.
+pub const FINALIZER: &str = "gantry.dev/deregister-targets";
+
+/// Add [`FINALIZER`], on the version read.
+async fn hold(service: &Service, namespace: &str, ctx: &Context) -> Result<(), kube::Error> {
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut finalizers = service.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": service.resource_version(),
+    }});
+    api.patch(
+        &service.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Service being deleted behind load balancers: drain and stop its
+/// tasks, then let it go.
+async fn delete(service: &Service, namespace: &str, state: &State) -> Result<Action, kube::Error> {
+    let ctx = &state.context;
+    let name = service.name_any();
+    let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
+    let owned = tasks
+        .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
+        .await?
+        .items;
+    let targets = targets(service, namespace, ctx).await?;
+    let deletion = plan::deletion::deletion(&plan::Input {
+        service,
+        definition: Definition::Missing,
+        tasks: &owned,
+        instances: &[],
+        targets: &targets,
+        now: Timestamp::now(),
+    });
+    for stop in &deletion.stop {
+        stop_task(&tasks, stop).await?;
+    }
+    for (task, version) in &deletion.release {
+        release(&tasks, task, version.as_deref()).await?;
+    }
+    if !deletion.done || !deletion.stop.is_empty() {
+        return Ok(Action::requeue(
+            deletion.requeue.unwrap_or(Duration::from_secs(1)),
+        ));
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
+    let finalizers: Vec<&String> = service
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": service.resource_version(),
+    }});
+    match api
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(Action::await_change()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Write the Service's EndpointSlices (docs/controller.md, "Load

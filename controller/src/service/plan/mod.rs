@@ -19,10 +19,14 @@
 //!    when they say so, a stop first deregisters it (DEACTIVATING), and
 //!    [`targets::release`] lets it stop once drained.
 //!
+//! [`deletion::deletion`] plans a Service being deleted behind load
+//! balancers: every task drained, then stopped.
+//!
 //! The rules are ECS's, as docs/controller.md ("Services") lists them.
 
 pub mod classify;
 pub mod complete;
+pub mod deletion;
 pub mod deployments;
 pub mod desired;
 pub mod facts;

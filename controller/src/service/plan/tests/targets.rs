@@ -211,3 +211,59 @@ fn a_load_balancer_naming_a_missing_container_or_port_stops_the_service() {
         Definition::Valid { .. }
     ));
 }
+
+#[test]
+fn a_deleted_service_drains_its_tasks_before_it_goes() {
+    let mut svc = service(json!({
+        "desiredCount": 2,
+        "loadBalancers": [{"loadBalancerName": "front", "containerName": "web", "containerPort": 80}],
+    }));
+    svc.status = Some(crds::v1alpha1::ServiceStatus {
+        deployments: vec![deployment(3, 1, RolloutState::Completed)],
+        ..Default::default()
+    });
+    let targets = Targets {
+        balancers: vec![balancer(
+            "front",
+            300,
+            &[("a", TargetState::Healthy), ("b", TargetState::Draining)],
+        )],
+    };
+    let input = |tasks| Input {
+        service: &svc,
+        definition: Definition::Missing,
+        tasks,
+        instances: &[],
+        targets: &targets,
+        now: at(200),
+    };
+    let pending = task("p", 1, 0);
+    let tasks = [
+        running(task("a", 1, 0), "i-1", 1),
+        deactivating("b", 100),
+        pending.clone(),
+    ];
+    let d = crate::service::plan::deletion::deletion(&input(&tasks));
+    let stops: Vec<(&str, bool, &str)> = d
+        .stop
+        .iter()
+        .map(|s| (s.task.as_str(), s.drain, s.reason.as_str()))
+        .collect();
+    let reason = "Scaling activity initiated by (deployment ecs-svc/3)";
+    assert_eq!(stops, [("a", true, reason), ("p", false, reason)]);
+    assert!(d.release.is_empty(), "b is still draining");
+    assert!(!d.done);
+
+    // Once b has drained and a is stopping, the finalizer may go.
+    let mut a = deactivating("a", 150);
+    a.status.get_or_insert_default().last_status = Some(TaskLastStatus::Stopping);
+    let tasks = [a, deactivating("c", 150)];
+    let d = crate::service::plan::deletion::deletion(&input(&tasks));
+    let released: Vec<&str> = d.release.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(released, ["c"], "c is listed nowhere: drained");
+    assert!(!d.done, "c is still DEACTIVATING");
+    let mut c = deactivating("c", 150);
+    c.status.get_or_insert_default().last_status = Some(TaskLastStatus::Stopping);
+    let d = crate::service::plan::deletion::deletion(&input(std::slice::from_ref(&c)));
+    assert!(d.done && d.stop.is_empty());
+}
