@@ -34,7 +34,7 @@ use crds::v1alpha1::{
     ContainerInstance, ListenerProtocol, LoadBalancer, LoadBalancerSpec, LoadBalancerStatus,
     Service, Task,
 };
-use futures::{StreamExt, stream::BoxStream};
+use futures::{FutureExt, StreamExt, stream::BoxStream};
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, Client,
@@ -155,8 +155,6 @@ pub async fn run(
     }
     Ok(())
 }
-
-use futures::FutureExt;
 
 /// Every LoadBalancer being served.
 struct Served {
