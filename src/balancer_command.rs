@@ -3,6 +3,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
+    num::NonZeroUsize,
     path::PathBuf,
     process::ExitCode,
     sync::Arc,
@@ -23,6 +24,9 @@ pub struct BalancerArgs {
     /// The address every listener binds.
     #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
     listen_address: IpAddr,
+    /// Threads that serve connections [default: one per core].
+    #[arg(long, value_name = "N")]
+    workers: Option<NonZeroUsize>,
     /// Serve Prometheus metrics and /healthz here.
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<SocketAddr>,
@@ -34,10 +38,8 @@ pub fn run(args: &BalancerArgs) -> anyhow::Result<ExitCode> {
         let client = super::client(args.kubeconfig.as_ref()).await?;
         let metrics = Arc::new(balancer::Metrics::new());
         if let Some(addr) = args.metrics_addr {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            tokio::spawn(balancer::metrics::serve(listener, Arc::clone(&metrics)));
+            let metrics = Arc::clone(&metrics);
+            super::metrics_endpoint::serve(addr, move || metrics.encode()).await?;
         }
         let shutdown = async {
             if let Err(e) = super::shutdown_signal().await {
@@ -48,8 +50,9 @@ pub fn run(args: &BalancerArgs) -> anyhow::Result<ExitCode> {
         let config = balancer::Config {
             namespace: args.namespace.clone(),
             listen_address: args.listen_address,
+            workers: args.workers.unwrap_or_else(balancer::workers::per_core),
         };
-        tracing::info!(namespace = ?config.namespace, address = %config.listen_address, "balancer starting");
+        tracing::info!(namespace = ?config.namespace, address = %config.listen_address, workers = config.workers, "balancer starting");
         balancer::run(client, config, metrics, shutdown).await?;
         Ok(ExitCode::SUCCESS)
     })

@@ -78,10 +78,8 @@ pub fn run(args: &ControllerArgs) -> anyhow::Result<ExitCode> {
         let client = super::client(args.kubeconfig.as_ref()).await?;
         let metrics = Arc::new(controller::Metrics::new());
         if let Some(addr) = args.metrics_addr {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot serve metrics on {addr}"))?;
-            tokio::spawn(controller::metrics::serve(listener, Arc::clone(&metrics)));
+            let metrics = Arc::clone(&metrics);
+            super::metrics_endpoint::serve(addr, move || metrics.encode()).await?;
         }
         let shutdown = async {
             if let Err(e) = super::shutdown_signal().await {

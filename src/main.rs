@@ -10,6 +10,7 @@ use std::{
 mod agent_command;
 mod balancer_command;
 mod controller_command;
+mod metrics_endpoint;
 mod up_command;
 
 use anyhow::Context;

@@ -114,6 +114,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             balancer::Config {
                 namespace: Some(args.cluster.clone()),
                 listen_address: args.balancer_address,
+                workers: balancer::workers::per_core(),
             },
             Arc::new(balancer::Metrics::new()),
             signal(),

@@ -4,13 +4,18 @@
 //! backend, all in one run on the same two backends. Load comes from `wrk`
 //! (Debian's package): 64 kept-alive connections for requests/s and
 //! p50/p99 latency, then a new connection per request for connections/s.
-//! One JSON line per measurement, then one with the ratios the goals name
-//! (at least 0.8x HAProxy's requests/s, at most +1 ms p99 over direct).
+//! One JSON line per measurement, then one with the medians and the ratios
+//! the goals name (at least 0.8x HAProxy's requests/s, at most +1 ms p99
+//! over direct).
 //!
 //! The backends run in a child process (this binary, re-run with
 //! `GANTRY_BENCH_BACKENDS` set); Gantry's balancer runs here, on its own
-//! data-plane code (`Pool`, `proxy::serve_http`), without a control plane.
-//! Set `GANTRY_BENCH_SECONDS` to change the 10 s per measurement.
+//! data-plane code (`Pool`, `Workers`, `proxy::serve_http`), without a
+//! control plane.
+//!
+//! Three rounds take turns over the three paths and the summary takes
+//! medians; set `GANTRY_BENCH_ROUNDS` and `GANTRY_BENCH_SECONDS` to change
+//! the 3 rounds and the 10 s per measurement.
 
 use std::{
     net::SocketAddr,
@@ -24,6 +29,7 @@ use balancer::{
     desired::{Desired, DesiredTarget, Key, TargetKey},
     pool::Pool,
     proxy,
+    workers::{self, Workers},
 };
 use bytes::Bytes;
 use crds::v1alpha1::{Algorithm, Listener, ListenerProtocol, LoadBalancerSpec, TargetHealthCheck};
@@ -180,8 +186,9 @@ fn haproxy(port: u16, backends: &[u16], dir: &std::path::Path) -> Killed {
     Killed(child)
 }
 
-/// Gantry's balancer on `port` over the backends, every target healthy.
-fn gantry(runtime: &tokio::runtime::Runtime, port: u16, backends: &[u16]) {
+/// Gantry's balancer on `port` over the backends, every target healthy,
+/// served by one worker per core as `gantry balancer` does.
+fn gantry(port: u16, backends: &[u16]) -> (Workers, workers::Listener) {
     let desired = Desired {
         key: Key {
             namespace: "bench".into(),
@@ -223,13 +230,17 @@ fn gantry(runtime: &tokio::runtime::Runtime, port: u16, backends: &[u16]) {
         }
     }
     let counters = proxy::Counters::new(&metrics, "bench/web", port);
-    runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("the balancer's port");
-        proxy::serve_http(listener, pool, counters).await;
-    });
+    let workers = Workers::start(workers::per_core()).expect("the workers start");
+    let listener = workers
+        .listen(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            ListenerProtocol::Http,
+            &pool,
+            &counters,
+        )
+        .expect("the balancer's port");
     wait_for(port);
+    (workers, listener)
 }
 
 fn main() {
@@ -242,6 +253,10 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
+    let rounds: u32 = std::env::var("GANTRY_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     let backend_ports = [free_port(), free_port()];
     let list = backend_ports.map(|p| p.to_string()).join(",");
     let _backends = Killed(
@@ -254,9 +269,8 @@ fn main() {
         wait_for(port);
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let gantry_port = free_port();
-    gantry(&runtime, gantry_port, &backend_ports);
+    let _gantry = gantry(gantry_port, &backend_ports);
     let haproxy_port = free_port();
     let _haproxy = haproxy(haproxy_port, &backend_ports, dir.path());
 
@@ -265,32 +279,57 @@ fn main() {
         ("haproxy", haproxy_port),
         ("gantry", gantry_port),
     ];
-    let mut kept = Vec::new();
-    for (name, port) in targets {
-        // A short warm-up, then the measurement.
+    for (_, port) in targets {
         wrk(port, 1, false);
-        let m = wrk(port, seconds, false);
-        println!(
-            r#"{{"bench":"balancer","through":"{name}","mode":"keep_alive","connections":{CONNECTIONS},"requests_per_second":{:.0},"p50_ms":{:.3},"p99_ms":{:.3}}}"#,
-            m.per_second, m.p50_ms, m.p99_ms
-        );
-        kept.push(m);
     }
-    let mut fresh = Vec::new();
-    for (name, port) in targets {
-        let m = wrk(port, seconds, true);
-        println!(
-            r#"{{"bench":"balancer","through":"{name}","mode":"new_connections","connections":{CONNECTIONS},"connections_per_second":{:.0},"p50_ms":{:.3},"p99_ms":{:.3}}}"#,
-            m.per_second, m.p50_ms, m.p99_ms
-        );
-        fresh.push(m);
+    // Rounds that take turns, so that whatever else the machine does
+    // falls on all three alike; the summary takes each one's median.
+    // Kept-alive connections, then a new connection per request.
+    let modes = [
+        (false, "keep_alive", "requests_per_second"),
+        (true, "new_connections", "connections_per_second"),
+    ];
+    let mut runs: [[Vec<Measured>; 3]; 2] = Default::default();
+    for round in 1..=rounds {
+        for ((close, mode, figure), runs) in modes.into_iter().zip(&mut runs) {
+            for ((name, port), runs) in targets.into_iter().zip(runs.iter_mut()) {
+                let m = wrk(port, seconds, close);
+                println!(
+                    r#"{{"bench":"balancer","round":{round},"through":"{name}","mode":"{mode}","connections":{CONNECTIONS},"{figure}":{:.0},"p50_ms":{:.3},"p99_ms":{:.3}}}"#,
+                    m.per_second, m.p50_ms, m.p99_ms
+                );
+                runs.push(m);
+            }
+        }
     }
-    let (direct, haproxy, gantry) = (&kept[0], &kept[1], &kept[2]);
+    let [kept, fresh] = runs;
+    let [direct, haproxy, gantry] = kept.map(|runs| median(&runs));
+    let [_, fresh_haproxy, fresh_gantry] = fresh.map(|runs| median(&runs));
     let ratio = gantry.per_second / haproxy.per_second;
     let p99_over_direct = gantry.p99_ms - direct.p99_ms;
     println!(
-        r#"{{"bench":"balancer","summary":true,"requests_vs_haproxy":{ratio:.2},"p99_over_direct_ms":{p99_over_direct:.3},"new_connections_vs_haproxy":{:.2},"goal_requests_vs_haproxy":0.8,"goal_p99_over_direct_ms":1.0,"goals_met":{}}}"#,
-        fresh[2].per_second / fresh[1].per_second,
+        r#"{{"bench":"balancer","summary":true,"rounds":{rounds},"median_requests_per_second":{{"direct":{:.0},"haproxy":{:.0},"gantry":{:.0}}},"median_p99_ms":{{"direct":{:.3},"haproxy":{:.3},"gantry":{:.3}}},"requests_vs_haproxy":{ratio:.2},"p99_over_direct_ms":{p99_over_direct:.3},"new_connections_vs_haproxy":{:.2},"goal_requests_vs_haproxy":0.8,"goal_p99_over_direct_ms":1.0,"goals_met":{}}}"#,
+        direct.per_second,
+        haproxy.per_second,
+        gantry.per_second,
+        direct.p99_ms,
+        haproxy.p99_ms,
+        gantry.p99_ms,
+        fresh_gantry.per_second / fresh_haproxy.per_second,
         ratio >= 0.8 && p99_over_direct <= 1.0
     );
+}
+
+/// Each figure's median over the rounds.
+fn median(runs: &[Measured]) -> Measured {
+    let of = |figure: fn(&Measured) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    Measured {
+        per_second: of(|m| m.per_second),
+        p50_ms: of(|m| m.p50_ms),
+        p99_ms: of(|m| m.p99_ms),
+    }
 }

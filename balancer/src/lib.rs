@@ -3,7 +3,8 @@
 //! It watches LoadBalancers, the Services that name them, their Tasks and
 //! the ContainerInstances (for host addresses), and for each LoadBalancer:
 //! - listens on its ports ([`proxy`]: TCP relays connections, HTTP relays
-//!   requests over kept-alive connections to targets);
+//!   requests over kept-alive connections to targets), on every one of
+//!   the data plane's threads ([`workers`]);
 //! - keeps one [`pool::Pool`] of targets, one per task of those services
 //!   (the rule is `crds::load_balancing`'s, computed in [`desired`]),
 //!   checks them ([`health`]) and takes a refused one out at once;
@@ -22,10 +23,12 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod status;
+pub mod workers;
 
 use std::{
     collections::BTreeMap,
     net::{IpAddr, SocketAddr},
+    num::NonZeroUsize,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -47,6 +50,7 @@ use kube::{
 };
 use serde_json::json;
 use tokio::{sync::Notify, task::AbortHandle};
+use workers::Workers;
 
 use desired::{Desired, Key};
 pub use metrics::Metrics;
@@ -60,12 +64,17 @@ pub struct Config {
     pub namespace: Option<String>,
     /// The address every listener binds.
     pub listen_address: IpAddr,
+    /// Threads that serve connections ([`workers::per_core`] is the
+    /// usual choice).
+    pub workers: NonZeroUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("watching {0} failed for good")]
     Watch(&'static str),
+    #[error("cannot start the data plane's threads: {0}")]
+    Workers(#[source] std::io::Error),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -118,9 +127,11 @@ pub async fn run(
     let (tasks, task_events) = cache::<Task>(api(&client, ns));
     let (instances, ci_events) = cache::<ContainerInstance>(api(&client, ns));
     let mut events = futures::stream::select_all([lb_events, svc_events, task_events, ci_events]);
+    let workers = Workers::start(config.workers).map_err(Error::Workers)?;
     let mut served = Served {
         client: client.clone(),
         config,
+        workers,
         metrics,
         entries: BTreeMap::new(),
     };
@@ -153,6 +164,8 @@ pub async fn run(
     for entry in served.entries.values() {
         entry.stop();
     }
+    // The workers' runtimes end here, and with them every connection.
+    drop(served);
     Ok(())
 }
 
@@ -160,6 +173,7 @@ pub async fn run(
 struct Served {
     client: Client,
     config: Config,
+    workers: Workers,
     metrics: Arc<Metrics>,
     entries: BTreeMap<Key, Entry>,
 }
@@ -168,7 +182,7 @@ struct Served {
 /// writer.
 struct Entry {
     pool: Arc<Pool>,
-    listeners: BTreeMap<u16, (ListenerProtocol, AbortHandle)>,
+    listeners: BTreeMap<u16, (ListenerProtocol, workers::Listener)>,
     listening: Arc<Mutex<Listening>>,
     writer: AbortHandle,
 }
@@ -176,9 +190,6 @@ struct Entry {
 impl Entry {
     fn stop(&self) {
         self.pool.close();
-        for (_, listener) in self.listeners.values() {
-            listener.abort();
-        }
         self.writer.abort();
     }
 }
@@ -214,7 +225,7 @@ impl Served {
             for backend in entry.pool.apply(&d, now) {
                 tokio::spawn(pool::check_health(Arc::clone(&entry.pool), backend));
             }
-            listen(entry, &d.spec, &self.config, &self.metrics);
+            listen(entry, &d.spec, &self.config, &self.workers, &self.metrics);
         }
     }
 
@@ -242,19 +253,21 @@ impl Served {
 
 /// Bind the listeners the spec has and the entry lacks; close those it no
 /// longer has. Open connections of a closed listener carry on.
-fn listen(entry: &mut Entry, spec: &LoadBalancerSpec, config: &Config, metrics: &Metrics) {
+fn listen(
+    entry: &mut Entry,
+    spec: &LoadBalancerSpec,
+    config: &Config,
+    workers: &Workers,
+    metrics: &Metrics,
+) {
     let wanted: BTreeMap<u16, ListenerProtocol> = spec
         .listeners
         .iter()
         .map(|l| (l.port, l.protocol))
         .collect();
-    entry.listeners.retain(|port, (protocol, handle)| {
-        let keep = wanted.get(port) == Some(protocol);
-        if !keep {
-            handle.abort();
-        }
-        keep
-    });
+    entry
+        .listeners
+        .retain(|port, (protocol, _)| wanted.get(port) == Some(protocol));
     let mut listening = lock(&entry.listening);
     let before = listening.clone();
     listening.errors.clear();
@@ -263,10 +276,8 @@ fn listen(entry: &mut Entry, spec: &LoadBalancerSpec, config: &Config, metrics: 
             continue;
         }
         let address = SocketAddr::new(config.listen_address, port);
-        let listener = std::net::TcpListener::bind(address)
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .and_then(tokio::net::TcpListener::from_std);
-        let listener = match listener {
+        let counters = proxy::Counters::new(metrics, &entry.pool.key.to_string(), port);
+        let listener = match workers.listen(address, protocol, &entry.pool, &counters) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(lb = %entry.pool.key, %address, error = %e, "cannot listen");
@@ -275,15 +286,7 @@ fn listen(entry: &mut Entry, spec: &LoadBalancerSpec, config: &Config, metrics: 
             }
         };
         tracing::info!(lb = %entry.pool.key, %address, ?protocol, "listening");
-        let counters = proxy::Counters::new(metrics, &entry.pool.key.to_string(), port);
-        let pool = Arc::clone(&entry.pool);
-        let handle = match protocol {
-            ListenerProtocol::Tcp => tokio::spawn(proxy::serve_tcp(listener, pool, counters)),
-            ListenerProtocol::Http => tokio::spawn(proxy::serve_http(listener, pool, counters)),
-        };
-        entry
-            .listeners
-            .insert(port, (protocol, handle.abort_handle()));
+        entry.listeners.insert(port, (protocol, listener));
     }
     listening.addresses = entry
         .listeners

@@ -3,9 +3,6 @@
 //! and target health transitions. Hot-path counters are looked up once
 //! per listener or target and kept, so a request takes no label lookup.
 
-use std::sync::Arc;
-
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -124,29 +121,4 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Serve `/metrics` and `/healthz` until the process ends.
-///
-/// # Errors
-/// When serving fails.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(scrape))
-        .route("/healthz", get(|| async { "ok" }))
-        .with_state(metrics);
-    axum::serve(listener, app).await
-}
-
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
 }

@@ -215,7 +215,8 @@ pub async fn serve_tcp(listener: TcpListener, pool: Arc<Pool>, counters: Counter
     }
 }
 
-async fn relay(mut client: TcpStream, pool: &Pool, counters: &Counters) {
+/// Relay one client connection of a TCP listener to a target, whole.
+pub async fn relay(mut client: TcpStream, pool: &Pool, counters: &Counters) {
     let _open = Open::new(counters);
     let _ = client.set_nodelay(true);
     let mut tried = Vec::new();
@@ -249,21 +250,30 @@ pub async fn serve_http(listener: TcpListener, pool: Arc<Pool>, counters: Counte
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let (pool, counters, idle) = (Arc::clone(&pool), counters.clone(), Arc::clone(&idle));
-        tokio::spawn(async move {
-            let _open = Open::new(&counters);
-            let upstreams = Upstreams::new(idle);
-            let service =
-                service_fn(|request| forward(request, peer, &pool, &upstreams, &counters));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        tokio::spawn(async move { http(stream, peer, &pool, &counters, idle).await });
     }
+}
+
+/// Serve one client connection of an HTTP listener, request by request.
+/// `idle`: the listener's idle connections to targets on this thread.
+pub async fn http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    pool: &Pool,
+    counters: &Counters,
+    idle: Arc<Idle>,
+) {
+    let _ = stream.set_nodelay(true);
+    let _open = Open::new(counters);
+    let upstreams = Upstreams::new(idle);
+    let service = service_fn(|request| forward(request, peer, pool, &upstreams, counters));
+    let _ = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 /// Headers that belong to one hop and are not forwarded.

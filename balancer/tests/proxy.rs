@@ -1,10 +1,12 @@
 //! The data plane on real sockets, without a control plane: a pool of
 //! targets served by the HTTP and TCP proxies, with backends in this
-//! process. A target that refuses connections costs no request, and a
-//! reload keeps open connections.
+//! process. A target that refuses connections costs no request, a
+//! reload keeps open connections, and a listener is served by every
+//! worker thread.
 
 use std::{
     net::SocketAddr,
+    num::NonZeroUsize,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -14,6 +16,7 @@ use balancer::{
     desired::{Desired, DesiredTarget, Key, TargetKey},
     pool::Pool,
     proxy,
+    workers::Workers,
 };
 use crds::v1alpha1::{
     Algorithm, Listener, ListenerProtocol, LoadBalancerSpec, TargetHealthCheck, TargetState,
@@ -254,4 +257,49 @@ async fn tcp_connections_are_relayed_whole_and_skip_a_refusing_target() {
         bytes.contains(r#"gantry_balancer_connections_total{load_balancer="test/front""#),
         "{bytes}"
     );
+}
+
+#[tokio::test]
+async fn every_worker_serves_a_listener_that_takes_a_free_address_only() {
+    let a = http_backend("alpha").await;
+    let d = desired(ListenerProtocol::Http, &[(a, false)]);
+    let pool = healthy_pool(&d);
+    let metrics = Metrics::new();
+    let workers = Workers::start(NonZeroUsize::new(2).expect("two")).expect("workers");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr");
+    let counters = proxy::Counters::new(&metrics, "test/front", address.port());
+    let refused = workers
+        .listen(address, ListenerProtocol::Http, &pool, &counters)
+        .expect_err("the address is taken");
+    assert_eq!(refused.kind(), std::io::ErrorKind::AddrInUse);
+    drop(taken);
+    let listener = workers
+        .listen(address, ListenerProtocol::Http, &pool, &counters)
+        .expect("the address is free");
+    // Not even by another LoadBalancer's listener on the same workers.
+    let again = workers
+        .listen(address, ListenerProtocol::Http, &pool, &counters)
+        .expect_err("the address is ours");
+    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+
+    // Connections are handed to both workers in turn: one that did not
+    // serve would leave half of these unanswered.
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        let mut client = TcpStream::connect(address).await.expect("connect");
+        assert!(get(&mut client).await.ends_with("alpha"));
+        clients.push(client);
+    }
+
+    // Closed: no new connection, but the open ones carry on.
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(address).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after close");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for client in &mut clients {
+        assert!(get(client).await.ends_with("alpha"));
+    }
 }

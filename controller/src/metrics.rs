@@ -1,8 +1,7 @@
 //! Prometheus metrics, served with health probes on `--metrics-addr`.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use axum::{Router, extract::State, http::header, response::IntoResponse, routing::get};
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -160,35 +159,6 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
-}
-
-/// Serve `/metrics`, `/healthz` and `/readyz` until the process ends.
-///
-/// # Errors
-/// When serving fails.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<()> {
-    let app = Router::new()
-        .route("/metrics", get(scrape))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .with_state(metrics);
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving metrics");
-    }
-    axum::serve(listener, app).await
-}
-
-async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.encode(),
-    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! slice's ports apply to all its endpoints). [`sync`] writes what changed
 //! and deletes what is no longer wanted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crds::{
     load_balancing::{self, Registration},
@@ -25,7 +25,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams},
 };
 
-use super::plan::facts::Facts;
+use super::plan::facts;
 
 /// The label every EndpointSlice carries: the Service it belongs to.
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -68,10 +68,10 @@ fn port_name(container: &str, port: u16) -> String {
 }
 
 /// `(ready, serving, terminating)` of a task, as a Pod's would be.
-fn conditions(f: &Facts<'_>) -> Option<(bool, bool, bool)> {
-    let last = f.task.status.as_ref().and_then(|s| s.last_status)?;
-    Some(match (last, load_balancing::registration(f.task)) {
-        (_, Some(Registration::Registered)) => (f.healthy, f.healthy, false),
+fn conditions(task: &Task, healthy: bool) -> Option<(bool, bool, bool)> {
+    let last = task.status.as_ref().and_then(|s| s.last_status)?;
+    Some(match (last, load_balancing::registration(task)) {
+        (_, Some(Registration::Registered)) => (healthy, healthy, false),
         (_, Some(Registration::Deregistering)) => (false, true, true),
         (TaskLastStatus::Stopping | TaskLastStatus::Deprovisioning, _) => (false, false, true),
         (TaskLastStatus::Stopped, _) => return None,
@@ -83,26 +83,32 @@ fn conditions(f: &Facts<'_>) -> Option<(bool, bool, bool)> {
 /// ports.
 type Group = (&'static str, Vec<(String, u16)>);
 
-/// The slices the Service's tasks make. `host_ips`: each instance's
+/// The slices the Service's tasks make. `healthy`: the tasks the service
+/// plan counts healthy (`Plan::healthy`); `host_ips`: each instance's
 /// `hostIP`, for ports bound on every address.
 #[must_use]
 pub fn desired(
     service: &Service,
-    facts: &[Facts<'_>],
+    tasks: &[Task],
+    healthy: &BTreeSet<String>,
     host_ips: &HashMap<String, String>,
 ) -> Vec<EndpointSlice> {
     let name = service.name_any();
     let mut groups: BTreeMap<Group, Vec<Endpoint>> = BTreeMap::new();
-    for f in facts {
-        let Some((ready, serving, terminating)) = conditions(f) else {
+    for task in tasks {
+        let Some((ready, serving, terminating)) =
+            conditions(task, healthy.contains(&task.name_any()))
+        else {
             continue;
         };
-        let instance_ip = f.instance.and_then(|i| host_ips.get(i)).map(String::as_str);
+        let instance_ip = facts::instance(task)
+            .and_then(|i| host_ips.get(i))
+            .map(String::as_str);
         let mut host = None;
         let mut ports = Vec::new();
-        for (container, container_port) in ports_of(service, f.task) {
+        for (container, container_port) in ports_of(service, task) {
             let Some((ip, host_port)) =
-                load_balancing::endpoint(f.task, &container, container_port, instance_ip)
+                load_balancing::endpoint(task, &container, container_port, instance_ip)
             else {
                 continue;
             };
@@ -122,9 +128,9 @@ pub fn desired(
             target_ref: Some(ObjectReference {
                 api_version: Some("gantry.dev/v1alpha1".to_owned()),
                 kind: Some("Task".to_owned()),
-                name: Some(f.name()),
-                namespace: f.task.namespace(),
-                uid: f.task.uid(),
+                name: Some(task.name_any()),
+                namespace: task.namespace(),
+                uid: task.uid(),
                 ..ObjectReference::default()
             }),
             ..Endpoint::default()
@@ -279,9 +285,11 @@ mod tests {
             task("d", "STOPPED", "STOPPED", "127.0.0.5", 80),
             task("e", "RUNNING", "RUNNING", "0.0.0.0", 80),
         ];
-        let facts: Vec<Facts<'_>> = tasks.iter().map(|t| Facts::of(t, false)).collect();
+        // As the plan judges them with no health check: RUNNING, not told
+        // to stop.
+        let healthy = BTreeSet::from(["a".to_owned(), "e".to_owned()]);
         let ips = HashMap::from([("host-1".to_owned(), "10.0.0.1".to_owned())]);
-        let slices = desired(&service(false), &facts, &ips);
+        let slices = desired(&service(false), &tasks, &healthy, &ips);
         assert_eq!(
             summary(&slices),
             [(
@@ -315,8 +323,8 @@ mod tests {
             task("a", "RUNNING", "RUNNING", "127.0.0.2", 32768),
             task("b", "RUNNING", "RUNNING", "127.0.0.2", 32769),
         ];
-        let facts: Vec<Facts<'_>> = tasks.iter().map(|t| Facts::of(t, false)).collect();
-        let names: Vec<String> = desired(&service(true), &facts, &HashMap::new())
+        let healthy = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
+        let names: Vec<String> = desired(&service(true), &tasks, &healthy, &HashMap::new())
             .iter()
             .map(ResourceExt::name_any)
             .collect();

@@ -11,7 +11,7 @@ pub mod endpoints;
 pub mod plan;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -51,6 +51,8 @@ struct State {
     instances: Store<ContainerInstance>,
     /// The EndpointSlices Gantry manages.
     slices: Store<EndpointSlice>,
+    /// What every load balancer reports.
+    balancers: Store<LoadBalancer>,
 }
 
 pub async fn run(
@@ -82,6 +84,16 @@ pub async fn run(
     )
     .default_backoff()
     .for_each(|_| futures::future::ready(()));
+    let (balancers, writer) = reflector::store::<LoadBalancer>();
+    let balancer_events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<LoadBalancer>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let controller = Controller::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -109,26 +121,22 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            Api::<LoadBalancer>::all(client.clone()),
-            watcher::Config::default(),
-            move |lb| {
-                let namespace = lb.namespace();
-                let name = lb.name_any();
-                by_balancer
-                    .state()
-                    .into_iter()
-                    .filter(|s| {
-                        s.namespace() == namespace
-                            && s.spec
-                                .load_balancers
-                                .iter()
-                                .any(|e| e.load_balancer_name == name)
-                    })
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(balancer_events, move |lb: LoadBalancer| {
+            let namespace = lb.namespace();
+            let name = lb.name_any();
+            by_balancer
+                .state()
+                .into_iter()
+                .filter(|s| {
+                    s.namespace() == namespace
+                        && s.spec
+                            .load_balancers
+                            .iter()
+                            .any(|e| e.load_balancer_name == name)
+                })
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .watches(
             Api::<ContainerInstance>::all(client),
             watcher::Config::default(),
@@ -162,6 +170,7 @@ pub async fn run(
         context,
         instances,
         slices,
+        balancers,
     });
     let controller = controller.with_config(
         kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
@@ -219,7 +228,7 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         .filter(|ci| ci.namespace().as_deref() == Some(namespace.as_str()))
         .map(|ci| convert::instance_spec(ci))
         .collect();
-    let targets = targets(service, &namespace, ctx).await?;
+    let targets = targets(service, &namespace, state).await;
     let plan = plan::plan(&plan::Input {
         service,
         definition,
@@ -257,7 +266,7 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     for result in created.into_iter().chain(stopped).chain(released) {
         result?;
     }
-    publish_endpoints(service, &namespace, &definition, &owned, &targets, state).await?;
+    publish_endpoints(service, &namespace, &owned, &plan.healthy, state).await?;
     if service.status.as_ref() != Some(&plan.status) {
         write_status(service, &plan.status, ctx).await?;
     }
@@ -301,7 +310,7 @@ async fn delete(service: &Service, namespace: &str, state: &State) -> Result<Act
         .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
         .await?
         .items;
-    let targets = targets(service, namespace, ctx).await?;
+    let targets = targets(service, namespace, state).await;
     let deletion = plan::deletion::deletion(&plan::Input {
         service,
         definition: Definition::Missing,
@@ -346,19 +355,10 @@ async fn delete(service: &Service, namespace: &str, state: &State) -> Result<Act
 async fn publish_endpoints(
     service: &Service,
     namespace: &str,
-    definition: &Definition<'_>,
     tasks: &[Task],
-    targets: &plan::targets::Targets,
+    healthy: &BTreeSet<String>,
     state: &State,
 ) -> Result<(), kube::Error> {
-    let checked = match definition {
-        Definition::Valid { spec, .. } => plan::facts::health_checked(Some(spec)),
-        _ => false,
-    };
-    let facts: Vec<plan::facts::Facts<'_>> = tasks
-        .iter()
-        .map(|t| plan::facts::Facts::of(t, checked).behind(targets))
-        .collect();
     let host_ips: HashMap<String, String> = state
         .instances
         .state()
@@ -366,7 +366,7 @@ async fn publish_endpoints(
         .filter(|ci| ci.namespace().as_deref() == Some(namespace))
         .filter_map(|ci| Some((ci.name_any(), ci.spec.host_ip.clone()?)))
         .collect();
-    let want = endpoints::desired(service, &facts, &host_ips);
+    let want = endpoints::desired(service, tasks, healthy, &host_ips);
     let name = service.name_any();
     let existing: Vec<_> = state
         .slices
@@ -381,21 +381,25 @@ async fn publish_endpoints(
     endpoints::sync(&api, want, &existing).await
 }
 
-/// What the service's load balancers report; a missing one reports
-/// nothing.
-async fn targets(
-    service: &Service,
-    namespace: &str,
-    ctx: &Context,
-) -> Result<plan::targets::Targets, kube::Error> {
-    let api: Api<LoadBalancer> = Api::namespaced(ctx.client.clone(), namespace);
-    let mut balancers = Vec::new();
-    for entry in &service.spec.load_balancers {
-        let name = &entry.load_balancer_name;
-        let lb = api.get_opt(name).await?;
-        balancers.push(plan::targets::Balancer::of(name, lb.as_ref()));
+/// What the service's load balancers report, once the cache of them has
+/// been filled; a missing one reports nothing.
+async fn targets(service: &Service, namespace: &str, state: &State) -> plan::targets::Targets {
+    if service.spec.load_balancers.is_empty() {
+        return plan::targets::Targets::default();
     }
-    Ok(plan::targets::Targets { balancers })
+    // Only ends early if the watch is gone, and then the controller is too.
+    let _ = state.balancers.wait_until_ready().await;
+    let balancers = service
+        .spec
+        .load_balancers
+        .iter()
+        .map(|entry| {
+            let name = &entry.load_balancer_name;
+            let lb = state.balancers.get(&ObjectRef::new(name).within(namespace));
+            plan::targets::Balancer::of(name, lb.as_deref())
+        })
+        .collect();
+    plan::targets::Targets { balancers }
 }
 
 async fn write_status(

@@ -35,6 +35,18 @@ pub struct Facts<'a> {
     pub started: Option<Timestamp>,
 }
 
+/// The instance a task is bound (or, for DAEMON tasks, pinned) to.
+#[must_use]
+pub fn instance(task: &Task) -> Option<&str> {
+    task.spec.container_instance.as_deref().or_else(|| {
+        task.spec
+            .placement_constraints
+            .iter()
+            .filter_map(|c| c.expression.as_deref())
+            .find_map(convert::pinned_instance)
+    })
+}
+
 impl<'a> Facts<'a> {
     #[must_use]
     pub fn of(task: &'a Task, health_checked: bool) -> Self {
@@ -51,13 +63,6 @@ impl<'a> Facts<'a> {
             && !stopping
             && health != Some(HealthStatus::Unhealthy)
             && (!health_checked || health == Some(HealthStatus::Healthy));
-        let instance = task.spec.container_instance.as_deref().or_else(|| {
-            task.spec
-                .placement_constraints
-                .iter()
-                .filter_map(|c| c.expression.as_deref())
-                .find_map(convert::pinned_instance)
-        });
         Self {
             task,
             revision: task.spec.task_definition_revision,
@@ -66,7 +71,7 @@ impl<'a> Facts<'a> {
             running,
             healthy,
             target_failure: None,
-            instance,
+            instance: instance(task),
             started: status.and_then(|s| s.started_at.as_ref()).map(|t| t.0),
         }
     }

@@ -36,7 +36,7 @@ pub mod starts;
 pub mod status;
 pub mod targets;
 
-use std::{cmp::Reverse, time::Duration};
+use std::{cmp::Reverse, collections::BTreeSet, time::Duration};
 
 use crds::{
     stop,
@@ -121,6 +121,9 @@ pub struct Plan {
     /// DEACTIVATING tasks whose connections have drained, with the
     /// resourceVersion each was seen at: on to STOPPING.
     pub release: Vec<(String, Option<String>)>,
+    /// The tasks this round counts healthy: by the primary deployment's
+    /// health check and by every load balancer. Their endpoints are ready.
+    pub healthy: BTreeSet<String>,
     pub status: ServiceStatus,
     pub events: Vec<Note>,
     /// When to look again even if nothing changes.
@@ -192,6 +195,11 @@ pub fn plan(input: &Input<'_>) -> Plan {
         .tasks
         .iter()
         .map(|t| Facts::of(t, checked).behind(input.targets))
+        .collect();
+    plan.healthy = facts
+        .iter()
+        .filter(|f| f.healthy)
+        .map(Facts::name)
         .collect();
     let failures = deployments::failures(&facts, &primary);
     let failed_count = i32::try_from(failures.len()).unwrap_or(i32::MAX);
