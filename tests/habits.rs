@@ -22,6 +22,7 @@ async fn kubectl_habits_work_unchanged() {
         waits_for_an_object_that_is_not_the_last(kubectl);
         events_of_either_group_are_one_store(kubectl, dir);
         creates_built_in_kinds(kubectl);
+        prints_built_in_kinds_as_kube_apiserver_does(kubectl);
         says_who_the_caller_is_and_what_it_may_do(kubectl, dir);
         patches_built_in_kinds_strategically(kubectl, dir);
     })
@@ -252,11 +253,7 @@ fn creates_built_in_kinds(kubectl: &Cli) {
     for namespace in ["alpha", "prod", "zeta"] {
         kubectl.ok(&["create", "namespace", namespace]);
     }
-    let in_prod = |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["-n", "prod"]);
-        kubectl.ok(&all)
-    };
+    let in_prod = |args: &[&str]| in_namespace(kubectl, "prod", args);
     for args in [
         &["create", "serviceaccount", "robot"][..],
         &[
@@ -375,6 +372,118 @@ fn creates_built_in_kinds(kubectl: &Cli) {
     assert_eq!(
         in_prod(&["get", "deployment", "web", "-o", template]),
         "2 busybox:1 80 "
+    );
+}
+
+fn in_namespace(kubectl: &Cli, namespace: &str, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["-n", namespace]);
+    kubectl.ok(&all)
+}
+
+/// A `kubectl get` table as rows of cells (kubectl pads cells with at
+/// least two spaces; an empty cell leaves no cell).
+fn table(printed: &str) -> Vec<Vec<String>> {
+    printed
+        .lines()
+        .map(|line| {
+            line.split("  ")
+                .map(str::trim)
+                .filter(|cell| !cell.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect()
+}
+
+/// The row of `name`, which must have a row on either side.
+fn row_between<'a>(rows: &'a [Vec<String>], name: &str) -> &'a [String] {
+    let at = rows
+        .iter()
+        .position(|r| r.first().map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row for {name}: {rows:?}"));
+    assert!(
+        at > 1 && at + 1 < rows.len(),
+        "{name} is first or last: {rows:?}"
+    );
+    &rows[at]
+}
+
+fn is_age(cell: &str) -> bool {
+    cell.ends_with(['s', 'm', 'h', 'd', 'y']) && cell.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// `kubectl get` of built-in kinds prints kube-apiserver's columns: its
+/// printers' where it has one, Name and Created At where it has none.
+fn prints_built_in_kinds_as_kube_apiserver_does(kubectl: &Cli) {
+    let in_prod = |args: &[&str]| in_namespace(kubectl, "prod", args);
+    // Neighbours before and after robot, reader and robot-reads.
+    for args in [
+        &["create", "serviceaccount", "aa-bot"][..],
+        &["create", "serviceaccount", "zz-bot"],
+        &[
+            "create",
+            "role",
+            "aa-role",
+            "--verb=get",
+            "--resource=secrets",
+        ],
+        &[
+            "create",
+            "role",
+            "zz-role",
+            "--verb=list",
+            "--resource=secrets",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "aa-binds",
+            "--role=aa-role",
+            "--user=ann",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "zz-binds",
+            "--role=zz-role",
+            "--group=ops",
+        ],
+    ] {
+        in_prod(args);
+    }
+
+    let accounts = table(&in_prod(&["get", "serviceaccounts"]));
+    assert_eq!(accounts[0], ["NAME", "SECRETS", "AGE"]);
+    let robot = row_between(&accounts, "robot");
+    assert_eq!(robot[..2], ["robot", "0"]);
+    assert!(is_age(&robot[2]), "{robot:?}");
+
+    let roles = table(&in_prod(&["get", "roles"]));
+    assert_eq!(roles[0], ["NAME", "CREATED AT"]);
+    let reader = row_between(&roles, "reader");
+    assert!(
+        reader[1].parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "{reader:?}"
+    );
+
+    let bindings = table(&in_prod(&["get", "rolebindings", "-o", "wide"]));
+    assert_eq!(
+        bindings[0],
+        ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+    );
+    let reads = row_between(&bindings, "robot-reads");
+    assert_eq!(reads.len(), 4, "users and groups are empty: {reads:?}");
+    assert_eq!(reads[..2], ["robot-reads", "Role/reader"]);
+    assert!(is_age(&reads[2]), "{reads:?}");
+    assert_eq!(reads[3], "prod/robot");
+
+    let crds = table(&kubectl.ok(&["get", "crd"]));
+    assert_eq!(crds[0], ["NAME", "CREATED AT"]);
+    let services = row_between(&crds, "services.gantry.dev");
+    assert!(
+        services[1].parse::<k8s_openapi::jiff::Timestamp>().is_ok(),
+        "{services:?}"
     );
 }
 

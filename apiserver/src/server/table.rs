@@ -1,7 +1,8 @@
 //! `kubectl get` asks for a Table: columns, and a row per object. Custom
-//! resources get their CRD's printer columns; the built-in kinds
-//! kubectl users look at most get kube-apiserver's columns (`builtin`);
-//! other kinds Name and Age.
+//! resources get their CRD's printer columns; the built-in kinds get
+//! kube-apiserver's columns (`builtin`: its printers for the kinds that
+//! have one, Name and Created At for those that do not, as its default
+//! table convertor has it).
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
@@ -34,38 +35,150 @@ fn count(object: &Value, pointers: &[&str]) -> Value {
     json!(n)
 }
 
+/// How long ago the timestamp at `pointer` was, as kube-apiserver prints
+/// it (`<unknown>` without one).
+fn since(object: &Value, pointer: &str) -> Value {
+    let at = object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<Timestamp>().ok());
+    json!(at.map_or_else(
+        || "<unknown>".to_owned(),
+        |t| human_duration(Timestamp::now().as_second() - t.as_second())
+    ))
+}
+
+/// [`since`] the first of `pointers` the object has, else its creation.
+fn first_since(object: &Value, pointers: &[&str]) -> Value {
+    let at = pointers
+        .iter()
+        .find(|p| object.pointer(p).is_some_and(|v| !v.is_null()))
+        .unwrap_or(&"/metadata/creationTimestamp");
+    since(object, at)
+}
+
 fn age(object: &Value) -> Value {
-    text(object, "/metadata/creationTimestamp")
+    since(object, "/metadata/creationTimestamp")
+}
+
+/// A pod template's containers' `field`s (`name`, `image`), joined.
+fn containers(object: &Value, field: &str) -> Value {
+    let items: Vec<&str> = object
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.get(field).and_then(Value::as_str))
+        .collect();
+    json!(items.join(","))
+}
+
+/// A label map (or a label selector's `matchLabels`) as `k=v,k=v`, or
+/// `<none>`.
+fn labels(object: &Value, pointer: &str) -> Value {
+    let items: Vec<String> = object
+        .pointer(pointer)
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
+    json!(if items.is_empty() {
+        "<none>".to_owned()
+    } else {
+        items.join(",")
+    })
+}
+
+/// The names of a binding's subjects of `kind`, joined; service accounts
+/// as `namespace/name`.
+fn subjects(object: &Value, kind: &str) -> Value {
+    let items: Vec<String> = object
+        .pointer("/subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|s| s.get("kind").and_then(Value::as_str) == Some(kind))
+        .filter_map(|s| {
+            let name = s.get("name").and_then(Value::as_str)?;
+            Some(match s.get("namespace").and_then(Value::as_str) {
+                Some(ns) if kind == "ServiceAccount" => format!("{ns}/{name}"),
+                _ => name.to_owned(),
+            })
+        })
+        .collect();
+    json!(items.join(", "))
+}
+
+/// The object an Event is about, as `kind/name`.
+fn about(event: &Value, pointer: &str) -> Value {
+    let of = |f: &str| {
+        event
+            .pointer(&format!("{pointer}/{f}"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    json!(format!("{}/{}", of("kind").to_lowercase(), of("name")))
+}
+
+fn integer(object: &Value, pointer: &str) -> Value {
+    json!(object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0))
 }
 
 /// kube-apiserver's columns for the built-in kinds people list most.
 fn builtin(resource: &Resource) -> Option<&'static [Column]> {
     const NAME: Column = Column("Name", "string", 0, |o| text(o, "/metadata/name"));
-    const AGE: Column = Column("Age", "date", 0, age);
+    const AGE: Column = Column("Age", "string", 0, age);
+    // The default table convertor's: the timestamp itself, in UTC.
+    const CREATED_AT: Column = Column("Created At", "date", 0, |o| {
+        text(o, "/metadata/creationTimestamp")
+    });
+    const BINDING: &[Column] = &[
+        NAME,
+        Column("Role", "string", 0, |o| {
+            let of = |f: &str| {
+                o.pointer(&format!("/roleRef/{f}"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            json!(format!("{}/{}", of("kind"), of("name")))
+        }),
+        AGE,
+        Column("Users", "string", 1, |o| subjects(o, "User")),
+        Column("Groups", "string", 1, |o| subjects(o, "Group")),
+        Column("ServiceAccounts", "string", 1, |o| {
+            subjects(o, "ServiceAccount")
+        }),
+    ];
     Some(match (resource.group.as_str(), resource.plural.as_str()) {
         ("", "events") => &[
-            Column("Last Seen", "date", 0, |o| {
-                [
-                    "/lastTimestamp",
-                    "/eventTime",
-                    "/metadata/creationTimestamp",
-                ]
-                .iter()
-                .find_map(|p| o.pointer(p).filter(|v| !v.is_null()).cloned())
-                .unwrap_or(Value::Null)
+            Column("Last Seen", "string", 0, |o| {
+                first_since(o, &["/lastTimestamp", "/eventTime"])
             }),
             Column("Type", "string", 0, |o| text(o, "/type")),
             Column("Reason", "string", 0, |o| text(o, "/reason")),
-            Column("Object", "string", 0, |o| {
-                let of = |f: &str| text(o, &format!("/involvedObject/{f}"));
-                let (kind, name) = (of("kind"), of("name"));
-                json!(format!(
-                    "{}/{}",
-                    kind.as_str().unwrap_or_default().to_lowercase(),
-                    name.as_str().unwrap_or_default()
-                ))
-            }),
+            Column("Object", "string", 0, |o| about(o, "/involvedObject")),
             Column("Message", "string", 0, |o| text(o, "/message")),
+            Column("Name", "string", 1, |o| text(o, "/metadata/name")),
+        ],
+        // The same printer, over the fields of this group's view.
+        ("events.k8s.io", "events") => &[
+            Column("Last Seen", "string", 0, |o| {
+                first_since(
+                    o,
+                    &[
+                        "/deprecatedLastTimestamp",
+                        "/series/lastObservedTime",
+                        "/eventTime",
+                    ],
+                )
+            }),
+            Column("Type", "string", 0, |o| text(o, "/type")),
+            Column("Reason", "string", 0, |o| text(o, "/reason")),
+            Column("Object", "string", 0, |o| about(o, "/regarding")),
+            Column("Message", "string", 0, |o| text(o, "/note")),
             Column("Name", "string", 1, |o| text(o, "/metadata/name")),
         ],
         ("", "namespaces") => &[
@@ -173,6 +286,45 @@ fn builtin(resource: &Resource) -> Option<&'static [Column]> {
             Column("Holder", "string", 0, |o| text(o, "/spec/holderIdentity")),
             AGE,
         ],
+        ("", "serviceaccounts") => &[
+            NAME,
+            Column("Secrets", "integer", 0, |o| {
+                json!(
+                    o.pointer("/secrets")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len)
+                )
+            }),
+            AGE,
+        ],
+        ("apps", "daemonsets") => &[
+            NAME,
+            Column("Desired", "integer", 0, |o| {
+                integer(o, "/status/desiredNumberScheduled")
+            }),
+            Column("Current", "integer", 0, |o| {
+                integer(o, "/status/currentNumberScheduled")
+            }),
+            Column("Ready", "integer", 0, |o| integer(o, "/status/numberReady")),
+            Column("Up-to-date", "integer", 0, |o| {
+                integer(o, "/status/updatedNumberScheduled")
+            }),
+            Column("Available", "integer", 0, |o| {
+                integer(o, "/status/numberAvailable")
+            }),
+            Column("Node Selector", "string", 0, |o| {
+                labels(o, "/spec/template/spec/nodeSelector")
+            }),
+            AGE,
+            Column("Containers", "string", 1, |o| containers(o, "name")),
+            Column("Images", "string", 1, |o| containers(o, "image")),
+            Column("Selector", "string", 1, |o| {
+                labels(o, "/spec/selector/matchLabels")
+            }),
+        ],
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => BINDING,
+        ("rbac.authorization.k8s.io", "roles" | "clusterroles")
+        | ("apiextensions.k8s.io", "customresourcedefinitions") => &[NAME, CREATED_AT],
         _ => return None,
     })
 }
@@ -196,7 +348,7 @@ fn columns(resource: &Resource) -> Vec<Value> {
         Some(custom) => columns.extend(custom.iter().map(|c| {
             json!({"name": c.name, "type": c.type_, "format": c.format.clone().unwrap_or_default(), "description": c.description.clone().unwrap_or_default(), "priority": c.priority.unwrap_or(0)})
         })),
-        None => columns.push(json!({"name": "Age", "type": "date", "format": "", "description": "Time since creation", "priority": 0})),
+        None => columns.push(json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0})),
     }
     columns
 }
@@ -205,7 +357,7 @@ fn row(resource: &Resource, object: &Value) -> Value {
     let cells = match builtin(resource).filter(|_| resource.printer_columns.is_none()) {
         Some(builtin) => builtin
             .iter()
-            .map(|Column(_, type_, _, read)| cell(type_, Some(read(object))))
+            .map(|Column(_, _, _, read)| read(object))
             .collect(),
         None => cells(resource, object),
     };
@@ -234,7 +386,7 @@ fn cells(resource: &Resource, object: &Value) -> Vec<Value> {
                 .iter()
                 .map(|c| cell(&c.type_, json_path(object, &c.json_path))),
         ),
-        None => cells.push(cell("date", Some(age(object)))),
+        None => cells.push(age(object)),
     }
     cells
 }
@@ -373,7 +525,7 @@ mod tests {
         assert_eq!(
             printed["rows"][0]["cells"],
             json!([
-                null,
+                "<unknown>",
                 "Warning",
                 "Unplaceable",
                 "service/web",
@@ -402,6 +554,114 @@ mod tests {
         let printed = table(&deployments, &[&deployment], "7", true);
         let cells = printed["rows"][0]["cells"].as_array().expect("cells");
         assert_eq!(cells[..4], [json!("d"), json!("2/3"), json!(0), json!(0)]);
+    }
+
+    fn header_and_cells(group: &str, plural: &str, object: &Value) -> (Vec<Value>, Value) {
+        let printed = table(&served(group, plural), &[object], "7", false);
+        let names = printed["columnDefinitions"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
+        (names, printed["rows"][0]["cells"].clone())
+    }
+
+    #[test]
+    fn the_other_built_in_kinds_print_kube_apiservers_columns_too() {
+        let created = "2020-01-02T03:04:05Z";
+        let daemon_set = json!({"metadata": {"name": "agent", "creationTimestamp": created},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": {"spec": {
+                "nodeSelector": {"disk": "ssd"},
+                "containers": [{"name": "a", "image": "busybox:1"}, {"name": "b", "image": "pause:3"}]}}},
+            "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+                "updatedNumberScheduled": 1}});
+        let (names, cells) = header_and_cells("apps", "daemonsets", &daemon_set);
+        assert_eq!(
+            names,
+            [
+                "Name",
+                "Desired",
+                "Current",
+                "Ready",
+                "Up-to-date",
+                "Available",
+                "Node Selector",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
+        );
+        let age = cells[7].as_str().expect("an age").to_owned();
+        assert!(age.contains('y'), "{age}");
+        assert_eq!(
+            cells,
+            json!([
+                "agent",
+                3,
+                3,
+                2,
+                1,
+                0,
+                "disk=ssd",
+                age,
+                "a,b",
+                "busybox:1,pause:3",
+                "app=agent"
+            ])
+        );
+
+        let binding = json!({"metadata": {"name": "reads"},
+            "roleRef": {"kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "prod"},
+                {"kind": "User", "name": "ann"}, {"kind": "User", "name": "bob"}]});
+        for plural in ["rolebindings", "clusterrolebindings"] {
+            let (names, cells) = header_and_cells("rbac.authorization.k8s.io", plural, &binding);
+            assert_eq!(
+                names,
+                ["Name", "Role", "Age", "Users", "Groups", "ServiceAccounts"]
+            );
+            assert_eq!(
+                cells,
+                json!([
+                    "reads",
+                    "ClusterRole/view",
+                    "<unknown>",
+                    "ann, bob",
+                    "",
+                    "prod/robot"
+                ])
+            );
+        }
+
+        let role = json!({"metadata": {"name": "reader", "creationTimestamp": created}});
+        for (group, plural) in [
+            ("rbac.authorization.k8s.io", "roles"),
+            ("rbac.authorization.k8s.io", "clusterroles"),
+            ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ] {
+            let (names, cells) = header_and_cells(group, plural, &role);
+            assert_eq!(names, ["Name", "Created At"], "{plural}");
+            assert_eq!(cells, json!(["reader", created]), "{plural}");
+        }
+
+        let account = json!({"metadata": {"name": "robot"}, "secrets": [{"name": "t"}]});
+        let (names, cells) = header_and_cells("", "serviceaccounts", &account);
+        assert_eq!(names, ["Name", "Secrets", "Age"]);
+        assert_eq!(cells, json!(["robot", 1, "<unknown>"]));
+
+        let event = json!({"metadata": {"name": "e2"}, "type": "Normal", "reason": "Started",
+            "regarding": {"kind": "Task", "name": "t1"}, "note": "running"});
+        let (names, cells) = header_and_cells("events.k8s.io", "events", &event);
+        assert_eq!(
+            names,
+            ["Last Seen", "Type", "Reason", "Object", "Message", "Name"]
+        );
+        assert_eq!(
+            cells,
+            json!(["<unknown>", "Normal", "Started", "task/t1", "running", "e2"])
+        );
     }
 
     #[test]
