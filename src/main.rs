@@ -139,15 +139,33 @@ struct ControlPlaneArgs {
     /// Where to write the admin kubeconfig [default: DIR/kubeconfig].
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
+    /// Connections held at once from all client addresses but loopback
+    /// [default: what the open-file limit allows].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Connections held at once from one client address [default: a
+    /// quarter of the open-file limit].
+    #[arg(long, value_name = "N")]
+    max_connections_per_address: Option<usize>,
 }
 
 impl ControlPlaneArgs {
     async fn start(&self) -> anyhow::Result<apiserver::server::Server> {
+        use apiserver::server::connections;
+        if let Err(e) = connections::raise_open_file_limit() {
+            tracing::warn!("could not raise the open-file limit: {e}");
+        }
+        let mut limits = connections::Limits::default();
+        limits.total = self.max_connections.unwrap_or(limits.total);
+        limits.per_address = self
+            .max_connections_per_address
+            .unwrap_or(limits.per_address);
         apiserver::server::Server::start(apiserver::server::Config {
             data_dir: self.data_dir.clone(),
             listen: self.listen,
             kubeconfig: self.kubeconfig.clone(),
             store: apiserver::storage::Options::default(),
+            connections: limits,
         })
         .await
         .with_context(|| format!("starting the control plane in {}", self.data_dir.display()))

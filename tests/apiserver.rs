@@ -184,3 +184,80 @@ async fn kill_9_of_the_server_during_a_write_storm_loses_no_acknowledged_write()
     server.kill().expect("stopped");
     server.wait().expect("reaped");
 }
+
+/// Open `count` connections to `port` from `from` and say nothing on them;
+/// how many the server still holds open a moment later.
+async fn connections_held(port: u16, from: [u8; 4], count: usize) -> usize {
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind((std::net::Ipv4Addr::from(from), 0).into())
+            .expect("bind");
+        let server = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        streams.push(socket.connect(server).await.expect("TCP connects"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    streams
+        .iter()
+        .filter(|stream| {
+            matches!(stream.try_read(&mut [0; 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+        .count()
+}
+
+/// `gantry apiserver` under a low open-file limit; its port.
+fn spawn_limited(data: &Path, kubeconfig: &Path, extra: &[&str]) -> (Child, u16) {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        // A soft limit of 256 under a hard one of 512: the server lifts
+        // the first to the second before deriving its caps from it.
+        .arg(r#"ulimit -Sn 256 && ulimit -Hn 512 && exec "$@""#)
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_gantry"))
+        .arg("apiserver")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0", "--kubeconfig"])
+        .arg(kubeconfig)
+        .args(extra)
+        .stdout(Stdio::piped());
+    let mut child = command.spawn().expect("gantry runs");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let first = lines.next().expect("a line").expect("readable");
+    let port = first
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("a port in {first:?}"));
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, port)
+}
+
+#[tokio::test]
+async fn gantry_apiserver_caps_connections_by_its_open_file_limit_and_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let (mut server, port) = spawn_limited(&dir.path().join("data"), &kubeconfig, &[]);
+    // 512 files, less 128 kept back, a quarter per address: 96.
+    assert_eq!(connections_held(port, [127, 0, 0, 2], 120).await, 96);
+    // The flooded address is full; loopback still gets in.
+    let namespaces: Api<Namespace> = Api::all(common::client(&kubeconfig).await);
+    namespaces
+        .get("default")
+        .await
+        .expect("served during a flood");
+    server.kill().expect("stopped");
+    server.wait().expect("reaped");
+
+    let (mut server, port) = spawn_limited(
+        &dir.path().join("data"),
+        &kubeconfig,
+        &["--max-connections-per-address", "5"],
+    );
+    assert_eq!(connections_held(port, [127, 0, 0, 2], 8).await, 5);
+    server.kill().expect("stopped");
+    server.wait().expect("reaped");
+}

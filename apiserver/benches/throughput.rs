@@ -281,14 +281,9 @@ async fn http_list_latency(api: &Api<ConfigMap>, objects: usize, runs: usize) ->
 }
 
 async fn http(dir: &std::path::Path) {
-    let server = Server::start(Config {
-        data_dir: dir.to_path_buf(),
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        kubeconfig: None,
-        store: Options::default(),
-    })
-    .await
-    .expect("server starts");
+    let server = Server::start(Config::local(dir))
+        .await
+        .expect("server starts");
     let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

@@ -760,10 +760,8 @@ async fn a_kube_rs_watcher_resumes_across_a_server_restart() {
         .expect("address")
         .port();
     let config = || Config {
-        data_dir: dir.path().to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        kubeconfig: None,
-        store: Options::default(),
+        ..Config::local(dir.path())
     };
     let server = Server::start(config()).await.expect("starts");
     let api: Api<ConfigMap> = Api::namespaced(admin(&server).await, "default");

@@ -22,10 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apiserver::{
-    server::{Config as ServerConfig, Server},
-    storage::Options as StoreOptions,
-};
+use apiserver::server::{Config as ServerConfig, Server};
 use controller::{Context, Metrics, events::Events, scheduler};
 use crds::v1alpha1::{ContainerInstance, Service, Task, TaskDefinition};
 use futures::{StreamExt, TryStreamExt};
@@ -49,13 +46,9 @@ fn emit(line: &Value) {
 }
 
 async fn start(dir: &Path) -> (Server, Client) {
-    let server = ServerConfig {
-        data_dir: dir.to_path_buf(),
-        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        kubeconfig: None,
-        store: StoreOptions::default(),
-    };
-    let server = Server::start(server).await.expect("server starts");
+    let server = Server::start(ServerConfig::local(dir))
+        .await
+        .expect("server starts");
     let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

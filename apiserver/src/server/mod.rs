@@ -4,6 +4,7 @@
 mod access;
 mod app;
 mod apply;
+pub mod connections;
 mod crd;
 mod discovery;
 mod http;
@@ -66,6 +67,8 @@ pub struct Config {
     /// `<data_dir>/kubeconfig`).
     pub kubeconfig: Option<PathBuf>,
     pub store: Options,
+    /// How many connections are held and how long quiet ones are kept.
+    pub connections: connections::Limits,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kubeconfig: None,
             store: Options::default(),
+            connections: connections::Limits::default(),
         }
     }
 }
@@ -145,11 +149,13 @@ impl Server {
             ))
             .with_state(app);
         let handle = axum_server::Handle::new();
-        let server = axum_server::bind_rustls(
-            config.listen,
+        let tls = axum_server::tls_rustls::RustlsAcceptor::new(
             axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls)),
-        )
-        .handle(handle.clone());
+        );
+        let mut server = axum_server::bind(config.listen)
+            .acceptor(connections::Acceptor::new(tls, &config.connections))
+            .handle(handle.clone());
+        connections::tune(server.http_builder(), &config.connections);
         let task = tokio::spawn(server.serve(router.into_make_service()));
         let addr = handle
             .listening()
