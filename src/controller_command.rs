@@ -16,8 +16,18 @@ pub struct ControllerArgs {
     #[arg(long, value_name = "NAME", default_value = "gantry")]
     scheduler_name: String,
     /// Run the reconcilers only while holding the leader Lease; the
-    /// scheduler runs in every replica either way.
-    #[arg(long)]
+    /// scheduler runs in every replica either way. On by default, as in
+    /// kube-controller-manager: two replicas reconciling one Service at
+    /// once each act on what the other has not yet done.
+    #[arg(
+        long,
+        value_name = "BOOL",
+        default_value_t = true,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set
+    )]
     leader_elect: bool,
     /// Namespace of the leader Lease [default: $POD_NAMESPACE or default].
     #[arg(long, value_name = "NAMESPACE")]

@@ -104,6 +104,10 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         };
         let mut parts = JoinSet::new();
         let mut config = controller::Config::new("gantry-up");
+        // The Lease `gantry controller` takes by default, so that one
+        // started beside this waits rather than reconciling too. Under one
+        // identity, a restarted `gantry up` takes it back at once.
+        config.leader_election = Some(controller::leader::Options::new("default"));
         config.instance_loss_timeout = Duration::from_secs(args.instance_loss_timeout_seconds);
         let metrics = Arc::new(controller::Metrics::new());
         let controller = controller::run(client.clone(), config, metrics, signal());

@@ -580,3 +580,62 @@ async fn an_unplaceable_service_says_why_and_recovers_when_capacity_joins() {
     let per = spread(&g.live_tasks(ns, "big").await);
     assert_eq!(per, BTreeMap::from([("large".into(), 2)]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_controllers_without_leader_election_start_and_stop_exactly_what_is_asked() {
+    let ns = "twice";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 10, 4096, 4096);
+    for name in ["c1", "c2"] {
+        g.controller(name, &["--leader-elect=false"]);
+    }
+    g.instances_connected(ns, 10).await;
+    g.apply(
+        ns,
+        &[
+            task_definition("web", 128, &["httpd"], "1"),
+            service("web", "web", 10, json!({})),
+        ],
+    )
+    .await;
+    let running = |n: i32| {
+        move |s: &crds::v1alpha1::Service| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == n)
+        }
+    };
+    g.service_until(ns, "web", "10 running", running(10)).await;
+    let services = g.api::<crds::v1alpha1::Service>(ns);
+    let scale = |n: i32| {
+        let services = services.clone();
+        async move {
+            services
+                .patch(
+                    "web",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"desiredCount": n}})),
+                )
+                .await
+                .expect("scaled");
+        }
+    };
+    scale(60).await;
+    g.service_until(ns, "web", "60 running", running(60)).await;
+    scale(20).await;
+    g.service_until(ns, "web", "20 running", running(20)).await;
+
+    // Stopped tasks are kept (an hour by default), so every task either
+    // controller ever started is listed: a second start of a slot, or a
+    // task stopped beyond the 40 asked for and replaced, shows as more.
+    let tasks = g
+        .api::<Task>(ns)
+        .list(&ListParams::default().labels("gantry.dev/service=web"))
+        .await
+        .expect("listed")
+        .items;
+    let stopping = tasks
+        .iter()
+        .filter(|t| t.spec.desired_status == crds::v1alpha1::DesiredStatus::Stopped)
+        .count();
+    let names: Vec<String> = tasks.iter().map(ResourceExt::name_any).collect();
+    assert_eq!((tasks.len(), stopping), (60, 40), "{names:?}");
+}

@@ -527,9 +527,20 @@ fn says_who_the_caller_is_and_what_it_may_do(admin: &Cli, dir: &Path) {
         assert_eq!(cli.ok(args).trim(), answer, "{args:?}");
     }
     // "no" is kubectl's answer with exit code 1.
-    let out = read_only.run(&["auth", "can-i", "create", "configmaps", "-n", "prod"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no"));
+    for question in [
+        &["auth", "can-i", "create", "configmaps", "-n", "prod"][..],
+        &["auth", "can-i", "get", "secrets", "-n", "prod"],
+        &["get", "secrets", "-n", "prod"],
+    ] {
+        let out = read_only.run(question);
+        assert!(!out.status.success(), "{question:?}");
+        if question[0] == "auth" {
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with("no"));
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.contains("Forbidden"), "{err}");
+        }
+    }
 }
 
 /// A Deployment manifest: containers `web` (with `env`) and `log`.

@@ -249,7 +249,7 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
     assert_eq!(spec.replicas, Some(2));
     let container = &spec.template.spec.expect("pod spec").containers[0];
     let args = container.args.clone().unwrap_or_default();
-    assert!(args.contains(&"--leader-elect".to_owned()), "{args:?}");
+    assert!(args.contains(&"--leader-elect=true".to_owned()), "{args:?}");
     assert!(container.liveness_probe.is_some() && container.readiness_probe.is_some());
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     assert!(

@@ -344,7 +344,7 @@ async fn discovers_gantry_kinds(client: &Client) {
 }
 
 #[tokio::test]
-async fn tokens_are_required_and_the_read_only_one_cannot_write() {
+async fn tokens_are_required_and_the_read_only_one_cannot_write_or_read_secrets() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path(), Options::default()).await;
 
@@ -355,14 +355,40 @@ async fn tokens_are_required_and_the_read_only_one_cannot_write() {
         Some(401)
     );
 
+    let secrets: Api<Secret> = Api::namespaced(admin(&server).await, "default");
+    for name in ["a", "b", "c"] {
+        let secret: Secret =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("secret");
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("created");
+    }
+
     let reader = client_from(&server.kubeconfig_for(&server.credentials.read_only_token)).await;
-    let api: Api<ConfigMap> = Api::namespaced(reader, "default");
+    let api: Api<ConfigMap> = Api::namespaced(reader.clone(), "default");
     api.list(&ListParams::default()).await.expect("reads");
     let err = api
         .create(&PostParams::default(), &config_map("x", "1"))
         .await
         .expect_err("403");
     assert_eq!(api_code(&err), Some(403));
+
+    // As Kubernetes' view role: everything but Secrets.
+    let namespaced: Api<Secret> = Api::namespaced(reader.clone(), "default");
+    let everywhere: Api<Secret> = Api::all(reader);
+    let refusals = [
+        namespaced.get("b").await.map(drop),
+        namespaced.list(&ListParams::default()).await.map(drop),
+        everywhere.list(&ListParams::default()).await.map(drop),
+        namespaced
+            .watch(&WatchParams::default(), "0")
+            .await
+            .map(drop),
+    ];
+    for refusal in refusals {
+        assert_eq!(api_code(&refusal.expect_err("refused")), Some(403));
+    }
     server.shutdown().await;
 }
 
@@ -1387,5 +1413,63 @@ async fn custom_resources_are_field_selected_by_name_and_namespace_only() {
         panic!("a watch by spec.networkMode was accepted");
     };
     assert_eq!(api_code(&err), Some(400));
+    server.shutdown().await;
+}
+
+/// The file's mode in octal, as `ls` and `chmod` speak of it.
+fn mode(path: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode();
+    format!("{:o}", mode & 0o777)
+}
+
+#[tokio::test]
+async fn the_data_directory_is_readable_by_its_owner_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let server = start(&data, Options::default()).await;
+    // A Secret makes the store write: the journal exists too.
+    let api: Api<Secret> = Api::namespaced(admin(&server).await, "default");
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "s"}, "stringData": {"password": "hunter2"}
+    }))
+    .expect("secret");
+    api.create(&PostParams::default(), &secret)
+        .await
+        .expect("created");
+    for private_dir in ["", "store", "pki"] {
+        assert_eq!(mode(&data.join(private_dir)), "700", "{private_dir:?}");
+    }
+    for private_file in [
+        "store/gantry.db",
+        "store/gantry.db-wal",
+        "store/gantry.db-shm",
+        "pki/ca.key",
+        "pki/server.key",
+        "pki/admin.token",
+        "pki/read-only.token",
+        "kubeconfig",
+    ] {
+        assert_eq!(mode(&data.join(private_file)), "600", "{private_file}");
+    }
+    server.shutdown().await;
+
+    // What an older version left open is closed on the next start.
+    use std::os::unix::fs::PermissionsExt;
+    for (path, open) in [
+        ("", 0o755),
+        ("store/gantry.db", 0o644),
+        ("pki/admin.token", 0o644),
+    ] {
+        std::fs::set_permissions(data.join(path), std::fs::Permissions::from_mode(open))
+            .expect("chmod");
+    }
+    let server = start(&data, Options::default()).await;
+    assert_eq!(mode(&data), "700");
+    assert_eq!(mode(&data.join("store/gantry.db")), "600");
+    assert_eq!(mode(&data.join("pki/admin.token")), "600");
     server.shutdown().await;
 }

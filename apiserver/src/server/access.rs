@@ -1,12 +1,15 @@
 //! Who a request comes from and what it may do: the admin token may do
-//! anything; the read-only token may get, list and watch. Clients ask
+//! anything; the read-only token may get, list and watch everything but
+//! Secrets, as Kubernetes' `view` role may (Secrets hold credentials, and
+//! reading a ServiceAccount's token is acting as it). Clients ask
 //! through SelfSubjectAccessReview (`kubectl auth can-i`) and
 //! SelfSubjectReview (`kubectl auth whoami`), answered here from the
 //! same rule the authentication layer enforces, never stored.
 
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
 
-use super::objects::meta::now;
+use super::{objects::meta::now, pki::Credentials};
 
 /// The identity a bearer token stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,6 +21,43 @@ pub(crate) enum Identity {
 /// The verbs the read-only token may use.
 const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
 
+/// What a request acts on: an API group (`""` for the core group) and a
+/// resource (`*` for all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Resource<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) resource: &'a str,
+}
+
+impl Resource<'_> {
+    /// Whether this is, or takes in, the core group's Secrets.
+    fn holds_secrets(self) -> bool {
+        matches!(self.group, "" | "*") && matches!(self.resource, "secrets" | "*")
+    }
+}
+
+/// The resource a REST path acts on: `/api/v1/[watch/][namespaces/NS/]R…`
+/// or `/apis/G/V/…` alike. `None` for paths that are not resources
+/// (discovery, OpenAPI, `/version`).
+pub(crate) fn resource_of(path: &str) -> Option<Resource<'_>> {
+    let mut segments = path.trim_matches('/').split('/');
+    let group = match segments.next()? {
+        "api" => "",
+        "apis" => segments.next()?,
+        _ => return None,
+    };
+    segments.next()?; // the version
+    let mut rest: Vec<&str> = segments.collect();
+    if rest.first() == Some(&"watch") {
+        rest.remove(0);
+    }
+    // `namespaces/NS` is a namespace itself unless something follows it.
+    if rest.len() >= 3 && rest[0] == "namespaces" {
+        rest.drain(..2);
+    }
+    rest.first().map(|&resource| Resource { group, resource })
+}
+
 /// The Kubernetes verb an HTTP method is, for the rule above (a GET may
 /// be a get, list or watch: all reads).
 pub(crate) fn verb_of(method: &axum::http::Method) -> &'static str {
@@ -28,6 +68,24 @@ pub(crate) fn verb_of(method: &axum::http::Method) -> &'static str {
         axum::http::Method::PATCH => "patch",
         axum::http::Method::DELETE => "delete",
         _ => "*",
+    }
+}
+
+/// Who `token` is. Compared in constant time, so that how long a refusal
+/// takes says nothing about how much of a token was right.
+pub(crate) fn identify(token: &str, credentials: &Credentials) -> Option<Identity> {
+    let is = |known: &str| bool::from(token.as_bytes().ct_eq(known.as_bytes()));
+    // Both are compared whichever matches, for the same reason.
+    let (admin, read_only) = (
+        is(&credentials.admin_token),
+        is(&credentials.read_only_token),
+    );
+    if admin {
+        Some(Identity::Admin)
+    } else if read_only {
+        Some(Identity::ReadOnly)
+    } else {
+        None
     }
 }
 
@@ -50,16 +108,19 @@ impl Identity {
     pub(crate) fn limit(self) -> &'static str {
         match self {
             Self::Admin => "the admin token may do anything",
-            Self::ReadOnly => "the read-only token may only get, list and watch",
+            Self::ReadOnly => "the read-only token may only get, list and watch, and not Secrets",
         }
     }
 
     /// Whether this identity may use `verb` (Kubernetes' verbs: get,
-    /// list, create, …; `*` for all).
-    pub(crate) fn may(self, verb: &str) -> bool {
+    /// list, create, …; `*` for all) on `resource` (`None` for a path
+    /// that is not a resource).
+    pub(crate) fn may(self, verb: &str, resource: Option<Resource<'_>>) -> bool {
         match self {
             Self::Admin => true,
-            Self::ReadOnly => READ_VERBS.contains(&verb),
+            Self::ReadOnly => {
+                READ_VERBS.contains(&verb) && !resource.is_some_and(Resource::holds_secrets)
+            }
         }
     }
 
@@ -72,10 +133,20 @@ impl Identity {
             .or_else(|| spec.pointer("/nonResourceAttributes/verb"))
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let allowed = self.may(verb);
+        let resource = spec.get("resourceAttributes").map(|attributes| Resource {
+            group: attributes
+                .get("group")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            resource: attributes
+                .get("resource")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        });
+        let allowed = self.may(verb, resource);
         let reason = match (self, allowed) {
             (Self::ReadOnly, true) => format!("the read-only token may {verb}"),
-            (Self::ReadOnly, false) => format!("{}, not {verb}", self.limit()),
+            (Self::ReadOnly, false) => self.limit().to_owned(),
             (Self::Admin, _) => self.limit().to_owned(),
         };
         if let Some(map) = review.as_object_mut() {
@@ -104,6 +175,76 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_are_known_whole_or_not_at_all() {
+        let credentials = Credentials {
+            ca_pem: String::new(),
+            cert_pem: String::new(),
+            key_pem: String::new(),
+            admin_token: "admin-secret".into(),
+            read_only_token: "reader-secret".into(),
+        };
+        for (token, identity) in [
+            ("admin-secret", Some(Identity::Admin)),
+            ("reader-secret", Some(Identity::ReadOnly)),
+            ("admin-secre", None),
+            ("admin-secret2", None),
+            ("", None),
+        ] {
+            assert_eq!(identify(token, &credentials), identity, "{token:?}");
+        }
+    }
+
+    #[test]
+    fn paths_name_their_group_and_resource() {
+        for (path, expected) in [
+            ("/api/v1/secrets", Some(("", "secrets"))),
+            ("/api/v1/namespaces/default/secrets", Some(("", "secrets"))),
+            (
+                "/api/v1/namespaces/default/secrets/s",
+                Some(("", "secrets")),
+            ),
+            (
+                "/api/v1/watch/namespaces/default/secrets",
+                Some(("", "secrets")),
+            ),
+            ("/api/v1/namespaces/secrets", Some(("", "namespaces"))),
+            ("/api/v1/namespaces", Some(("", "namespaces"))),
+            (
+                "/apis/apps/v1/namespaces/x/deployments",
+                Some(("apps", "deployments")),
+            ),
+            (
+                "/apis/gantry.dev/v1alpha1/secrets",
+                Some(("gantry.dev", "secrets")),
+            ),
+            ("/api/v1", None),
+            ("/apis", None),
+            ("/version", None),
+        ] {
+            let found = resource_of(path).map(|r| (r.group, r.resource));
+            assert_eq!(found, expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn the_read_only_token_may_not_read_secrets() {
+        let review = |group: &str, resource: &str| json!({"spec": {"resourceAttributes": {"verb": "get", "group": group, "resource": resource}}});
+        for (group, resource, allowed) in [
+            ("", "secrets", false),
+            ("", "*", false),
+            ("*", "*", false),
+            ("", "configmaps", true),
+            ("gantry.dev", "secrets", true),
+        ] {
+            let answer = Identity::ReadOnly.access_review(review(group, resource));
+            assert_eq!(answer["status"]["allowed"], allowed, "{group}/{resource}");
+        }
+        let secrets = resource_of("/api/v1/namespaces/default/secrets");
+        assert!(!Identity::ReadOnly.may("list", secrets));
+        assert!(Identity::Admin.may("list", secrets));
+    }
 
     #[test]
     fn the_read_only_token_may_only_read_and_the_admin_anything() {

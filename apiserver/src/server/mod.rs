@@ -107,6 +107,8 @@ impl Server {
     /// # Errors
     /// When the data directory, the certificates or the listener fail.
     pub async fn start(config: Config) -> Result<Self, Error> {
+        crate::private::create_dir(&config.data_dir)
+            .map_err(|e| Error::Io(format!("{}: {e}", config.data_dir.display())))?;
         let store = Store::open(&config.data_dir.join("store"), config.store.clone())?;
         let credentials = pki::ensure(
             &config.data_dir.join("pki"),
@@ -236,18 +238,12 @@ fn write_kubeconfig(path: &Path, addr: SocketAddr, credentials: &Credentials) ->
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
     }
-    std::fs::write(
+    // The admin token is in it.
+    crate::private::write(
         path,
-        kubeconfig_yaml(addr, &credentials.ca_pem, &credentials.admin_token),
+        kubeconfig_yaml(addr, &credentials.ca_pem, &credentials.admin_token).as_bytes(),
     )
-    .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-    }
-    Ok(())
+    .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
 /// Bearer tokens: none or an unknown one is 401; the read-only token may
@@ -263,15 +259,14 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let identity = match token {
-        Some(t) if t == app.credentials.admin_token => Identity::Admin,
-        Some(t) if t == app.credentials.read_only_token => Identity::ReadOnly,
-        _ => return ApiError::Unauthorized.into_response(),
+    let Some(identity) = token.and_then(|token| access::identify(token, &app.credentials)) else {
+        return ApiError::Unauthorized.into_response();
     };
     // Reviews only ask, so anyone may ask them; everything else is the
     // verb the method is, under the identity's rule.
     let review = *request.method() == Method::POST && review_of(path).is_some();
-    if !review && !identity.may(access::verb_of(request.method())) {
+    let verb = access::verb_of(request.method());
+    if !review && !identity.may(verb, access::resource_of(path)) {
         return ApiError::Forbidden(format!(
             "User \"{}\" cannot {} {path}: {}",
             identity.username(),

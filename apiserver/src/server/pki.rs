@@ -28,13 +28,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), Error> {
-    fs::write(path, contents).map_err(io(path))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io(path))?;
-    }
-    Ok(())
+    crate::private::write(path, contents.as_bytes()).map_err(io(path))
 }
 
 fn token() -> String {
@@ -51,8 +45,11 @@ fn token() -> String {
 /// # Errors
 /// When files cannot be read or written, or a certificate cannot be made.
 pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, Error> {
-    fs::create_dir_all(dir).map_err(io(dir))?;
+    crate::private::create_dir(dir).map_err(io(dir))?;
     let file = |name: &str| -> PathBuf { dir.join(name) };
+    for secret in ["ca.key", "server.key", "admin.token", "read-only.token"] {
+        crate::private::restrict_file(&file(secret)).map_err(io(&file(secret)))?;
+    }
     let tls = |e: rcgen::Error| Error::Tls(e.to_string());
 
     let (ca_key, ca_params) = if file("ca.key").exists() {

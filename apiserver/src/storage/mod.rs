@@ -200,9 +200,17 @@ impl Store {
     /// # Errors
     /// When the directory or the database cannot be opened.
     pub fn open(dir: &Path, options: Options) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Database(format!("{}: {e}", dir.display())))?;
-        let (log, loaded) = sqlite::Log::open(&dir.join("gantry.db"), options.event_window)
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |e: std::io::Error| StoreError::Database(format!("{path}: {e}"))
+        };
+        crate::private::create_dir(dir).map_err(io(dir))?;
+        let database = dir.join("gantry.db");
+        crate::private::create_file(&database).map_err(io(&database))?;
+        for journal in ["gantry.db-wal", "gantry.db-shm"] {
+            crate::private::restrict_file(&dir.join(journal)).map_err(io(&dir.join(journal)))?;
+        }
+        let (log, loaded) = sqlite::Log::open(&database, options.event_window)
             .map_err(|e| StoreError::Database(e.to_string()))?;
         let compacted = loaded
             .events

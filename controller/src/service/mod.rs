@@ -5,7 +5,9 @@
 //!
 //! Tasks are listed from the API server on each reconcile rather than from
 //! a cache: a list is a consistent read, so a reconcile always sees the
-//! tasks the previous one created and never starts them twice.
+//! tasks the previous one created. Tasks are named by deployment slot
+//! (plan/slots.rs), so that two controllers reconciling at once without
+//! leader election start a slot once: the second create is a conflict.
 
 pub mod endpoints;
 pub mod plan;
@@ -37,7 +39,6 @@ use kube::{
         watcher::{self, watcher},
     },
 };
-use rand::RngExt;
 use serde_json::json;
 
 use crate::{Context, convert, runner};
@@ -425,14 +426,6 @@ async fn write_status(
     Ok(())
 }
 
-fn suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 /// The Task a service starts for `new`.
 #[must_use]
 pub fn task_for(service: &Service, new: &NewTask) -> Task {
@@ -454,7 +447,7 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
     };
     Task {
         metadata: ObjectMeta {
-            name: Some(format!("{name}-{}-{}", new.deployment, suffix())),
+            name: Some(new.name.clone()),
             namespace: service.namespace(),
             labels: Some(BTreeMap::from([
                 (labels::SERVICE.to_owned(), name.clone()),
@@ -481,18 +474,16 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
 }
 
 async fn create(api: &Api<Task>, service: &Service, new: &NewTask) -> Result<(), kube::Error> {
-    for _ in 0..3 {
-        match api
-            .create(&PostParams::default(), &task_for(service, new))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            // A name taken by chance: draw another.
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => return Err(e),
-        }
+    match api
+        .create(&PostParams::default(), &task_for(service, new))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Taken: another reconcile that saw the same tasks started this
+        // slot (see plan/slots.rs).
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e),
     }
-    Ok(())
 }
 
 /// Stop a task with the service's stop code and reason. The reason is

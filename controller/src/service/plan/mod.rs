@@ -32,6 +32,7 @@ pub mod desired;
 pub mod facts;
 pub mod replace;
 pub mod scale_in;
+pub mod slots;
 pub mod starts;
 pub mod status;
 pub mod targets;
@@ -77,6 +78,8 @@ pub struct Input<'a> {
 /// A task to create.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewTask {
+    /// Its name: the deployment's next free slot ([`slots`]).
+    pub name: String,
     pub deployment: u32,
     pub revision: i64,
     pub definition: TaskDefinitionSpec,
@@ -349,11 +352,15 @@ impl<'a> Round<'a> {
             ));
             plan.requeue = sooner(plan.requeue, facts::wait(now, until));
         }
+        let deployment = serial(&self.primary.id);
+        let names = slots::next(&self.name, deployment, self.input.tasks, starts.on.len());
         plan.create = starts
             .on
             .into_iter()
-            .map(|instance| NewTask {
-                deployment: serial(&self.primary.id),
+            .zip(names)
+            .map(|(instance, name)| NewTask {
+                name,
+                deployment,
                 revision: self.primary.task_definition_revision,
                 definition: definition.clone(),
                 instance,
