@@ -1473,3 +1473,120 @@ async fn the_data_directory_is_readable_by_its_owner_only() {
     assert_eq!(mode(&data.join("pki/admin.token")), "600");
     server.shutdown().await;
 }
+
+/// The status a refused request got.
+fn refusal(err: Error) -> kube::core::Status {
+    match err {
+        Error::Api(status) => *status,
+        other => panic!("not an API refusal: {other}"),
+    }
+}
+
+fn first_cause(status: &kube::core::Status) -> (String, String, String) {
+    let cause = status
+        .details
+        .as_ref()
+        .and_then(|d| d.causes.first())
+        .unwrap_or_else(|| panic!("a cause: {status:?}"));
+    (
+        cause.reason.clone(),
+        cause.field.clone(),
+        cause.message.clone(),
+    )
+}
+
+#[tokio::test]
+async fn a_resource_version_that_is_no_number_or_from_the_future_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), Options::default()).await;
+    let yaml = std::fs::read_to_string(&server.kubeconfig).expect("kubeconfig written");
+    let kubeconfig = Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses");
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("config");
+    // kube-rs retries a 504 up to 15 times by default; once is enough here.
+    config.default_retry = false;
+    let api: Api<ConfigMap> = Api::namespaced(Client::try_from(config).expect("client"), "default");
+    for name in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &config_map(name, "1"))
+            .await
+            .expect("created");
+    }
+    let before = api.get("b").await.expect("b");
+
+    // Not a number: refused, where it used to be an unconditional write.
+    let mut replaced = config_map("b", "2");
+    replaced.metadata.resource_version = Some("abc".into());
+    let put = refusal(
+        api.replace("b", &PostParams::default(), &replaced)
+            .await
+            .expect_err("refused"),
+    );
+    let patched = api
+        .patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"resourceVersion": "abc"}, "data": {"key": "3"}})),
+        )
+        .await
+        .expect_err("refused");
+    for status in [put, refusal(patched)] {
+        assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+        assert_eq!(first_cause(&status).1, "metadata.resourceVersion");
+    }
+    assert_eq!(api.get("b").await.expect("b"), before, "b unchanged");
+
+    // From the future: kube-apiserver's "Too large resource version".
+    let current: u64 = api
+        .list(&ListParams::default())
+        .await
+        .expect("listed")
+        .metadata
+        .resource_version
+        .expect("a revision")
+        .parse()
+        .expect("a number");
+    let future = (current + 1_000).to_string();
+    let listed = api
+        .list(&ListParams::default().at(&future))
+        .await
+        .expect_err("refused");
+    let got = api
+        .get_with(
+            "b",
+            &kube::api::GetParams {
+                resource_version: Some(future.clone()),
+            },
+        )
+        .await
+        .expect_err("refused");
+    for status in [refusal(listed), refusal(got)] {
+        assert_eq!((status.code, status.reason.as_str()), (504, "Timeout"));
+        assert_eq!(
+            status.message,
+            format!("Timeout: Too large resource version: {future}, current: {current}")
+        );
+        assert_eq!(first_cause(&status).0, "ResourceVersionTooLarge");
+        assert_eq!(status.details.map(|d| d.retry_after_seconds), Some(1));
+    }
+    // A watch from there is told to list again (410), cause and all.
+    let mut events = api
+        .watch(&WatchParams::default(), &future)
+        .await
+        .expect("watch opened")
+        .boxed();
+    match events.try_next().await.expect("an event") {
+        Some(WatchEvent::Error(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+            assert_eq!(first_cause(&status).0, "ResourceVersionTooLarge");
+        }
+        other => panic!("expected a 410: {other:?}"),
+    }
+    // The current revision itself is fine for all three.
+    let at_current = current.to_string();
+    api.list(&ListParams::default().at(&at_current))
+        .await
+        .expect("listed at the current revision");
+    server.shutdown().await;
+}

@@ -7,7 +7,10 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use crate::{FieldErrors, storage::StoreError};
+use crate::{
+    FieldErrors,
+    storage::{Revision, StoreError},
+};
 
 /// A request that did not succeed.
 #[derive(Debug)]
@@ -45,6 +48,16 @@ pub enum ApiError {
     BadRequest(String),
     /// 410: the resourceVersion is older than the event log.
     Gone(String),
+    /// A resourceVersion newer than the store's: kube-apiserver's 504
+    /// Timeout with the `ResourceVersionTooLarge` cause, which clients
+    /// answer by listing afresh; for a watch, 410 Gone with the same
+    /// cause, the one answer every client (kube-rs's watcher included)
+    /// takes as "list again".
+    TooLargeResourceVersion {
+        requested: Revision,
+        current: Revision,
+        watch: bool,
+    },
     Unauthorized,
     /// 403.
     Forbidden(String),
@@ -140,6 +153,30 @@ impl ApiError {
                 json!({}),
             ),
             Self::Gone(message) => (StatusCode::GONE, "Expired", message.clone(), json!({})),
+            Self::TooLargeResourceVersion {
+                requested,
+                current,
+                watch,
+            } => {
+                let message =
+                    format!("Too large resource version: {requested}, current: {current}");
+                let cause = json!({"reason": "ResourceVersionTooLarge", "message": "Too large resource version"});
+                if *watch {
+                    (
+                        StatusCode::GONE,
+                        "Expired",
+                        message,
+                        json!({"causes": [cause]}),
+                    )
+                } else {
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "Timeout",
+                        format!("Timeout: {message}"),
+                        json!({"causes": [cause], "retryAfterSeconds": 1}),
+                    )
+                }
+            }
             Self::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "Unauthorized",
@@ -212,6 +249,11 @@ impl ApiError {
             StoreError::Gone { requested, oldest } => {
                 Self::Gone(format!("too old resource version: {requested} ({oldest})"))
             }
+            StoreError::TooLarge { requested, current } => Self::TooLargeResourceVersion {
+                requested,
+                current,
+                watch: false,
+            },
             StoreError::Closed | StoreError::Database(_) => Self::Internal(err.to_string()),
         }
     }
@@ -219,7 +261,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (code, ..) = self.parts();
-        (code, axum::Json(self.status())).into_response()
+        let (code, .., details) = self.parts();
+        let mut response = (code, axum::Json(self.status())).into_response();
+        // As kube-apiserver, the retry hint goes in the header too, which
+        // is what clients' retry layers read.
+        if let Some(seconds) = details.get("retryAfterSeconds").and_then(Value::as_u64) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -100,6 +100,13 @@ pub enum StoreError {
         requested: Revision,
         oldest: Revision,
     },
+    /// A revision the store has not reached: the client saw writes the
+    /// store no longer has, or made the revision up.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooLarge {
+        requested: Revision,
+        current: Revision,
+    },
     #[error("the store is closed")]
     Closed,
     #[error("storage failure: {0}")]
@@ -351,7 +358,8 @@ impl Store {
     /// then every event after them.
     ///
     /// # Errors
-    /// `Gone` when `from` is older than the event log.
+    /// `Gone` when `from` is older than the event log, `TooLarge` when it
+    /// is newer than the store.
     pub fn watch(&self, prefix: &str, from: Option<Revision>) -> Result<Watch, StoreError> {
         // Subscribe before reading, so no event falls between the two.
         let live = self.shared.events.subscribe();
@@ -386,6 +394,12 @@ impl Store {
 
 /// Logged events under `prefix` after `from`.
 fn replay(state: &State, prefix: &str, from: Revision) -> Result<VecDeque<Arc<Event>>, StoreError> {
+    if from > state.revision {
+        return Err(StoreError::TooLarge {
+            requested: from,
+            current: state.revision,
+        });
+    }
     if from < state.compacted {
         return Err(StoreError::Gone {
             requested: from,

@@ -70,6 +70,7 @@ pub(super) fn list(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
     let selector = read.selector()?;
     let prefix = read.prefix();
     let (mut revision, objects) = app.store.list(&prefix);
+    super::request::readable_at(query, revision)?;
     let after = match query.get("continue").filter(|c| !c.is_empty()) {
         Some(token) => {
             let bytes = base64::engine::general_purpose::STANDARD

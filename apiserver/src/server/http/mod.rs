@@ -101,6 +101,7 @@ async fn respond(
             Ok((StatusCode::CREATED, shown(&created)).into_response())
         }
         (Method::GET, Some(name), None | Some("status")) => {
+            request::readable_at(request.query, app.store.revision())?;
             let (revision, object) = target.stored(app, name)?;
             if as_table {
                 let rows = table::table(resource, &[&object], &revision.to_string(), false);

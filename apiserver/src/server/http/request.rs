@@ -12,10 +12,13 @@ use axum::{
 };
 use serde_json::Value;
 
-use crate::server::{
-    objects::{ApplyRequest, FieldValidation, Propagation, Target},
-    protobuf,
-    status::ApiError,
+use crate::{
+    server::{
+        objects::{ApplyRequest, FieldValidation, Propagation, Target},
+        protobuf,
+        status::ApiError,
+    },
+    storage::Revision,
 };
 
 /// The parts of a request the handlers read.
@@ -24,6 +27,44 @@ pub(super) struct Request<'a> {
     pub(super) query: &'a HashMap<String, String>,
     pub(super) headers: &'a HeaderMap,
     pub(super) body: &'a Bytes,
+}
+
+/// The `resourceVersion` a read names: `None` for "any" (absent, empty or
+/// `0`).
+///
+/// # Errors
+/// 400 when it is not a number.
+pub(super) fn resource_version(
+    query: &HashMap<String, String>,
+) -> Result<Option<Revision>, ApiError> {
+    match query.get("resourceVersion").map(String::as_str) {
+        None | Some("" | "0") => Ok(None),
+        Some(rv) => rv
+            .parse::<Revision>()
+            .map(Some)
+            .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}"))),
+    }
+}
+
+/// Refuse a read at a resourceVersion the store has not reached. Reads
+/// are served at the latest revision, which is at least any older one a
+/// client may name (`resourceVersionMatch=NotOlderThan`, the default).
+///
+/// # Errors
+/// 400 for a resourceVersion that is not a number; kube-apiserver's 504
+/// "Too large resource version" for one newer than the store.
+pub(super) fn readable_at(
+    query: &HashMap<String, String>,
+    current: Revision,
+) -> Result<(), ApiError> {
+    match resource_version(query)? {
+        Some(requested) if requested > current => Err(ApiError::TooLargeResourceVersion {
+            requested,
+            current,
+            watch: false,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Take the write options from the query: `dryRun` and

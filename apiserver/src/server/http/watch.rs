@@ -22,13 +22,7 @@ pub(super) fn watch(app: &App, read: &Read<'_>) -> Result<Response, ApiError> {
     let query = read.query;
     let selector = read.selector()?;
     let prefix = read.prefix();
-    let from = match query.get("resourceVersion").map(String::as_str) {
-        None | Some("" | "0") => None,
-        Some(rv) => Some(
-            rv.parse::<Revision>()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resourceVersion {rv:?}")))?,
-        ),
-    };
+    let from = super::request::resource_version(query)?;
     let timeout = query
         .get("timeoutSeconds")
         .and_then(|t| t.parse().ok())
@@ -111,8 +105,17 @@ fn async_watch(
             let mut watch = match opened {
                 Ok(watch) => watch,
                 Err(e) => {
-                    let status = ApiError::from_store(e, &resource.qualified(), "").status();
-                    return Some((line("ERROR", &status), None));
+                    let error = match ApiError::from_store(e, &resource.qualified(), "") {
+                        ApiError::TooLargeResourceVersion {
+                            requested, current, ..
+                        } => ApiError::TooLargeResourceVersion {
+                            requested,
+                            current,
+                            watch: true,
+                        },
+                        error => error,
+                    };
+                    return Some((line("ERROR", &error.status()), None));
                 }
             };
             let bookmark_every = Duration::from_secs(60);

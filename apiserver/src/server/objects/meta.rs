@@ -4,7 +4,7 @@
 //! HTTP layer take these from one place without depending on each other.
 
 use rand::RngExt;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::{server::status::ApiError, storage::Revision};
 
@@ -87,6 +87,22 @@ pub(crate) fn metadata_mut(object: &mut Value) -> &mut Map<String, Value> {
 /// The revision the object says it was read at.
 pub(crate) fn revision_of(object: &Value) -> Option<Revision> {
     meta(object, "resourceVersion").and_then(|r| r.parse().ok())
+}
+
+/// The revision a write names as read, if any (an empty string names
+/// none, as on kube-apiserver).
+///
+/// # Errors
+/// The resourceVersion as written, when it is no revision. kube-apiserver
+/// answers such a write with a 500; here it is a 422 naming the field, and
+/// never, as it once was, an unconditional write.
+pub(crate) fn named_revision(object: &Value) -> Result<Option<Revision>, Value> {
+    match object.pointer("/metadata/resourceVersion") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(rv)) if rv.is_empty() => Ok(None),
+        Some(Value::String(rv)) => rv.parse().map(Some).map_err(|_| json!(rv)),
+        Some(other) => Err(other.clone()),
+    }
 }
 
 /// A random (version 4) UUID.

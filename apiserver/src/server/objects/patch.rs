@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use super::{
     admission::check_identity,
     create::create,
-    meta::{meta, metadata_mut, now, well_formed},
+    meta::{meta, metadata_mut, named_revision, now, well_formed},
     strategic,
-    target::{Target, conflict, not_found},
+    target::{Target, conflict, invalid_revision, not_found},
     update::update,
 };
 use crate::{
@@ -135,10 +135,8 @@ pub(crate) async fn rescale(
             }
             Some(_) => json_patch::merge(&mut scale, change),
         }
-        let precondition = scale
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|r| r.parse().ok())
+        let precondition = named_revision(&scale)
+            .map_err(|rv| invalid_revision(resource, name, rv))?
             .unwrap_or(revision);
         let mut next = scale::apply(resource, &current, &scale)?;
         metadata_mut(&mut next).insert(

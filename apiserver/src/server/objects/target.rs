@@ -106,6 +106,22 @@ pub(super) fn not_found(resource: &Resource, name: &str) -> ApiError {
 }
 
 /// The object moved on since the writer read it.
+/// 422 for a resourceVersion that is no revision (see
+/// [`super::meta::named_revision`]).
+pub(super) fn invalid_revision(resource: &Resource, name: &str, value: Value) -> ApiError {
+    ApiError::Invalid {
+        kind: resource.kind.clone(),
+        group: resource.group.clone(),
+        name: name.to_owned(),
+        errors: crate::FieldErrors(vec![crate::FieldError {
+            field: "metadata.resourceVersion".into(),
+            kind: crate::FieldErrorKind::Invalid,
+            value: Some(value),
+            detail: "must be a resourceVersion read from the server".into(),
+        }]),
+    }
+}
+
 pub(super) fn conflict(resource: &Resource, name: &str) -> ApiError {
     ApiError::Conflict {
         resource: resource.qualified(),

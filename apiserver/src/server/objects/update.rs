@@ -8,8 +8,8 @@ use serde_json::{Map, Value, json};
 
 use super::{
     admission::{admit, check_identity},
-    meta::{meta, metadata_mut, revision_of},
-    target::{Target, conflict},
+    meta::{meta, metadata_mut, named_revision},
+    target::{Target, conflict, invalid_revision},
 };
 use crate::{
     FieldError, FieldErrorKind, FieldErrors,
@@ -68,7 +68,8 @@ fn precondition(
     object: &Value,
     current_revision: Revision,
 ) -> Result<Option<Revision>, ApiError> {
-    let precondition = match revision_of(object) {
+    let named = named_revision(object).map_err(|rv| invalid_revision(resource, name, rv))?;
+    let precondition = match named {
         Some(revision) => Some(revision),
         None if resource.custom => {
             return Err(ApiError::Invalid {
