@@ -639,3 +639,61 @@ async fn two_controllers_without_leader_election_start_and_stop_exactly_what_is_
     let names: Vec<String> = tasks.iter().map(ResourceExt::name_any).collect();
     assert_eq!((tasks.len(), stopping), (60, 40), "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_cut_short_between_its_two_writes_is_finished() {
+    let ns = "halfway";
+    let mut g = Gantry::start(ns).await;
+    g.controller("controller", &[]);
+    let tasks = g.api::<Task>(ns);
+    for name in ["a", "b", "c"] {
+        // Bound to an instance that is gone, and no scheduler's: nothing
+        // but the repair below touches them.
+        let task: Task = serde_json::from_value(json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "Task",
+            "metadata": {"name": name},
+            "spec": {"taskDefinition": "web", "schedulerName": "nobody", "containerInstance": "gone"},
+        }))
+        .expect("a task");
+        tasks
+            .create(&kube::api::PostParams::default(), &task)
+            .await
+            .expect("created");
+    }
+    // What a controller killed after a stop's status write and before its
+    // spec write leaves behind.
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    tasks
+        .patch_status(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {
+                "lastStatus": "STOPPED", "stopCode": "TerminationNotice",
+                "stoppedReason": "instance lost", "stoppedAt": now,
+            }})),
+        )
+        .await
+        .expect("status written");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = tasks.get("b").await.expect("b");
+        if b.spec.desired_status == crds::v1alpha1::DesiredStatus::Stopped {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b still desired {:?}",
+            b.spec.desired_status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for name in ["a", "c"] {
+        let task = tasks.get(name).await.expect("task");
+        assert_eq!(
+            task.spec.desired_status,
+            crds::v1alpha1::DesiredStatus::Running,
+            "{name} is left alone"
+        );
+    }
+}

@@ -1,7 +1,12 @@
 //! Tasks after their run: stopped tasks are deleted after the retention
 //! period (ECS keeps them visible for about an hour), a task stopped
-//! before any agent took it is marked STOPPED here (no agent will), and
-//! the tasks-by-status gauge is kept.
+//! before any agent took it is marked STOPPED here (no agent will), a
+//! STOPPED task still desired RUNNING is desired STOPPED, and the
+//! tasks-by-status gauge is kept.
+//!
+//! The last two repair stops cut short: a stop is two writes, status and
+//! spec (the status subresource takes no spec, the object no status), and
+//! a controller killed between them leaves the task half stopped.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -29,6 +34,9 @@ pub enum Chore {
     None,
     /// Stopped before placement: record it STOPPED.
     MarkStopped,
+    /// STOPPED, but still desired RUNNING: a stopped task never runs
+    /// again, so it is desired STOPPED, as ECS shows every stopped task.
+    DesireStopped,
     /// Stopped longer ago than the retention period.
     Delete,
 }
@@ -36,6 +44,11 @@ pub enum Chore {
 #[must_use]
 pub fn chore(task: &Task, retention: Duration, now: Timestamp) -> Chore {
     let status = task.status.clone().unwrap_or_default();
+    if status.last_status == Some(TaskLastStatus::Stopped)
+        && task.spec.desired_status == DesiredStatus::Running
+    {
+        return Chore::DesireStopped;
+    }
     if status.last_status == Some(TaskLastStatus::Stopped) {
         let stopped = status
             .stopped_at
@@ -114,6 +127,7 @@ async fn sweep(context: &Context, store: &Store<Task>) {
             Chore::None => continue,
             Chore::Delete => delete(context, &task).await,
             Chore::MarkStopped => mark_stopped(context, &task, now).await,
+            Chore::DesireStopped => desire_stopped(context, &task).await,
         };
         context
             .metrics
@@ -137,6 +151,26 @@ async fn delete(context: &Context, task: &Task) -> Result<(), kube::Error> {
         &task.namespace().unwrap_or_default(),
     );
     match api.delete(&task.name_any(), &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn desire_stopped(context: &Context, task: &Task) -> Result<(), kube::Error> {
+    let api: Api<Task> = Api::namespaced(
+        context.client.clone(),
+        &task.namespace().unwrap_or_default(),
+    );
+    let spec = serde_json::json!({"spec": {"desiredStatus": DesiredStatus::Stopped}});
+    match api
+        .patch(
+            &task.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&spec),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -194,5 +228,8 @@ mod tests {
         });
         assert_eq!(chore(&task, hour, at(3699)), Chore::None);
         assert_eq!(chore(&task, hour, at(3700)), Chore::Delete);
+        // Stopped, but the spec write was cut short.
+        task.spec.desired_status = DesiredStatus::Running;
+        assert_eq!(chore(&task, hour, at(200)), Chore::DesireStopped);
     }
 }
