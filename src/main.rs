@@ -8,6 +8,7 @@ use std::{
 };
 
 mod agent_command;
+mod apiserver_command;
 mod balancer_command;
 mod controller_command;
 mod metrics_endpoint;
@@ -38,8 +39,9 @@ enum Command {
         out_dir: Option<PathBuf>,
     },
     /// Serve the embedded, Kubernetes-compatible control plane until
-    /// Ctrl-C or SIGTERM; state is kept in the data directory.
-    Apiserver(ControlPlaneArgs),
+    /// Ctrl-C or SIGTERM; state is kept in the data directory. Or back up,
+    /// restore or repair its store.
+    Apiserver(ApiserverArgs),
     /// Run the agent: register this host as a ContainerInstance and run
     /// the tasks bound to it in Docker (or a simulated runtime).
     Agent(Box<agent_command::AgentArgs>),
@@ -119,11 +121,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging_with("warn");
             up_command::run(&args)
         }
+        Command::Apiserver(ApiserverArgs {
+            store: Some(command),
+            ..
+        }) => {
+            drop(out);
+            apiserver_command::run(&command)
+        }
         Command::Apiserver(args) => {
             drop(out);
-            serve(&args)
+            serve(&args.serve)
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ApiserverArgs {
+    #[command(flatten)]
+    serve: ControlPlaneArgs,
+    #[command(subcommand)]
+    store: Option<apiserver_command::StoreCommand>,
 }
 
 /// Where the embedded control plane keeps its state and listens: the flags

@@ -261,3 +261,217 @@ async fn gantry_apiserver_caps_connections_by_its_open_file_limit_and_flags() {
     server.kill().expect("stopped");
     server.wait().expect("reaped");
 }
+
+/// `gantry apiserver` on `data`, which must refuse to start: what it said.
+fn refused_start(data: &Path, kubeconfig: &Path) -> String {
+    let mut child = apiserver(data, kubeconfig, "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gantry runs");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("status") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().expect("stopped");
+            panic!("the server started on a store that lost writes");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("piped"), &mut said)
+        .expect("stderr");
+    assert!(!status.success(), "{said}");
+    said
+}
+
+/// `gantry apiserver ARGS` to completion: its stdout.
+fn store_command(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("apiserver")
+        .args(args)
+        .output()
+        .expect("gantry runs");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("listed") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copied");
+        }
+    }
+}
+
+async fn config_maps(api: &Api<ConfigMap>) -> Vec<(String, String)> {
+    api.list(&ListParams::default())
+        .await
+        .expect("listed")
+        .items
+        .into_iter()
+        .filter_map(|cm| Some((cm.metadata.name?, cm.metadata.resource_version?)))
+        .collect()
+}
+
+fn config_map(name: &str, value: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"v": value}}))
+        .expect("config map")
+}
+
+#[tokio::test]
+async fn a_lost_or_damaged_write_ahead_log_is_refused_until_repaired() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, kubeconfig) = (dir.path().join("data"), dir.path().join("kubeconfig"));
+    let mut server = spawn_server(&data, &kubeconfig, "127.0.0.1:0");
+    let api: Api<ConfigMap> = Api::namespaced(common::client(&kubeconfig).await, "default");
+    for n in 0..30 {
+        api.create(&PostParams::default(), &config_map(&format!("cm-{n}"), "1"))
+            .await
+            .expect("created");
+    }
+    // The store records how far it has committed at most every 100 ms:
+    // writes older than that are what a lost log must not silently take.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    api.create(&PostParams::default(), &config_map("last", "1"))
+        .await
+        .expect("created");
+    let seen: u64 = api
+        .list(&ListParams::default())
+        .await
+        .expect("listed")
+        .metadata
+        .resource_version
+        .expect("rv")
+        .parse()
+        .expect("a number");
+    // Killed: the last writes are in the write-ahead log only.
+    server.kill().expect("SIGKILL");
+    server.wait().expect("reaped");
+    let wal = data.join("store/gantry.db-wal");
+    assert!(wal.exists(), "the writes are in the write-ahead log");
+    let damaged = dir.path().join("damaged");
+    copy_dir(&data, &damaged);
+
+    // The log deleted.
+    std::fs::remove_file(&wal).expect("WAL deleted");
+    let _ = std::fs::remove_file(data.join("store/gantry.db-shm"));
+    let said = refused_start(&data, &kubeconfig);
+    for hint in [
+        "write-ahead log",
+        "gantry apiserver repair",
+        "gantry apiserver restore",
+    ] {
+        assert!(said.contains(hint), "{hint:?} in {said}");
+    }
+    // One frame of the log damaged.
+    let wal = damaged.join("store/gantry.db-wal");
+    let mut bytes = std::fs::read(&wal).expect("WAL");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&wal, bytes).expect("damaged");
+    let said = refused_start(&damaged, &kubeconfig);
+    assert!(said.contains("gantry apiserver repair"), "{said}");
+
+    // Accepting what is left: the server starts, past every revision seen.
+    let repaired = store_command(&["repair".as_ref(), "--data-dir".as_ref(), data.as_os_str()]);
+    assert!(repaired.contains("continues at revision"), "{repaired}");
+    let mut server = spawn_server(&data, &kubeconfig, "127.0.0.1:0");
+    let api: Api<ConfigMap> = Api::namespaced(common::client(&kubeconfig).await, "default");
+    let created = api
+        .create(&PostParams::default(), &config_map("after", "1"))
+        .await
+        .expect("writes again");
+    let revision: u64 = created
+        .metadata
+        .resource_version
+        .expect("rv")
+        .parse()
+        .expect("a number");
+    assert!(
+        revision > seen,
+        "{revision} reuses a revision a client saw ({seen})"
+    );
+    server.kill().expect("stopped");
+    server.wait().expect("reaped");
+}
+
+#[tokio::test]
+async fn backup_while_serving_then_restore_keeps_every_object_and_resource_version() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (data, kubeconfig) = (dir.path().join("data"), dir.path().join("kubeconfig"));
+    let mut server = spawn_server(&data, &kubeconfig, "127.0.0.1:0");
+    let api: Api<ConfigMap> = Api::namespaced(common::client(&kubeconfig).await, "default");
+    for name in ["a", "b", "c", "d", "e"] {
+        api.create(&PostParams::default(), &config_map(name, "1"))
+            .await
+            .expect("created");
+    }
+    api.replace("c", &PostParams::default(), &config_map("c", "2"))
+        .await
+        .expect("updated");
+    api.delete("d", &kube::api::DeleteParams::default())
+        .await
+        .expect("deleted");
+    let before = config_maps(&api).await;
+    let backup = dir.path().join("backup.db");
+    let said = store_command(&[
+        "backup".as_ref(),
+        "--data-dir".as_ref(),
+        data.as_os_str(),
+        backup.as_os_str(),
+    ]);
+    assert!(said.contains("backed up at revision"), "{said}");
+    // A write after the backup is not in it.
+    api.create(&PostParams::default(), &config_map("later", "1"))
+        .await
+        .expect("created");
+    let old_revision = before.iter().map(|(_, rv)| rv.clone()).max().expect("some");
+    server.kill().expect("stopped");
+    server.wait().expect("reaped");
+
+    let restored = dir.path().join("restored");
+    let restore = [
+        "restore".as_ref(),
+        "--data-dir".as_ref(),
+        restored.as_os_str(),
+        backup.as_os_str(),
+    ];
+    store_command(&restore);
+    let again = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("apiserver")
+        .args(restore)
+        .output()
+        .expect("gantry runs");
+    assert!(!again.status.success(), "a store is never restored over");
+
+    let kubeconfig = dir.path().join("restored.kubeconfig");
+    let mut server = spawn_server(&restored, &kubeconfig, "127.0.0.1:0");
+    let api: Api<ConfigMap> = Api::namespaced(common::client(&kubeconfig).await, "default");
+    assert_eq!(config_maps(&api).await, before);
+    // A watch from before the restore is told to list again.
+    let mut events = Box::pin(
+        api.watch(&kube::api::WatchParams::default(), &old_revision)
+            .await
+            .expect("watch opened"),
+    );
+    match futures::TryStreamExt::try_next(&mut events)
+        .await
+        .expect("an event")
+    {
+        Some(kube::api::WatchEvent::Error(status)) => assert_eq!(status.code, 410),
+        other => panic!("expected a 410: {other:?}"),
+    }
+    server.kill().expect("stopped");
+    server.wait().expect("reaped");
+}

@@ -254,7 +254,9 @@ impl ApiError {
                 current,
                 watch: false,
             },
-            StoreError::Closed | StoreError::Database(_) => Self::Internal(err.to_string()),
+            StoreError::Closed | StoreError::Database(_) | StoreError::Damaged(_) => {
+                Self::Internal(err.to_string())
+            }
         }
     }
 }

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use super::{Event, EventKind, Revision};
+use super::{Event, EventKind, Revision, StoreError, integrity};
 
 /// What a database holds at open.
 pub(super) struct Loaded {
@@ -39,22 +39,32 @@ const SCHEMA: &str = "
 ";
 
 impl Log {
-    /// Open the database, creating it if needed, and load it.
-    pub(super) fn open(path: &Path, event_window: usize) -> rusqlite::Result<(Self, Loaded)> {
-        let conn = Connection::open(path)?;
+    /// Open the database in `dir`, creating it if needed, check it against
+    /// its `mark` (see integrity.rs), and load it.
+    pub(super) fn open(
+        dir: &Path,
+        event_window: usize,
+        mark: Option<Revision>,
+    ) -> Result<(Self, Loaded), StoreError> {
+        let database = |e: rusqlite::Error| StoreError::Database(e.to_string());
+        let conn = Connection::open(dir.join(integrity::DATABASE)).map_err(database)?;
         // WAL keeps readers and the writer apart; FULL makes every commit
         // durable before it returns.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
-        let revision: Revision = conn
-            .query_row(
-                "SELECT value FROM meta WHERE name = 'revision'",
-                [],
-                |row| row.get::<_, i64>(0),
-            )
-            .optional()?
-            .map_or(0, |r| r as Revision);
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(database)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(database)?;
+        conn.execute_batch(SCHEMA).map_err(database)?;
+        let revision = integrity::counter(&conn).map_err(database)?;
+        integrity::check(&conn, dir, revision, mark)?;
+        Self::load(conn, revision, event_window).map_err(database)
+    }
+
+    fn load(
+        conn: Connection,
+        revision: Revision,
+        event_window: usize,
+    ) -> rusqlite::Result<(Self, Loaded)> {
         let objects = conn
             .prepare("SELECT key, revision, value FROM objects")?
             .query_map([], |row| {
