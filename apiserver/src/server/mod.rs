@@ -149,6 +149,7 @@ impl Server {
                 Arc::clone(&app),
                 authenticate,
             ))
+            .layer(status::catch_panics())
             .with_state(app);
         let handle = axum_server::Handle::new();
         let tls = axum_server::tls_rustls::RustlsAcceptor::new(

@@ -261,6 +261,26 @@ impl ApiError {
     }
 }
 
+/// What answers a request whose handler panicked: the panic is logged and
+/// the client gets a 500 Status, as from any internal error, instead of a
+/// connection dropped with no answer. No input should get here (see
+/// apiserver/tests/any_request.rs); this is the net under that.
+pub(crate) fn catch_panics() -> tower_http::catch_panic::CatchPanicLayer<fn(Panic) -> Response> {
+    tower_http::catch_panic::CatchPanicLayer::custom(panicked as fn(Panic) -> Response)
+}
+
+type Panic = Box<dyn std::any::Any + Send + 'static>;
+
+fn panicked(panic: Panic) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    tracing::error!("a request handler panicked: {what}");
+    ApiError::Internal(format!("the server failed on this request: {what}")).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (code, .., details) = self.parts();
@@ -273,5 +293,49 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{Router, body::Body, http::Request, routing::get};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("index out of bounds")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_with_a_500_status() {
+        let router: Router = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "ok" }))
+            .layer(catch_panics());
+        let request = |path: &str| Request::get(path).body(Body::empty()).expect("request");
+        let answer = router
+            .clone()
+            .oneshot(request("/boom"))
+            .await
+            .expect("answered");
+        assert_eq!(answer.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(answer.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        let status: Value = serde_json::from_slice(&body).expect("a JSON Status");
+        assert_eq!(
+            (status["kind"].as_str(), status["code"].as_u64()),
+            (Some("Status"), Some(500))
+        );
+        assert!(
+            status["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("index out of bounds")),
+            "{status}"
+        );
+        // The server goes on serving.
+        let fine = router.oneshot(request("/fine")).await.expect("answered");
+        assert_eq!(fine.status(), StatusCode::OK);
     }
 }
