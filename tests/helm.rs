@@ -262,13 +262,37 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let role = roles.get("gantry-controller").await.expect("cluster role");
     // Least privilege: no wildcard anywhere.
-    for rule in role.rules.unwrap_or_default() {
+    for rule in role.rules.clone().unwrap_or_default() {
         assert!(!rule.verbs.contains(&"*".to_owned()), "{rule:?}");
         assert!(
             !rule.resources.unwrap_or_default().contains(&"*".to_owned()),
             "wildcard resource"
         );
     }
+    // Leases: read anywhere, written only as the one leader Lease here.
+    let leases = role
+        .rules
+        .iter()
+        .flatten()
+        .filter(|r| r.resources.iter().flatten().any(|r| r == "leases"))
+        .flat_map(|r| r.verbs.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(leases, ["get", "list", "watch"]);
+    let leader: Api<k8s_openapi::api::rbac::v1::Role> = Api::namespaced(client.clone(), ns);
+    let leader = leader
+        .get("gantry-controller-leader")
+        .await
+        .expect("leader role");
+    let renew = leader
+        .rules
+        .iter()
+        .flatten()
+        .find(|r| r.verbs.contains(&"update".to_owned()))
+        .expect("a rule that renews");
+    assert_eq!(
+        renew.resource_names.as_deref(),
+        Some(&["gantry-controller".to_owned()][..])
+    );
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     assert!(
         bindings
@@ -316,13 +340,22 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
         .map(|p| p.containers[0].args.clone().unwrap_or_default())
         .unwrap_or_default();
     assert_eq!(args[0], "balancer", "{args:?}");
-    assert!(
-        daemonsets
-            .get_opt("gantry-agent")
-            .await
-            .expect("get")
-            .is_some()
+    let agent = daemonsets
+        .get_opt("gantry-agent")
+        .await
+        .expect("get")
+        .expect("the agent DaemonSet");
+    let security = agent
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers[0].security_context.clone())
+        .expect("a security context");
+    assert_eq!(
+        security.capabilities.and_then(|c| c.drop),
+        Some(vec!["ALL".to_owned()]),
+        "the agent drops every capability"
     );
+    assert_eq!(security.allow_privilege_escalation, Some(false));
 
     let uninstalled = run(vec!["uninstall", "gantry", "--namespace", "gantry-system"])
         .await
