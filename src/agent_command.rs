@@ -82,6 +82,9 @@ pub struct AgentArgs {
     /// With --runtime sim: the share of starts that exit at once with 1.
     #[arg(long, value_name = "RATE", default_value_t = 0.0)]
     sim_failure_rate: f64,
+    /// With --runtime sim: how many stops fail before stops work.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    sim_stop_failures: usize,
 }
 
 fn parse_attribute(text: &str) -> Result<(String, String), String> {
@@ -134,6 +137,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
                 let options = SimOptions {
                     start_latency: Duration::from_millis(args.sim_start_latency_ms),
                     failure_rate: args.sim_failure_rate,
+                    stop_failures: args.sim_stop_failures,
                 };
                 let (stop, _) = tokio::sync::watch::channel(false);
                 let mut agents = tokio::task::JoinSet::new();

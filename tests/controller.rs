@@ -697,3 +697,76 @@ async fn a_stop_cut_short_between_its_two_writes_is_finished() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stop_that_fails_is_retried_and_not_taken_for_a_failed_launch() {
+    let ns = "stubborn";
+    let mut g = Gantry::start(ns).await;
+    // One simulated host whose runtime fails its first two stops.
+    g.spawn(
+        "host",
+        &[
+            "agent",
+            "--runtime",
+            "sim",
+            "--cluster",
+            ns,
+            "--name",
+            "host",
+            "--cpu",
+            "4096",
+            "--memory",
+            "4096",
+            "--lease-renew-seconds",
+            "1",
+            "--sim-stop-failures",
+            "2",
+        ],
+    );
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 1).await;
+    g.apply(
+        ns,
+        &[
+            task_definition("web", 128, &["httpd"], "1"),
+            service("web", "web", 1, json!({})),
+        ],
+    )
+    .await;
+    let running = |s: &crds::v1alpha1::Service| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 1)
+    };
+    g.service_until(ns, "web", "1 running", running).await;
+    let task = g.live_tasks(ns, "web").await.remove(0).name_any();
+    // Stopped as `kubectl patch` would: no cause recorded but the user's.
+    let tasks = g.api::<Task>(ns);
+    tasks
+        .patch(
+            &task,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"desiredStatus": "STOPPED"}})),
+        )
+        .await
+        .expect("stopped");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stopped = loop {
+        let t = tasks.get(&task).await.expect("task");
+        if last(&t) == Some(TaskLastStatus::Stopped) {
+            break t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{task} never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let status = stopped.status.expect("status");
+    assert_eq!(
+        (status.stop_code, status.stopped_reason.as_deref()),
+        (
+            Some(StopCode::UserInitiated),
+            Some(crds::stop::STOPPED_BY_USER)
+        ),
+        "two failed stops, then stopped by the user"
+    );
+}

@@ -277,8 +277,14 @@ impl<R: Runtime> Supervisor<R> {
                 .act(&task, definition, &observed, action, &mut status)
                 .await
             {
-                tracing::info!(container = %failure.container, reason = %failure.reason, "launch failed");
-                self.failure = Some(failure);
+                if let Action::Stop { .. } = action {
+                    // Tried again on the next look; a stop that failed says
+                    // nothing about how the task started.
+                    tracing::warn!(container = %failure.container, reason = %failure.reason, "stop failed; retrying");
+                } else {
+                    tracing::info!(container = %failure.container, reason = %failure.reason, "launch failed");
+                    self.failure = Some(failure);
+                }
                 break;
             }
         }

@@ -25,6 +25,9 @@ pub struct SimOptions {
     /// The share of starts (0 to 1) whose container exits at once with
     /// code 1.
     pub failure_rate: f64,
+    /// How many stops fail (the first ones) before stops work, as a
+    /// runtime that does not answer in time.
+    pub stop_failures: usize,
 }
 
 impl Default for SimOptions {
@@ -32,6 +35,7 @@ impl Default for SimOptions {
         Self {
             start_latency: Duration::from_millis(10),
             failure_rate: 0.0,
+            stop_failures: 0,
         }
     }
 }
@@ -53,6 +57,8 @@ struct Containers {
 #[derive(Clone, Debug)]
 pub struct Sim {
     options: SimOptions,
+    /// Stops that are still to fail.
+    stop_failures: Arc<std::sync::atomic::AtomicUsize>,
     containers: Arc<Mutex<Containers>>,
     changes: broadcast::Sender<(String, String)>,
 }
@@ -62,6 +68,7 @@ impl Sim {
     pub fn new(options: SimOptions) -> Self {
         Self {
             options,
+            stop_failures: Arc::new(options.stop_failures.into()),
             containers: Arc::new(Mutex::new(Containers {
                 next_port: 32768,
                 ..Containers::default()
@@ -210,6 +217,16 @@ impl Runtime for Sim {
     }
 
     async fn stop(&self, id: &str, _timeout: Duration) -> Result<(), RuntimeError> {
+        let failing = self.stop_failures.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |left| left.checked_sub(1),
+        );
+        if failing.is_ok() {
+            return Err(RuntimeError::Other(format!(
+                "the simulated runtime did not stop {id} in time"
+            )));
+        }
         let running = self.with(|c| {
             c.by_id
                 .get(id)
