@@ -165,6 +165,10 @@ struct ControlPlaneArgs {
     /// quarter of the open-file limit].
     #[arg(long, value_name = "N")]
     max_connections_per_address: Option<usize>,
+    /// Seconds an Event is kept after it was last written, as
+    /// kube-apiserver's --event-ttl.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    event_ttl_seconds: u64,
 }
 
 impl ControlPlaneArgs {
@@ -184,6 +188,7 @@ impl ControlPlaneArgs {
             kubeconfig: self.kubeconfig.clone(),
             store: apiserver::storage::Options::default(),
             connections: limits,
+            event_ttl: std::time::Duration::from_secs(self.event_ttl_seconds),
         })
         .await
         .with_context(|| format!("starting the control plane in {}", self.data_dir.display()))

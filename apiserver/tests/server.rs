@@ -1590,3 +1590,67 @@ async fn a_resource_version_that_is_no_number_or_from_the_future_is_refused() {
         .expect("listed at the current revision");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_expire_a_ttl_after_they_were_last_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(Config {
+        event_ttl: Duration::from_secs(3),
+        ..Config::local(dir.path())
+    })
+    .await
+    .expect("server starts");
+    let api: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(admin(&server).await, "default");
+    let event = |name: &str, count: i32| -> k8s_openapi::api::core::v1::Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": "default"},
+            "reason": "Tested", "message": "once", "count": count,
+            "lastTimestamp": k8s_openapi::jiff::Timestamp::now().to_string(),
+        }))
+        .expect("an event")
+    };
+    for name in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &event(name, 1))
+            .await
+            .expect("created");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // b is written again: its TTL starts over.
+    let mut b = api.get("b").await.expect("b");
+    b.count = Some(2);
+    b.last_timestamp = event("b", 2).last_timestamp;
+    api.replace("b", &PostParams::default(), &b)
+        .await
+        .expect("written again");
+
+    let names = || async {
+        api.list(&ListParams::default())
+            .await
+            .expect("listed")
+            .items
+            .into_iter()
+            .filter_map(|e| e.metadata.name)
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = names().await;
+        if left == ["b"] {
+            break;
+        }
+        assert!(
+            left.contains(&"b".to_owned()),
+            "b went with the others: {left:?}"
+        );
+        assert!(tokio::time::Instant::now() < deadline, "{left:?} kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !names().await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "b kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.shutdown().await;
+}

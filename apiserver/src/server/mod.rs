@@ -69,6 +69,9 @@ pub struct Config {
     pub store: Options,
     /// How many connections are held and how long quiet ones are kept.
     pub connections: connections::Limits,
+    /// How long an Event is kept after it was last written
+    /// (kube-apiserver's `--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
 
 impl Config {
@@ -82,9 +85,13 @@ impl Config {
             kubeconfig: None,
             store: Options::default(),
             connections: connections::Limits::default(),
+            event_ttl: DEFAULT_EVENT_TTL,
         }
     }
 }
+
+/// kube-apiserver's default `--event-ttl`.
+pub const DEFAULT_EVENT_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A running server.
 #[derive(Debug)]
@@ -139,6 +146,7 @@ impl Server {
             removed,
         });
         objects::gc::spawn(&app, collect);
+        objects::expiry::spawn(&app, config.event_ttl);
         let tls = tls_config(&credentials)?;
         let router = Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))

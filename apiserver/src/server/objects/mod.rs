@@ -10,6 +10,7 @@ mod admission;
 mod builtin;
 mod create;
 mod delete;
+pub(crate) mod expiry;
 pub(crate) mod gc;
 pub(crate) mod meta;
 mod patch;
