@@ -94,6 +94,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("the CRDs were not established within 60 s")??;
         say("==> CRDs installed");
+        ensure_namespace(&client, &args.cluster).await?;
 
         let (stop, stopped) = watch::channel(false);
         let signal = || {
@@ -436,4 +437,21 @@ async fn addresses(client: &Client, namespace: &str, service: &str) -> anyhow::R
     }
     out.sort();
     Ok(out)
+}
+
+/// The cluster's namespace, made if it is missing: agents register their
+/// instances in it, and the API server refuses objects in a namespace
+/// that does not exist.
+async fn ensure_namespace(client: &kube::Client, cluster: &str) -> anyhow::Result<()> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": cluster}}))
+        .context("a namespace")?;
+    match namespaces
+        .create(&kube::api::PostParams::default(), &namespace)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating the namespace {cluster}")),
+    }
 }

@@ -46,7 +46,11 @@ impl Up {
         if example {
             command.args(["--example", "web"]);
         }
-        let mut child = command.spawn().expect("gantry up starts");
+        Self::from(command.spawn().expect("gantry up starts"))
+    }
+
+    /// Follow a started `gantry up` whose stdout is piped.
+    fn from(mut child: Child) -> Self {
         let stdout: ChildStdout = child.stdout.take().expect("piped");
         let (send, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -216,4 +220,33 @@ fn up_runs_the_web_example_until_ctrl_c_and_keeps_its_state() {
     assert_eq!(service.spec.desired_count, Some(2));
     assert_eq!(running, 2, "its two tasks run again after the restart");
     assert!(again.interrupt().success(), "Ctrl-C is a clean stop");
+}
+
+#[test]
+fn up_with_a_cluster_name_makes_its_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
+    command
+        .args(["up", "--listen", "127.0.0.1:0", "--agents", "2"])
+        .args(["--runtime", "sim", "--cluster", "prod", "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut up = Up::from(command.spawn().expect("gantry up starts"));
+    up.until("Press Ctrl-C", Duration::from_secs(120));
+    let kubeconfig = dir.path().join("kubeconfig");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let instances = rt.block_on(async {
+        let client = common::client(&kubeconfig).await;
+        let instances: kube::Api<crds::v1alpha1::ContainerInstance> =
+            kube::Api::namespaced(client, "prod");
+        instances
+            .list(&kube::api::ListParams::default())
+            .await
+            .expect("listed in prod")
+            .items
+            .len()
+    });
+    assert_eq!(instances, 2, "both agents registered in prod");
+    assert!(up.interrupt().success(), "Ctrl-C is a clean stop");
 }
