@@ -770,3 +770,93 @@ async fn a_stop_that_fails_is_retried_and_not_taken_for_a_failed_launch() {
         "two failed stops, then stopped by the user"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_task_outlives_an_agent_blip_and_is_replaced_after_instance_loss() {
+    let ns = "blip";
+    let mut g = Gantry::start(ns).await;
+    for host in ["a", "b", "c"] {
+        g.agents(ns, host, 1, 4096, 4096);
+    }
+    g.controller("controller", &["--instance-loss-timeout-seconds", "10"]);
+    g.instances_connected(ns, 3).await;
+    g.apply(
+        ns,
+        &[
+            task_definition("agentd", 128, &["httpd"], "1"),
+            json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "Service",
+                "metadata": {"name": "agentd"},
+                "spec": {"taskDefinition": "agentd", "schedulingStrategy": "DAEMON"},
+            }),
+        ],
+    )
+    .await;
+    let three = |s: &crds::v1alpha1::Service| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 3)
+    };
+    g.service_until(ns, "agentd", "one task per host", three)
+        .await;
+    let on_b = || async {
+        g.live_tasks(ns, "agentd")
+            .await
+            .into_iter()
+            .find(|t| t.spec.container_instance.as_deref() == Some("b"))
+            .map(|t| t.name_any())
+    };
+    let first = on_b().await.expect("a task on b");
+    let instances = g.api::<ContainerInstance>(ns);
+    let connected = |want: bool| {
+        let instances = instances.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let b = instances.get("b").await.expect("b");
+                if b.status.as_ref().is_some_and(|s| s.agent_connected == want) {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "b never connected={want}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+
+    // A blip: disconnected for a few seconds, well inside the loss timeout.
+    g.signal("b", "STOP");
+    connected(false).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(on_b().await, Some(first.clone()), "kept while disconnected");
+    g.signal("b", "CONT");
+    connected(true).await;
+    assert_eq!(
+        on_b().await,
+        Some(first.clone()),
+        "the same task after the blip"
+    );
+
+    // Lost: its task is stopped, and a new one starts once it is back.
+    g.signal("b", "STOP");
+    let tasks = g.api::<Task>(ns);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = tasks.get(&first).await.expect("the first task");
+        if last(&t) == Some(TaskLastStatus::Stopped) {
+            let status = t.status.expect("status");
+            assert_eq!(status.stop_code, Some(StopCode::TerminationNotice));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b's task never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    g.signal("b", "CONT");
+    g.service_until(ns, "agentd", "one task per host again", three)
+        .await;
+    let second = on_b().await.expect("a new task on b");
+    assert_ne!(second, first);
+}

@@ -148,6 +148,20 @@ impl Gantry {
         }
     }
 
+    /// Send `signal` (`STOP`, `CONT`, …) to a started process.
+    pub fn signal(&self, name: &str, signal: &str) {
+        let (_, child) = self
+            .processes
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("that process");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {name}");
+    }
+
     pub fn kill_9(&mut self, name: &str) {
         let (_, child) = self
             .processes

@@ -16,6 +16,8 @@ pub struct Rules<'a> {
     pub daemon: bool,
     /// DAEMON: the instances that should each run one task.
     pub eligible: &'a [&'a str],
+    /// DAEMON: instances whose agent is disconnected: a task there is kept.
+    pub disconnected: &'a [&'a str],
     /// Instances whose `spec.state` is DRAINING.
     pub draining: &'a [&'a str],
     /// `healthCheckGracePeriodSeconds`.
@@ -81,7 +83,10 @@ pub fn classify<'a>(facts: &'a [Facts<'a>], rules: &Rules<'_>) -> Classified<'a>
             continue;
         }
         match f.instance {
-            Some(i) if rules.eligible.contains(&i) && !occupied.contains(&i) => {
+            Some(i)
+                if (rules.eligible.contains(&i) || rules.disconnected.contains(&i))
+                    && !occupied.contains(&i) =>
+            {
                 occupied.push(i);
                 out.keep.push(f);
             }

@@ -1,6 +1,10 @@
 //! How many tasks a service wants: `desiredCount` for REPLICA; for DAEMON,
 //! one per ACTIVE, connected instance that meets the service's and the
-//! definition's constraints.
+//! definition's constraints, and one per such instance whose agent is
+//! disconnected but whose task is still there. ECS keeps a daemon's task
+//! through an agent's disconnection; it goes only when the instance is
+//! lost (its tasks are stopped then), drained or no longer eligible.
+//! Nothing is started on a disconnected instance.
 
 use crds::v1alpha1::{SchedulingStrategy, ServiceSpec};
 
@@ -13,6 +17,9 @@ pub struct Desired<'a> {
     pub count: i32,
     /// DAEMON: the instances that should each run one task.
     pub eligible: Vec<&'a str>,
+    /// DAEMON: instances that would be eligible but for their agent being
+    /// disconnected: a task there is kept, none is started.
+    pub disconnected: Vec<&'a str>,
 }
 
 #[must_use]
@@ -26,6 +33,7 @@ pub fn desired<'a>(
             daemon: false,
             count: spec.desired_count.unwrap_or(0).max(0),
             eligible: Vec::new(),
+            disconnected: Vec::new(),
         };
     }
     let constraints: Vec<Query> = spec
@@ -38,21 +46,42 @@ pub fn desired<'a>(
         .filter_map(|c| c.expression.as_deref())
         .filter_map(|e| Query::parse(e).ok())
         .collect();
-    let eligible: Vec<&str> = instances
+    let (eligible, disconnected): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) = instances
         .iter()
-        .filter(|i| eligible(i, &constraints))
-        .map(|i| i.name.as_str())
-        .collect();
+        .filter(|i| qualifies(i, &constraints))
+        .partition(|i| i.connected);
+    let names = |instances: Vec<&'a InstanceSpec>| -> Vec<&'a str> {
+        instances.into_iter().map(|i| i.name.as_str()).collect()
+    };
     Desired {
         daemon: true,
         count: i32::try_from(eligible.len()).unwrap_or(i32::MAX),
-        eligible,
+        eligible: names(eligible),
+        disconnected: names(disconnected),
     }
 }
 
-/// Whether an instance may run a DAEMON service's task.
-fn eligible(instance: &InstanceSpec, constraints: &[Query]) -> bool {
-    !instance.draining
-        && instance.connected
-        && constraints.iter().all(|q| q.matches(&instance.attributes))
+/// Count, too, the disconnected instances that still hold a live task of
+/// the service: the task is wanted there, and kept.
+pub fn held_while_disconnected(desired: &mut Desired<'_>, tasks: &[crds::v1alpha1::Task]) {
+    let held = desired
+        .disconnected
+        .iter()
+        .filter(|instance| {
+            tasks.iter().any(|t| {
+                t.spec.container_instance.as_deref() == Some(**instance)
+                    && t.spec.desired_status == crds::v1alpha1::DesiredStatus::Running
+                    && t.status.as_ref().and_then(|s| s.last_status)
+                        != Some(crds::v1alpha1::TaskLastStatus::Stopped)
+            })
+        })
+        .count();
+    desired.count = desired
+        .count
+        .saturating_add(i32::try_from(held).unwrap_or(i32::MAX));
+}
+
+/// Whether an instance, connected or not, may run a DAEMON service's task.
+fn qualifies(instance: &InstanceSpec, constraints: &[Query]) -> bool {
+    !instance.draining && constraints.iter().all(|q| q.matches(&instance.attributes))
 }

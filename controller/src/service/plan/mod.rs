@@ -173,7 +173,8 @@ pub fn plan(input: &Input<'_>) -> Plan {
         .map(|s| s.deployments.clone())
         .unwrap_or_default();
     deployments.sort_by_key(|d| Reverse(serial(&d.id)));
-    let desired = desired::desired(spec, input.definition, input.instances);
+    let mut desired = desired::desired(spec, input.definition, input.instances);
+    desired::held_while_disconnected(&mut desired, input.tasks);
     let report = status::Report::new(input);
 
     if let Definition::Valid { revision, .. } = input.definition {
@@ -293,6 +294,7 @@ impl<'a> Round<'a> {
                 primary: &self.primary,
                 daemon: self.desired.daemon,
                 eligible: &self.desired.eligible,
+                disconnected: &self.desired.disconnected,
                 draining: &draining,
                 grace: Duration::from_secs(grace),
                 now: self.input.now,

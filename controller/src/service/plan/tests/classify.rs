@@ -15,6 +15,7 @@ fn rules<'a>(primary: &'a crds::v1alpha1::Deployment, now: i64) -> Rules<'a> {
         primary,
         daemon: false,
         eligible: &[],
+        disconnected: &[],
         draining: &["drained"],
         grace: Duration::from_secs(60),
         now: at(now),

@@ -212,6 +212,33 @@ fn daemon_runs_one_task_per_eligible_instance_and_leaves_a_draining_one() {
 }
 
 #[test]
+fn a_daemon_task_is_kept_while_its_agent_is_disconnected_and_none_started_there() {
+    let mut svc = service(json!({"schedulingStrategy": "DAEMON"}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::Completed)]);
+    let mut blip = instance("b", &[]);
+    blip.connected = false;
+    let mut lost = instance("c", &[]);
+    lost.connected = false;
+    let instances = [instance("a", &[]), blip, lost, instance("d", &[])];
+    let mut stopped = running(task("on-c", 1, 0), "c", 1);
+    stopped
+        .status
+        .get_or_insert_with(Default::default)
+        .last_status = Some(crds::v1alpha1::TaskLastStatus::Stopped);
+    let tasks = [
+        health(running(task("on-a", 1, 0), "a", 1), HealthStatus::Healthy),
+        health(running(task("on-b", 1, 0), "b", 1), HealthStatus::Healthy),
+        stopped,
+    ];
+    let p = run(&svc, 1, &tasks, &instances, 10);
+    assert!(p.stop.is_empty(), "b's task is kept: {:?}", p.stop);
+    let on: Vec<_> = p.create.iter().map(|t| t.instance.as_deref()).collect();
+    assert_eq!(on, [Some("d")], "nothing starts on a disconnected instance");
+    // a, d, and b which still holds its task; not c, whose task stopped.
+    assert_eq!(p.status.desired_count, 3);
+}
+
+#[test]
 fn without_a_definition_nothing_starts_and_degraded_says_why() {
     let svc = service(json!({"desiredCount": 2}));
     let p = plan(&Input {

@@ -76,6 +76,7 @@ fn a_target_unhealthy_past_the_grace_period_is_replaced() {
         primary: &primary,
         daemon: false,
         eligible: &[],
+        disconnected: &[],
         draining: &[],
         grace: Duration::from_secs(60),
         now: at(now),
