@@ -26,7 +26,7 @@ use std::{
 
 use balancer::{
     Metrics,
-    desired::{Desired, DesiredTarget, Key, TargetKey},
+    desired::{Desired, DesiredTarget},
     pool::Pool,
     proxy,
     workers::{self, Workers},
@@ -189,35 +189,21 @@ fn haproxy(port: u16, backends: &[u16], dir: &std::path::Path) -> Killed {
 /// Gantry's balancer on `port` over the backends, every target healthy,
 /// served by one worker per core as `gantry balancer` does.
 fn gantry(port: u16, backends: &[u16]) -> (Workers, workers::Listener) {
-    let desired = Desired {
-        key: Key {
-            namespace: "bench".into(),
-            name: "web".into(),
-        },
-        generation: Some(1),
-        spec: LoadBalancerSpec {
-            listeners: vec![Listener {
-                port,
-                protocol: ListenerProtocol::Http,
-            }],
-            health_check: TargetHealthCheck::default(),
-            deregistration_delay_seconds: 0,
-            algorithm: Algorithm::RoundRobin,
-        },
-        targets: backends
-            .iter()
-            .enumerate()
-            .map(|(i, p)| DesiredTarget {
-                key: TargetKey {
-                    task: format!("t{i}"),
-                    container: "web".into(),
-                },
-                service: "web".into(),
-                address: SocketAddr::from(([127, 0, 0, 1], *p)),
-                draining: false,
-            })
-            .collect(),
+    let spec = LoadBalancerSpec {
+        listeners: vec![Listener {
+            port,
+            protocol: ListenerProtocol::Http,
+        }],
+        health_check: TargetHealthCheck::default(),
+        deregistration_delay_seconds: 0,
+        algorithm: Algorithm::RoundRobin,
     };
+    let targets = backends
+        .iter()
+        .enumerate()
+        .map(|(i, p)| DesiredTarget::loopback(format!("t{i}"), *p, false))
+        .collect();
+    let desired = Desired::new("bench", "web", spec, targets);
     let metrics = Arc::new(Metrics::new());
     let pool = Arc::new(Pool::new(
         &desired,

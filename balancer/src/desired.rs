@@ -45,6 +45,24 @@ pub struct DesiredTarget {
     pub draining: bool,
 }
 
+impl DesiredTarget {
+    /// Task `task`'s container `web`, of service `web`, at
+    /// `127.0.0.1:port`: a target for tests and benchmarks that serve
+    /// without the API.
+    #[must_use]
+    pub fn loopback(task: impl Into<String>, port: u16, draining: bool) -> Self {
+        Self {
+            key: TargetKey {
+                task: task.into(),
+                container: "web".into(),
+            },
+            service: "web".into(),
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            draining,
+        }
+    }
+}
+
 /// What one LoadBalancer should serve.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Desired {
@@ -52,6 +70,27 @@ pub struct Desired {
     pub generation: Option<i64>,
     pub spec: LoadBalancerSpec,
     pub targets: Vec<DesiredTarget>,
+}
+
+impl Desired {
+    /// LoadBalancer `namespace/name` at its first generation.
+    #[must_use]
+    pub fn new(
+        namespace: &str,
+        name: &str,
+        spec: LoadBalancerSpec,
+        targets: Vec<DesiredTarget>,
+    ) -> Self {
+        Self {
+            key: Key {
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            generation: Some(1),
+            spec,
+            targets,
+        }
+    }
 }
 
 /// Every LoadBalancer and its targets.

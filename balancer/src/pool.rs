@@ -407,34 +407,20 @@ mod tests {
     use crds::v1alpha1::{Listener, TargetHealthCheck};
 
     fn desired(targets: &[(&str, u16, bool)], algorithm: Algorithm, delay: i32) -> Desired {
-        Desired {
-            key: Key {
-                namespace: "default".into(),
-                name: "front".into(),
-            },
-            generation: Some(1),
-            spec: LoadBalancerSpec {
-                listeners: vec![Listener {
-                    port: 8080,
-                    protocol: ListenerProtocol::Http,
-                }],
-                health_check: TargetHealthCheck::default(),
-                deregistration_delay_seconds: delay,
-                algorithm,
-            },
-            targets: targets
-                .iter()
-                .map(|(task, port, draining)| DesiredTarget {
-                    key: TargetKey {
-                        task: (*task).into(),
-                        container: "web".into(),
-                    },
-                    service: "web".into(),
-                    address: SocketAddr::from(([127, 0, 0, 1], *port)),
-                    draining: *draining,
-                })
-                .collect(),
-        }
+        let spec = LoadBalancerSpec {
+            listeners: vec![Listener {
+                port: 8080,
+                protocol: ListenerProtocol::Http,
+            }],
+            health_check: TargetHealthCheck::default(),
+            deregistration_delay_seconds: delay,
+            algorithm,
+        };
+        let targets = targets
+            .iter()
+            .map(|(task, port, draining)| DesiredTarget::loopback(*task, *port, *draining))
+            .collect();
+        Desired::new("default", "front", spec, targets)
     }
 
     fn pool(d: &Desired) -> Pool {

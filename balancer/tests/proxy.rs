@@ -5,7 +5,6 @@
 //! worker thread.
 
 use std::{
-    net::SocketAddr,
     num::NonZeroUsize,
     sync::Arc,
     time::{Duration, Instant},
@@ -13,7 +12,7 @@ use std::{
 
 use balancer::{
     Metrics,
-    desired::{Desired, DesiredTarget, Key, TargetKey},
+    desired::{Desired, DesiredTarget},
     pool::Pool,
     proxy,
     workers::Workers,
@@ -28,31 +27,17 @@ use tokio::{
 };
 
 fn desired(protocol: ListenerProtocol, targets: &[(u16, bool)]) -> Desired {
-    Desired {
-        key: Key {
-            namespace: "test".into(),
-            name: "front".into(),
-        },
-        generation: Some(1),
-        spec: LoadBalancerSpec {
-            listeners: vec![Listener { port: 1, protocol }],
-            health_check: TargetHealthCheck::default(),
-            deregistration_delay_seconds: 300,
-            algorithm: Algorithm::RoundRobin,
-        },
-        targets: targets
-            .iter()
-            .map(|(port, draining)| DesiredTarget {
-                key: TargetKey {
-                    task: format!("task-{port}"),
-                    container: "web".into(),
-                },
-                service: "web".into(),
-                address: SocketAddr::from(([127, 0, 0, 1], *port)),
-                draining: *draining,
-            })
-            .collect(),
-    }
+    let spec = LoadBalancerSpec {
+        listeners: vec![Listener { port: 1, protocol }],
+        health_check: TargetHealthCheck::default(),
+        deregistration_delay_seconds: 300,
+        algorithm: Algorithm::RoundRobin,
+    };
+    let targets = targets
+        .iter()
+        .map(|(port, draining)| DesiredTarget::loopback(format!("task-{port}"), *port, *draining))
+        .collect();
+    Desired::new("test", "front", spec, targets)
 }
 
 /// A pool over `targets`, every one healthy.
