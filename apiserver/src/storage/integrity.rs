@@ -103,15 +103,20 @@ pub(super) fn check(
     }
 }
 
+/// What SQLite's own check finds damaged, if anything.
+fn damage(conn: &Connection) -> rusqlite::Result<Option<String>> {
+    let verdict: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
+    Ok((verdict != "ok").then(|| format!("SQLite finds it damaged ({verdict})")))
+}
+
 /// What is wrong with the database, if anything.
 fn problem(
     conn: &Connection,
     revision: Revision,
     mark: Option<Revision>,
 ) -> rusqlite::Result<Option<String>> {
-    let verdict: String = conn.query_row("PRAGMA quick_check", [], |row| row.get(0))?;
-    if verdict != "ok" {
-        return Ok(Some(format!("SQLite finds it damaged ({verdict})")));
+    if let Some(damage) = damage(conn)? {
+        return Ok(Some(damage));
     }
     if let Some(mark) = mark.filter(|&m| m > revision) {
         return Ok(Some(format!(
@@ -176,13 +181,9 @@ fn restart_history(conn: &Connection, revision: Revision) -> rusqlite::Result<()
 /// When the database is damaged or cannot be written.
 pub fn repair(dir: &Path) -> Result<Revision, StoreError> {
     let conn = Connection::open(dir.join(DATABASE)).map_err(database_error)?;
-    let verdict: String = conn
-        .query_row("PRAGMA quick_check", [], |row| row.get(0))
-        .map_err(database_error)?;
-    if verdict != "ok" {
+    if let Some(damage) = damage(&conn).map_err(database_error)? {
         return Err(StoreError::Damaged(format!(
-            "{}: SQLite finds it damaged ({verdict}); restore a backup with \
-             `gantry apiserver restore`",
+            "{}: {damage}; restore a backup with `gantry apiserver restore`",
             dir.join(DATABASE).display()
         )));
     }
