@@ -14,7 +14,8 @@ use std::{
 };
 
 use crds::v1alpha1::{
-    ContainerInstance, DeploymentStatus, RolloutState, StopCode, Task, TaskLastStatus,
+    ContainerInstance, DeploymentStatus, DesiredStatus, RolloutState, StopCode, Task,
+    TaskLastStatus,
 };
 use futures::StreamExt;
 use kube::{
@@ -46,6 +47,26 @@ fn service(name: &str, td: &str, desired: i32, deployment: Value) -> Value {
     })
 }
 
+/// A DAEMON service of the task definition of the same name.
+fn daemon(name: &str) -> Value {
+    json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"taskDefinition": name, "schedulingStrategy": "DAEMON"},
+    })
+}
+
+/// A REPLICA service `web` of `desired` tasks beside a DAEMON service
+/// `logs`, with their task definitions.
+fn web_and_logs(desired: i32, deployment: Value) -> [Value; 4] {
+    [
+        task_definition("web", 128, &["httpd"], "1"),
+        service("web", "web", desired, deployment),
+        task_definition("logs", 32, &["agent"], "1"),
+        daemon("logs"),
+    ]
+}
+
 /// Tasks per instance among those running.
 fn spread(tasks: &[Task]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -64,6 +85,15 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
     g.agents(ns, "host", 10, 2048, 2048);
     g.controller("controller", &[]);
     g.instances_connected(ns, 10).await;
+    let cli = common::tool("KUBECTL", "kubectl").map(|binary| common::Cli {
+        binary,
+        kubeconfig: g.kubeconfig.clone(),
+    });
+    // Remaining resources are there from registration on, not from the
+    // first placement.
+    if let Some(cli) = &cli {
+        instances_print(cli, ns, &[(0, 0, 2048, 2048); 10]).await;
+    }
     g.apply(
         ns,
         &[
@@ -118,13 +148,12 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
     }));
     g.until_event(ns, "web", "SteadyState").await;
 
-    let Some(kubectl) = common::tool("KUBECTL", "kubectl") else {
+    let Some(cli) = cli else {
         return;
     };
-    let cli = common::Cli {
-        binary: kubectl,
-        kubeconfig: g.kubeconfig.clone(),
-    };
+    // 5 tasks of 128 CPU units and 128 MiB on each instance.
+    instances_print(&cli, ns, &[(5, 0, 1408, 1408); 10]).await;
+    figures_stay_unwritten_while_nothing_changes(&g, ns).await;
     reapplying_changes_nothing(
         &g,
         &cli,
@@ -145,6 +174,7 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
     assert_eq!(s.status.as_ref().map(|st| st.desired_count), Some(80));
     let per = spread(&g.live_tasks(ns, "web").await);
     assert!(per.values().all(|n| *n == 8), "8 per instance: {per:?}");
+    instances_print(&cli, ns, &[(8, 0, 1024, 1024); 10]).await;
 
     cli.ok(&["-n", ns, "scale", "gsvc/web", "--replicas=5"]);
     let s = g
@@ -173,10 +203,93 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
     }));
     let per = spread(&g.live_tasks(ns, "web").await);
     assert_eq!(per.len(), 5, "scale-in keeps the spread: {per:?}");
+    let mut after = vec![(1, 0, 1920, 1920); 5];
+    after.extend([(0, 0, 2048, 2048); 5]);
+    instances_print(&cli, ns, &after).await;
     let printed = cli.ok(&["-n", ns, "get", "gsvc", "web"]);
     assert!(
         printed.contains("web") && printed.contains("True"),
         "{printed}"
+    );
+}
+
+/// Wait until `kubectl get ci` prints these RUNNING, PENDING, CPU LEFT and
+/// MEMORY LEFT columns for the instances, in any order.
+async fn instances_print(cli: &common::Cli, ns: &str, expected: &[(u32, u32, u32, u32)]) {
+    let mut want: Vec<Vec<String>> = expected
+        .iter()
+        .map(|(r, p, c, m)| vec![r.to_string(), p.to_string(), c.to_string(), m.to_string()])
+        .collect();
+    want.sort();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let printed = cli.ok(&["-n", ns, "get", "ci"]);
+        let mut lines = printed.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            header,
+            [
+                "NAME",
+                "STATE",
+                "AGENT CONNECTED",
+                "RUNNING",
+                "PENDING",
+                "CPU LEFT",
+                "MEMORY LEFT",
+                "AGE"
+            ],
+            "{printed}"
+        );
+        let mut got: Vec<Vec<String>> = lines
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(3)
+                    .take(4)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .collect();
+        got.sort();
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kubectl get ci never showed {want:?}; it shows:\n{printed}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// With nothing changing, the instances' figures cost no writes: their
+/// resourceVersion, the schedulers' precondition, stays put over several
+/// collector passes.
+async fn figures_stay_unwritten_while_nothing_changes(g: &Gantry, ns: &str) {
+    let versions = || async {
+        let mut v: Vec<(String, Option<String>)> = g
+            .api::<ContainerInstance>(ns)
+            .list(&ListParams::default())
+            .await
+            .expect("instances")
+            .items
+            .iter()
+            .map(|ci| (ci.name_any(), ci.resource_version()))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = versions().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        versions().await,
+        before,
+        "instances written while nothing changed"
     );
 }
 
@@ -411,21 +524,8 @@ async fn drain_instance_loss_and_a_late_daemon_host_converge() {
     }
     g.controller("controller", &["--instance-loss-timeout-seconds", "2"]);
     g.instances_connected(ns, 3).await;
-    let daemon = json!({
-        "apiVersion": "gantry.dev/v1alpha1", "kind": "Service",
-        "metadata": {"name": "logs"},
-        "spec": {"taskDefinition": "logs", "schedulingStrategy": "DAEMON"},
-    });
-    g.apply(
-        ns,
-        &[
-            task_definition("web", 128, &["httpd"], "1"),
-            service("web", "web", 4, json!({"minimumHealthyPercent": 50})),
-            task_definition("logs", 32, &["agent"], "1"),
-            daemon,
-        ],
-    )
-    .await;
+    g.apply(ns, &web_and_logs(4, json!({"minimumHealthyPercent": 50})))
+        .await;
     g.service_until(ns, "web", "reached Ready", |s| {
         ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 4)
     })
@@ -525,6 +625,198 @@ async fn drain_instance_loss_and_a_late_daemon_host_converge() {
     .await;
     let per = spread(&g.live_tasks(ns, "logs").await);
     assert_eq!(per, BTreeMap::from([("a".into(), 1), ("d".into(), 1)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deregistered_instance_has_its_tasks_stopped_and_replaced() {
+    let ns = "deregister";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "a", 1, 4096, 4096);
+    g.agents_with(ns, "d", 1, (4096, 4096), &["--deregister-on-exit"]);
+    g.agents(ns, "z", 1, 4096, 4096);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 3).await;
+    g.apply(ns, &web_and_logs(6, json!({}))).await;
+    g.service_until(ns, "web", "reached Ready", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 6)
+    })
+    .await;
+    g.service_until(ns, "logs", "ran on 3 instances", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 3)
+    })
+    .await;
+    let per = spread(&g.live_tasks(ns, "web").await);
+    assert_eq!(per.get("d"), Some(&2), "{per:?}");
+
+    // SIGTERM: the agent of d deletes its ContainerInstance on the way out.
+    g.signal("d", "TERM");
+    assert!(g.wait("d").success(), "the agent exits cleanly");
+    assert!(
+        g.api::<ContainerInstance>(ns)
+            .get_opt("d")
+            .await
+            .expect("a read")
+            .is_none(),
+        "deregistered"
+    );
+    // The service's status counts d's tasks until they are stopped: wait
+    // for the replacements themselves.
+    let mut per = BTreeMap::new();
+    for _ in 0..600 {
+        per = spread(&g.live_tasks(ns, "web").await);
+        if !per.contains_key("d") && per.values().sum::<usize>() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(per.get("d"), None, "{per:?}");
+    assert_eq!(per.values().sum::<usize>(), 6, "{per:?}");
+    let web = g
+        .service_until(ns, "web", "replaced d's tasks", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 6)
+        })
+        .await;
+    assert_eq!(web.status.as_ref().map(|st| st.desired_count), Some(6));
+    g.service_until(ns, "logs", "left d", |s| {
+        ready(s)
+            && s.status
+                .as_ref()
+                .is_some_and(|st| st.desired_count == 2 && st.running_count == 2)
+    })
+    .await;
+    let on_d: Vec<Task> = g
+        .api::<Task>(ns)
+        .list(&ListParams::default().labels("gantry.dev/container-instance=d"))
+        .await
+        .expect("tasks")
+        .items;
+    assert_eq!(
+        on_d.len(),
+        3,
+        "d's two web tasks and its daemon task, kept as STOPPED"
+    );
+    for task in &on_d {
+        let st = task.status.as_ref().expect("status");
+        assert_eq!(
+            (
+                last(task),
+                task.spec.desired_status,
+                st.stop_code,
+                st.stopped_reason.as_deref()
+            ),
+            (
+                Some(TaskLastStatus::Stopped),
+                DesiredStatus::Stopped,
+                Some(StopCode::UserInitiated),
+                Some("Container instance deregistration forced by user")
+            ),
+            "{}",
+            task.name_any()
+        );
+        assert!(st.stopped_at.is_some());
+    }
+}
+
+/// Create a Task that names its instance, as `aws ecs start-task` does.
+async fn start_task(tasks: &kube::Api<Task>, name: &str, definition: &str, on: &str) {
+    let task: Task = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "Task",
+        "metadata": {"name": name},
+        "spec": {"taskDefinition": definition, "containerInstance": on},
+    }))
+    .expect("a task");
+    tasks
+        .create(&kube::api::PostParams::default(), &task)
+        .await
+        .expect("created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_task_runs_on_the_named_instance_or_stops_saying_why() {
+    let ns = "start-task";
+    let mut g = Gantry::start(ns).await;
+    for host in ["a", "b", "c"] {
+        g.agents(ns, host, 1, 1024, 1024);
+    }
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 3).await;
+    // A constraint no instance meets: start-task ignores it, as ECS's
+    // StartTask applies no placement constraints.
+    let mut small = task_definition("small", 128, &["httpd"], "1");
+    small["spec"]["placementConstraints"] =
+        json!([{"type": "memberOf", "expression": "attribute:stack == nowhere"}]);
+    g.apply(ns, &[small, task_definition("huge", 4096, &["httpd"], "1")])
+        .await;
+    let tasks = g.api::<Task>(ns);
+    for name in ["on-b-1", "on-b-2", "on-b-3"] {
+        start_task(&tasks, name, "small", "b").await;
+    }
+    start_task(&tasks, "too-big", "huge", "a").await;
+    start_task(&tasks, "nowhere", "small", "nope").await;
+    for name in ["on-b-1", "on-b-2", "on-b-3"] {
+        let task = g
+            .task_until(ns, name, "ran on b", |t| {
+                last(t) == Some(TaskLastStatus::Running)
+            })
+            .await;
+        assert_eq!(task.spec.container_instance.as_deref(), Some("b"));
+        assert_eq!(task.placed_on(), Some("b"), "labelled for b's agent");
+    }
+    let ci = g.api::<ContainerInstance>(ns).get("b").await.expect("b");
+    let allocated: Vec<&str> = ci
+        .status
+        .iter()
+        .flat_map(|s| &s.allocations)
+        .map(|a| a.task.as_str())
+        .collect();
+    assert_eq!(
+        allocated.len(),
+        3,
+        "each holds its resources on b: {allocated:?}"
+    );
+
+    // Drained only now, so that no scheduler can have placed on it before.
+    g.api::<ContainerInstance>(ns)
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"state": "DRAINING"}})),
+        )
+        .await
+        .expect("drained");
+    g.until_event(ns, "c", "Draining").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    start_task(&tasks, "on-draining", "small", "c").await;
+
+    for (name, reason) in [
+        (
+            "too-big",
+            "container instance a cannot run the task: insufficient memory",
+        ),
+        ("nowhere", "container instance nope is not registered"),
+        (
+            "on-draining",
+            "container instance c cannot run the task: instance is DRAINING",
+        ),
+    ] {
+        let task = g
+            .task_until(ns, name, "stopped", |t| {
+                last(t) == Some(TaskLastStatus::Stopped)
+                    && t.spec.desired_status == DesiredStatus::Stopped
+            })
+            .await;
+        let st = task.status.as_ref().expect("status");
+        assert_eq!(
+            (st.stop_code, st.stopped_reason.as_deref()),
+            (Some(StopCode::TaskFailedToStart), Some(reason)),
+            "{name}"
+        );
+        assert_eq!(task.placed_on(), None, "{name} was never placed");
+    }
+    let note = g.until_event(ns, "too-big", "TaskFailedToStart").await;
+    assert!(note.contains("insufficient memory"), "{note}");
+    let on_a = tasks.get("too-big").await.expect("too-big");
+    assert!(on_a.labels().get("gantry.dev/container-instance").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -786,11 +1078,7 @@ async fn a_daemon_task_outlives_an_agent_blip_and_is_replaced_after_instance_los
         ns,
         &[
             task_definition("agentd", 128, &["httpd"], "1"),
-            json!({
-                "apiVersion": "gantry.dev/v1alpha1", "kind": "Service",
-                "metadata": {"name": "agentd"},
-                "spec": {"taskDefinition": "agentd", "schedulingStrategy": "DAEMON"},
-            }),
+            daemon("agentd"),
         ],
     )
     .await;

@@ -47,7 +47,8 @@ async fn run_inner<R: Runtime>(
     let info = runtime.info().await?;
     let instances: Api<ContainerInstance> = Api::namespaced(client.clone(), &config.cluster);
     let spec = registration::spec(&config, &info);
-    let instance = registration::register(&instances, &config, spec).await?;
+    let versions = registration::version_info(&info);
+    let instance = registration::register(&instances, &config, spec, versions).await?;
     tracing::info!(runtime = %info.version, "registered");
 
     let config = Arc::new(config);

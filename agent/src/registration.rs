@@ -6,6 +6,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crds::v1alpha1::{
     CPU_UNITS_PER_CORE, ContainerInstance, ContainerInstanceSpec, InstanceState, Resources,
+    VersionInfo,
 };
 use k8s_openapi::{
     api::coordination::v1::{Lease, LeaseSpec},
@@ -71,8 +72,19 @@ fn host_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// The versions an agent reports at registration: its own and its
+/// runtime's (the `agentVersion` of placement constraints).
+#[must_use]
+pub fn version_info(info: &Info) -> VersionInfo {
+    VersionInfo {
+        agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        docker_version: Some(info.version.clone()),
+    }
+}
+
 /// Create the ContainerInstance, or adopt the one that exists (keeping its
-/// state, allocations and status) and bring its registration up to date.
+/// state, allocations and status) and bring its registration up to date,
+/// versions included.
 ///
 /// # Errors
 /// [`Error::Registration`] when the API refuses it.
@@ -80,16 +92,24 @@ pub async fn register(
     api: &Api<ContainerInstance>,
     config: &Config,
     spec: ContainerInstanceSpec,
+    versions: VersionInfo,
 ) -> Result<ContainerInstance, Error> {
     let refused = |e: kube::Error| Error::Registration {
         namespace: config.cluster.clone(),
         name: config.name.clone(),
         message: e.to_string(),
     };
+    let params = PatchParams::default();
+    let status = json!({"status": {"versionInfo": versions}});
     if api.get_opt(&config.name).await.map_err(refused)?.is_none() {
         let instance = ContainerInstance::new(&config.name, spec.clone());
         match api.create(&PostParams::default(), &instance).await {
-            Ok(created) => return Ok(created),
+            Ok(_) => {
+                return api
+                    .patch_status(&config.name, &params, &Patch::Merge(&status))
+                    .await
+                    .map_err(refused);
+            }
             // Another start of the same agent won the race: adopt it.
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(e) => return Err(refused(e)),
@@ -100,7 +120,10 @@ pub async fn register(
         "attributes": spec.attributes,
         "hostIP": spec.host_ip,
     }});
-    api.patch(&config.name, &PatchParams::default(), &Patch::Merge(&patch))
+    api.patch(&config.name, &params, &Patch::Merge(&patch))
+        .await
+        .map_err(refused)?;
+    api.patch_status(&config.name, &params, &Patch::Merge(&status))
         .await
         .map_err(refused)
 }

@@ -53,6 +53,8 @@ fn cluster(instances: usize) -> ClusterState {
             ]),
             draining: false,
             connected: true,
+            agent_version: None,
+            registered_at: None,
         });
         let load: f64 = rng.random_range(0.85..0.95);
         state

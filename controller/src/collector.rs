@@ -1,4 +1,6 @@
-//! The allocation collector: takes back reservations nobody will use.
+//! The allocation collector: takes back reservations nobody will use, and
+//! keeps each instance's figures (remaining resources from registration
+//! on, running and pending task counts; see [`crate::tally`]) true.
 //!
 //! An allocation is released when its task is STOPPED, bound to another
 //! instance, or gone. "Gone" waits `allocation_grace` first: a scheduler
@@ -8,22 +10,21 @@
 
 use std::{
     collections::HashMap,
+    ops::Deref,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use crds::v1alpha1::{Allocation, ContainerInstance, Task, TaskLastStatus};
-use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
     runtime::{
-        WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
-        watcher::{self, watcher},
+        reflector::{ObjectRef, Store},
+        watcher,
     },
 };
 
-use crate::{Context, scheduler};
+use crate::{Context, cache, convert, scheduler, tally::Tally};
 
 /// Why an allocation is released, if it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,24 +62,9 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let client = context.client.clone();
-    let (tasks, task_writer) = reflector::store::<Task>();
-    let (instances, instance_writer) = reflector::store::<ContainerInstance>();
-    let task_stream = reflector::reflector(
-        task_writer,
-        watcher(Api::<Task>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .for_each(|event| logged(event, "tasks"));
-    let instance_stream = reflector::reflector(
-        instance_writer,
-        watcher(
-            Api::<ContainerInstance>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|event| logged(event, "container instances"));
+    let (tasks, task_stream) = cache::cache::<Task>(&context.client, watcher::Config::default());
+    let (instances, instance_stream) =
+        cache::cache::<ContainerInstance>(&context.client, watcher::Config::default());
     let collect = async {
         let _ = tokio::join!(tasks.wait_until_ready(), instances.wait_until_ready());
         let mut orphans: HashMap<String, Instant> = HashMap::new();
@@ -96,13 +82,6 @@ pub async fn run(
     }
 }
 
-fn logged<T>(event: Result<T, watcher::Error>, what: &str) -> futures::future::Ready<()> {
-    if let Err(e) = event {
-        tracing::warn!(error = %e, "watching {what}");
-    }
-    futures::future::ready(())
-}
-
 async fn collect(
     context: &Context,
     tasks: &Store<Task>,
@@ -111,14 +90,14 @@ async fn collect(
 ) {
     let grace = context.config.allocation_grace;
     let mut seen = Vec::new();
-    let (mut kept, mut released) = (0usize, 0usize);
+    let (mut kept, mut released, mut settled) = (0usize, 0usize, 0usize);
     for ci in instances.state() {
         let namespace = ci.namespace().unwrap_or_default();
         let name = ci.name_any();
+        let task_of = |a: &Allocation| tasks.get(&ObjectRef::new(&a.task).within(&namespace));
         let mut release = Vec::new();
         for allocation in ci.status.iter().flat_map(|s| &s.allocations) {
-            let task = tasks.get(&ObjectRef::new(&allocation.task).within(&namespace));
-            match judge(allocation, &name, task.as_deref()) {
+            match judge(allocation, &name, task_of(allocation).as_deref()) {
                 Verdict::Keep => kept += 1,
                 Verdict::Release => release.push(allocation.task_uid.clone()),
                 Verdict::Orphan => {
@@ -132,23 +111,74 @@ async fn collect(
                 }
             }
         }
-        if release.is_empty() {
+        if figures(&ci, &release, task_of).is_none() {
             continue;
         }
         released += release.len();
+        settled += 1;
         let api: Api<ContainerInstance> = Api::namespaced(context.client.clone(), &namespace);
-        let (_, conflicts) = scheduler::release(&api, ci, &release).await;
+        let conflicts = settle(&api, ci, &release, &task_of).await;
         context.metrics.reconciled("allocations", None);
-        tracing::info!(instance = %name, released = release.len(), conflicts, "released allocations");
+        tracing::info!(instance = %name, released = release.len(), conflicts, "settled allocations and figures");
     }
     orphans.retain(|uid, _| seen.contains(uid));
     tracing::debug!(
         kept,
         released,
+        settled,
         orphans = orphans.len(),
         tasks = tasks.state().len(),
         "collector pass"
     );
+}
+
+/// What to write on `ci` once the allocations of `release` are taken back:
+/// the allocations kept and their task counts, or `None` when the
+/// instance already says all of it (its remaining resources included).
+fn figures<T: Deref<Target = Task>>(
+    ci: &ContainerInstance,
+    release: &[String],
+    task_of: impl Fn(&Allocation) -> Option<T>,
+) -> Option<(Vec<Allocation>, Tally)> {
+    let status = ci.status.clone().unwrap_or_default();
+    let kept: Vec<Allocation> = status
+        .allocations
+        .iter()
+        .filter(|a| !release.contains(&a.task_uid))
+        .cloned()
+        .collect();
+    let tally = Tally::of(&kept, task_of);
+    let unchanged = kept.len() == status.allocations.len()
+        && tally == Tally::stored(ci)
+        && status.remaining_resources == Some(convert::remaining(ci, &kept));
+    (!unchanged).then_some((kept, tally))
+}
+
+/// Write an instance's figures, re-reading it on conflicts (a scheduler
+/// reserving there); returns the conflicts met.
+async fn settle<T: Deref<Target = Task>>(
+    api: &Api<ContainerInstance>,
+    mut ci: Arc<ContainerInstance>,
+    release: &[String],
+    task_of: impl Fn(&Allocation) -> Option<T>,
+) -> u64 {
+    let mut conflicts = 0;
+    for _ in 0..8 {
+        let Some((kept, tally)) = figures(&ci, release, &task_of) else {
+            return conflicts;
+        };
+        match scheduler::write_allocations(api, &ci, kept, Some(tally)).await {
+            Ok(_) => return conflicts,
+            Err(kube::Error::Api(s)) if s.code == 409 => conflicts += 1,
+            Err(e) => tracing::warn!(instance = %ci.name_any(), error = %e, "settling failed"),
+        }
+        match api.get_opt(&ci.name_any()).await {
+            Ok(Some(fresh)) => ci = Arc::new(fresh),
+            Ok(None) => return conflicts,
+            Err(_) => {}
+        }
+    }
+    conflicts
 }
 
 #[cfg(test)]

@@ -137,6 +137,13 @@ pub fn request(task: &Task, definition: &TaskDefinitionSpec) -> Result<Request, 
             }
         }
     }
+    if let Some(target) = &task.spec.container_instance {
+        // Start-task: the user chose the instance, and ECS's StartTask
+        // applies no placement constraints, only the instance's state and
+        // room.
+        constraints.clear();
+        pinned = Some(target.clone());
+    }
     let strategy = if task.spec.placement_strategy.is_empty() {
         Strategy::run_task_default()
     } else {
@@ -222,6 +229,12 @@ pub fn instance_spec(ci: &ContainerInstance) -> InstanceSpec {
         attributes: ci.spec.attributes.clone(),
         draining: ci.spec.state == InstanceState::Draining,
         connected: ci.status.as_ref().is_some_and(|s| s.agent_connected),
+        agent_version: ci
+            .status
+            .as_ref()
+            .and_then(|s| s.version_info.as_ref())
+            .and_then(|v| v.agent_version.clone()),
+        registered_at: ci.creation_timestamp().map(|t| t.0),
     }
 }
 

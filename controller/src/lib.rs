@@ -9,16 +9,19 @@
 //!   `ContainerInstance.status.allocations` with a resourceVersion
 //!   precondition, then binding with another; several may run at once.
 //! - [`collector`]: releases allocations whose task is gone, stopped or
-//!   bound elsewhere.
+//!   bound elsewhere, and keeps each instance's figures ([`tally`]: task
+//!   counts; remaining resources) true without a write per task event.
 //! - [`service`]: REPLICA and DAEMON services, rolling deployments and the
 //!   circuit breaker; [`service::plan`] is the pure part, in named steps.
 //! - [`instance`]: agent connectivity from Leases, instance loss, draining.
 //! - [`task`]: stopped-task retention, and tasks stopped before placement.
 //! - [`task_definition`]: revisions and the `Valid` condition.
 //! - [`leader`]: Lease-based leader election for the reconcilers.
-//! - [`runner`]: how every reconciler runs (span, metrics, error policy).
+//! - [`runner`]: how every reconciler runs (span, metrics, error policy);
+//!   [`cache`]: the watch-fed caches the sweeps and reconcilers read.
 //! - [`metrics`]: Prometheus metrics and probes.
 
+pub mod cache;
 pub mod collector;
 pub mod convert;
 pub mod events;
@@ -29,6 +32,7 @@ pub mod placement;
 pub mod runner;
 pub mod scheduler;
 pub mod service;
+pub mod tally;
 pub mod task;
 pub mod task_definition;
 

@@ -1,8 +1,15 @@
 //! Tasks after their run: stopped tasks are deleted after the retention
 //! period (ECS keeps them visible for about an hour), a task stopped
 //! before any agent took it is marked STOPPED here (no agent will), a
-//! STOPPED task still desired RUNNING is desired STOPPED, and the
+//! STOPPED task still desired RUNNING is desired STOPPED, a task whose
+//! instance was deregistered (its ContainerInstance deleted) is stopped
+//! with ECS's reason so that its service replaces it, and the
 //! tasks-by-status gauge is kept.
+//!
+//! Deregistration is noticed here, from the tasks, rather than by a
+//! finalizer on the instance: like Kubernetes' pod garbage collector for
+//! pods of deleted Nodes, it works whether or not a controller was running
+//! when the instance went, and `kubectl delete ci` never hangs.
 //!
 //! The last two repair stops cut short: a stop is two writes, status and
 //! spec (the status subresource takes no spec, the object no status), and
@@ -12,21 +19,19 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use crds::{
     stop,
-    v1alpha1::{DesiredStatus, StopCode, Task, TaskLastStatus},
+    v1alpha1::{ContainerInstance, DesiredStatus, StopCode, Task, TaskLastStatus},
 };
-use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
     runtime::{
-        WatchStreamExt,
-        reflector::{self, Store},
-        watcher::{self, watcher},
+        reflector::{ObjectRef, Store},
+        watcher,
     },
 };
 
-use crate::{Context, metrics::StatusLabel, runner};
+use crate::{Context, cache, metrics::StatusLabel, runner};
 
 /// What to do with one task now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,10 +44,16 @@ pub enum Chore {
     DesireStopped,
     /// Stopped longer ago than the retention period.
     Delete,
+    /// Bound to an instance that is no longer registered: no agent will
+    /// report it, so it is recorded STOPPED, as ECS stops the tasks of an
+    /// instance deregistered by force.
+    Deregistered,
 }
 
+/// The chore of `task`; `registered` says whether the instance it was
+/// placed on, if any, is registered as far as the caller's cache knows.
 #[must_use]
-pub fn chore(task: &Task, retention: Duration, now: Timestamp) -> Chore {
+pub fn chore(task: &Task, registered: bool, retention: Duration, now: Timestamp) -> Chore {
     let status = task.status.clone().unwrap_or_default();
     if status.last_status == Some(TaskLastStatus::Stopped)
         && task.spec.desired_status == DesiredStatus::Running
@@ -60,7 +71,10 @@ pub fn chore(task: &Task, retention: Duration, now: Timestamp) -> Chore {
         });
         return if expired { Chore::Delete } else { Chore::None };
     }
-    if task.spec.container_instance.is_none()
+    if task.placed_on().is_some() && !registered {
+        return Chore::Deregistered;
+    }
+    if task.placed_on().is_none()
         && (task.spec.desired_status == DesiredStatus::Stopped || status.stop_code.is_some())
     {
         return Chore::MarkStopped;
@@ -72,32 +86,26 @@ pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let (store, writer) = reflector::store::<Task>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(
-            Api::<Task>::all(context.client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
+    let (store, stream) = cache::cache::<Task>(&context.client, watcher::Config::default());
+    let (instances, instance_stream) =
+        cache::cache::<ContainerInstance>(&context.client, watcher::Config::default());
     let sweep = async {
-        let _ = store.wait_until_ready().await;
+        let _ = tokio::join!(store.wait_until_ready(), instances.wait_until_ready());
         let mut tick = tokio::time::interval(Duration::from_secs(2));
         loop {
             tick.tick().await;
-            sweep(&context, &store).await;
+            sweep(&context, &store, &instances).await;
         }
     };
     tokio::select! {
         () = shutdown => {}
         () = stream => {}
+        () = instance_stream => {}
         () = sweep => {}
     }
 }
 
-async fn sweep(context: &Context, store: &Store<Task>) {
+async fn sweep(context: &Context, store: &Store<Task>, instances: &Store<ContainerInstance>) {
     let now = Timestamp::now();
     let mut counts: BTreeMap<String, i64> = BTreeMap::new();
     for status in [
@@ -123,11 +131,18 @@ async fn sweep(context: &Context, store: &Store<Task>) {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default();
         *counts.entry(last).or_default() += 1;
-        let result = match chore(&task, context.config.task_retention, now) {
+        let registered = task.placed_on().is_none_or(|name| {
+            let namespace = task.namespace().unwrap_or_default();
+            instances
+                .get(&ObjectRef::new(name).within(&namespace))
+                .is_some()
+        });
+        let result = match chore(&task, registered, context.config.task_retention, now) {
             Chore::None => continue,
             Chore::Delete => delete(context, &task).await,
             Chore::MarkStopped => mark_stopped(context, &task, now).await,
             Chore::DesireStopped => desire_stopped(context, &task).await,
+            Chore::Deregistered => deregistered(context, &task, now).await,
         };
         context
             .metrics
@@ -198,12 +213,45 @@ async fn mark_stopped(context: &Context, task: &Task, now: Timestamp) -> Result<
     Ok(())
 }
 
+/// Stop a task of a deregistered instance, once the API server confirms
+/// the instance is gone (this process's cache may not have seen a new
+/// one yet).
+async fn deregistered(context: &Context, task: &Task, now: Timestamp) -> Result<(), kube::Error> {
+    let namespace = task.namespace().unwrap_or_default();
+    let instance = task.placed_on().unwrap_or_default().to_owned();
+    let instances: Api<ContainerInstance> = Api::namespaced(context.client.clone(), &namespace);
+    if instances.get_opt(&instance).await?.is_some() {
+        return Ok(());
+    }
+    let api: Api<Task> = Api::namespaced(context.client.clone(), &namespace);
+    let status = task.status.clone().unwrap_or_default();
+    let patches = stop::patches(
+        &status,
+        StopCode::UserInitiated,
+        stop::DEREGISTRATION_FORCED,
+        Some(now),
+    );
+    let params = PatchParams::default();
+    api.patch_status(&task.name_any(), &params, &Patch::Merge(&patches.status))
+        .await?;
+    api.patch(&task.name_any(), &params, &Patch::Merge(&patches.spec))
+        .await?;
+    tracing::info!(task = %crate::events::key(task), %instance, "stopped: its instance was deregistered");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crds::v1alpha1::{TaskSpec, TaskStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
+
+    fn place(task: &mut Task, on: &str) {
+        task.spec.container_instance = Some(on.into());
+        task.labels_mut()
+            .insert(crds::labels::CONTAINER_INSTANCE.into(), on.into());
+    }
 
     #[test]
     fn stopped_tasks_go_after_retention_and_unplaced_stops_are_recorded() {
@@ -212,12 +260,12 @@ mod tests {
         let mut task = Task::new("t", spec);
         let at = |s| Timestamp::from_second(s).expect("a time");
         let hour = Duration::from_secs(3600);
-        assert_eq!(chore(&task, hour, at(10)), Chore::None);
+        assert_eq!(chore(&task, true, hour, at(10)), Chore::None);
         task.spec.desired_status = DesiredStatus::Stopped;
-        assert_eq!(chore(&task, hour, at(10)), Chore::MarkStopped);
-        task.spec.container_instance = Some("i-1".into());
+        assert_eq!(chore(&task, true, hour, at(10)), Chore::MarkStopped);
+        place(&mut task, "i-1");
         assert_eq!(
-            chore(&task, hour, at(10)),
+            chore(&task, true, hour, at(10)),
             Chore::None,
             "the agent stops a bound task"
         );
@@ -226,10 +274,50 @@ mod tests {
             stopped_at: Some(Time(at(100))),
             ..TaskStatus::default()
         });
-        assert_eq!(chore(&task, hour, at(3699)), Chore::None);
-        assert_eq!(chore(&task, hour, at(3700)), Chore::Delete);
+        assert_eq!(chore(&task, true, hour, at(3699)), Chore::None);
+        assert_eq!(chore(&task, true, hour, at(3700)), Chore::Delete);
         // Stopped, but the spec write was cut short.
         task.spec.desired_status = DesiredStatus::Running;
-        assert_eq!(chore(&task, hour, at(200)), Chore::DesireStopped);
+        assert_eq!(chore(&task, true, hour, at(200)), Chore::DesireStopped);
+    }
+
+    #[test]
+    fn a_live_task_of_a_deregistered_instance_is_stopped_and_a_stopped_one_kept() {
+        let spec: TaskSpec =
+            serde_json::from_value(json!({"taskDefinition": "web"})).expect("a spec");
+        let mut task = Task::new("t", spec);
+        let at = |s| Timestamp::from_second(s).expect("a time");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            chore(&task, false, hour, at(10)),
+            Chore::None,
+            "an unbound task is on no instance"
+        );
+        task.spec.container_instance = Some("i-1".into());
+        assert_eq!(
+            chore(&task, false, hour, at(10)),
+            Chore::None,
+            "a task started on an instance (start-task) is the scheduler's until placed there"
+        );
+        place(&mut task, "i-1");
+        assert_eq!(chore(&task, true, hour, at(10)), Chore::None);
+        assert_eq!(chore(&task, false, hour, at(10)), Chore::Deregistered);
+        task.status = Some(TaskStatus {
+            last_status: Some(TaskLastStatus::Running),
+            ..TaskStatus::default()
+        });
+        assert_eq!(chore(&task, false, hour, at(10)), Chore::Deregistered);
+        task.spec.desired_status = DesiredStatus::Stopped;
+        task.status = Some(TaskStatus {
+            last_status: Some(TaskLastStatus::Stopped),
+            stopped_at: Some(Time(at(100))),
+            ..TaskStatus::default()
+        });
+        assert_eq!(
+            chore(&task, false, hour, at(200)),
+            Chore::None,
+            "kept for the retention period like any stopped task"
+        );
+        assert_eq!(chore(&task, false, hour, at(3700)), Chore::Delete);
     }
 }

@@ -21,6 +21,8 @@ fn instance(name: &str, cpu: u32, memory: u32, attributes: &[(&str, &str)]) -> I
             .collect(),
         draining: false,
         connected: true,
+        agent_version: None,
+        registered_at: None,
     }
 }
 
@@ -192,6 +194,72 @@ fn member_of_filters_by_attributes_and_by_the_tasks_already_there() {
         Query::parse("not(task:group == service:db)").expect("parses"),
     )];
     assert_eq!(state.place(&t, &mut rng).expect("fits").name, "small");
+}
+
+#[test]
+fn member_of_reads_the_facts_of_each_instance() {
+    let at = |t: &str| Some(t.parse().expect("a time"));
+    let mut state = ClusterState::new();
+    // Identical attributes, so one class: the facts still tell them apart.
+    for (name, version, registered) in [
+        ("a", "1.9.2", "2026-01-10T08:00:00Z"),
+        ("b", "1.10.0", "2026-03-01T08:00:00Z"),
+        ("c", "1.10.1", "2026-03-01T20:00:00Z"),
+    ] {
+        state.upsert_instance(InstanceSpec {
+            agent_version: Some(version.into()),
+            registered_at: at(registered),
+            ..instance(name, 4096, 4096, &[("stack", "prod")])
+        });
+    }
+    let mut rng = rng();
+    let placed_on = |state: &mut ClusterState, expr: &str, rng: &mut SmallRng| {
+        let mut t = task(1, 1, vec![Strategy::Random]);
+        t.constraints = vec![Constraint::MemberOf(Query::parse(expr).expect("parses"))];
+        let mut names: Vec<String> = (0..30)
+            .filter_map(|_| state.place(&t, rng).ok().map(|p| p.name))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    assert_eq!(
+        placed_on(&mut state, "agentVersion >= 1.10.0", &mut rng),
+        ["b", "c"]
+    );
+    assert_eq!(
+        placed_on(&mut state, "registeredAt == 2026-03-01", &mut rng),
+        ["b", "c"]
+    );
+    assert_eq!(
+        placed_on(&mut state, "registeredAt < 2026-03-01T12:00:00Z", &mut rng),
+        ["a", "b"]
+    );
+    assert_eq!(
+        placed_on(&mut state, "ec2InstanceId in [a, c]", &mut rng),
+        ["a", "c"]
+    );
+    assert_eq!(
+        placed_on(&mut state, "agentConnected == true", &mut rng),
+        ["a", "b", "c"]
+    );
+
+    // At most two tasks per instance, whatever the strategy says.
+    let mut t = task(1, 1, vec![Strategy::Binpack(BinpackField::Memory)]);
+    t.constraints = vec![Constraint::MemberOf(
+        Query::parse("runningTasksCount < 2").expect("parses"),
+    )];
+    assert_eq!(
+        place_all(&mut state, &t, 6, &mut rng),
+        ["a", "a", "b", "b", "c", "c"]
+    );
+    let refused = state
+        .place(&t, &mut rng)
+        .expect_err("every instance runs two");
+    assert_eq!(
+        refused.to_string(),
+        "3 instances: constraint memberOf(runningTasksCount < 2) not met"
+    );
 }
 
 #[test]

@@ -79,6 +79,8 @@ fn arb_instance() -> impl Generator<Value = InstanceSpec> {
                     attributes,
                     draining,
                     connected,
+                    agent_version: None,
+                    registered_at: None,
                 }
             },
         )
@@ -262,6 +264,8 @@ proptest! {
                     attributes: BTreeMap::from([(ZONE.to_owned(), format!("z{z}"))]),
                     draining: false,
                     connected: true,
+                    agent_version: None,
+                    registered_at: None,
                 });
             }
         }

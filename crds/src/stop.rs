@@ -13,6 +13,9 @@ use crate::v1alpha1::{DesiredStatus, StopCode, TaskLastStatus, TaskStatus};
 /// `desiredStatus` set to STOPPED by a user (or a task stopped before it
 /// was placed).
 pub const STOPPED_BY_USER: &str = "Task stopped by user";
+/// The task's instance was deregistered (its ContainerInstance deleted)
+/// while the task was live; ECS words it so for `--force`.
+pub const DEREGISTRATION_FORCED: &str = "Container instance deregistration forced by user";
 /// An essential container exited, so the whole task stops.
 pub const ESSENTIAL_EXITED: &str = "Essential container in task exited";
 /// The service scheduler replaced a task that failed its health checks.

@@ -100,29 +100,50 @@ impl Gantry {
     /// Start `count` simulated instances `<name>-<i>` (or one named
     /// `name`) in `namespace` in one agent process.
     pub fn agents(&mut self, namespace: &str, name: &str, count: usize, cpu: u32, memory: u32) {
+        self.agents_with(namespace, name, count, (cpu, memory), &[]);
+    }
+
+    /// [`Self::agents`] with more `gantry agent` flags.
+    pub fn agents_with(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        count: usize,
+        (cpu, memory): (u32, u32),
+        flags: &[&str],
+    ) {
         let (count, cpu, memory) = (count.to_string(), cpu.to_string(), memory.to_string());
-        self.spawn(
+        let mut args = vec![
+            "agent",
+            "--runtime",
+            "sim",
+            "--cluster",
+            namespace,
+            "--name",
             name,
-            &[
-                "agent",
-                "--runtime",
-                "sim",
-                "--cluster",
-                namespace,
-                "--name",
-                name,
-                "--count",
-                &count,
-                "--cpu",
-                &cpu,
-                "--memory",
-                &memory,
-                "--lease-renew-seconds",
-                "1",
-                "--sim-start-latency-ms",
-                "5",
-            ],
-        );
+            "--count",
+            &count,
+            "--cpu",
+            &cpu,
+            "--memory",
+            &memory,
+            "--lease-renew-seconds",
+            "1",
+            "--sim-start-latency-ms",
+            "5",
+        ];
+        args.extend_from_slice(flags);
+        self.spawn(name, &args);
+    }
+
+    /// Wait for a started process to exit on its own; its exit status.
+    pub fn wait(&mut self, name: &str) -> std::process::ExitStatus {
+        let (_, child) = self
+            .processes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("that process");
+        child.wait().expect("waited")
     }
 
     /// Start one Docker agent per `(name, host IP)` in `namespace`,
@@ -229,6 +250,18 @@ impl Gantry {
         }
     }
 
+    /// Wait until `check` holds for the task; the task then.
+    pub async fn task_until(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&Task) -> bool,
+    ) -> Task {
+        self.until(namespace, name, what, Duration::from_secs(60), check)
+            .await
+    }
+
     /// Wait until `check` holds for the service; the service then.
     pub async fn service_until(
         &self,
@@ -237,22 +270,47 @@ impl Gantry {
         what: &str,
         check: impl Fn(&Service) -> bool,
     ) -> Service {
-        let api = self.api::<Service>(namespace);
+        self.until(namespace, name, what, Duration::from_secs(120), check)
+            .await
+    }
+
+    /// Wait up to `timeout` until `check` holds for the object; the
+    /// object then. Failing, it says what the object's status was and
+    /// what the processes logged.
+    async fn until<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&K) -> bool,
+    ) -> K
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + kube::core::object::HasStatus
+            + Send
+            + Sync
+            + 'static,
+        K::Status: std::fmt::Debug,
+    {
+        let api = self.api::<K>(namespace);
         let waited = tokio::time::timeout(
-            Duration::from_secs(120),
-            await_condition(api.clone(), name, |s: Option<&Service>| {
-                s.is_some_and(&check)
-            }),
+            timeout,
+            await_condition(api.clone(), name, |o: Option<&K>| o.is_some_and(&check)),
         )
         .await;
-        let service = api.get(name).await.expect("service");
+        let object = api.get(name).await.expect("the object");
         assert!(
             matches!(waited, Ok(Ok(_))),
-            "service {name} never {what}: {:#?}\n{}",
-            service.status,
+            "{} {name} never {what}: {:#?}\n{}",
+            K::kind(&()),
+            object.status(),
             self.logs()
         );
-        service
+        object
     }
 
     pub async fn instances_connected(&self, namespace: &str, n: usize) {

@@ -149,7 +149,7 @@ impl ClusterState {
             .constraints
             .iter()
             .filter_map(|c| match c {
-                super::Constraint::MemberOf(q) if !q.references_tasks() => Some(q),
+                super::Constraint::MemberOf(q) if !q.per_instance() => Some(q),
                 _ => None,
             })
             .collect();

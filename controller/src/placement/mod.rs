@@ -25,6 +25,8 @@ mod state;
 
 use std::{collections::BTreeMap, fmt};
 
+use k8s_openapi::jiff::Timestamp;
+
 pub use engine::allocation_for;
 pub use query::{ParseError, Query};
 pub use state::{ClusterState, InstanceId, StateError};
@@ -87,6 +89,10 @@ pub struct InstanceSpec {
     pub draining: bool,
     /// The agent's Lease is current.
     pub connected: bool,
+    /// The agent version it registered with, for `agentVersion`.
+    pub agent_version: Option<String>,
+    /// When it registered, for `registeredAt`.
+    pub registered_at: Option<Timestamp>,
 }
 
 /// Resources held for one task on an instance.

@@ -5,7 +5,9 @@
 //! term       := factor (('and' | '&&') factor)*
 //! factor     := ('not' | '!') factor | '(' expression ')' | condition
 //! condition  := subject operator [argument]
-//! subject    := 'attribute:' name | 'task:group'
+//! subject    := 'attribute:' name | 'task:group' | 'agentConnected'
+//!             | 'agentVersion' | 'ec2InstanceId' | 'registeredAt'
+//!             | 'runningTasksCount'
 //! argument   := value | '[' value (',' value)* ']'
 //! ```
 //!
@@ -16,9 +18,17 @@
 //! negations true. `task:group` asks about the tasks on an instance:
 //! `task:group == web` holds where a task of group `web` runs, and
 //! `task:group != web` where none does.
+//!
+//! The other subjects are facts of one instance, each with the operators
+//! ECS allows it: `agentConnected` (`true`/`false`) and `ec2InstanceId`
+//! (the instance's name) take `==`, `!=`, `in`, `not_in`, `=~`, `!~`;
+//! `agentVersion` (compared part by part, so `1.10.0 > 1.9.2`),
+//! `registeredAt` (an RFC 3339 time, or a date compared by day) and
+//! `runningTasksCount` (a number) take `==`, `!=`, `>`, `>=`, `<`, `<=`.
 
 use std::{cmp::Ordering, fmt};
 
+use k8s_openapi::jiff::{Timestamp, civil::Date, tz::TimeZone};
 use regex::Regex;
 
 /// An expression that failed to parse: where, what was expected, what was
@@ -59,6 +69,117 @@ pub trait InstanceView {
     fn attribute(&self, name: &str) -> Option<&str>;
     /// Whether some task on the instance has a group satisfying `pred`.
     fn any_task_group(&self, pred: &mut dyn FnMut(&str) -> bool) -> bool;
+    /// A fact of the instance itself, as text (`true`, `1.2.0`, an RFC
+    /// 3339 time, a count); `None` when it has none (no agent version
+    /// reported). A set of attributes alone has no facts.
+    fn fact(&self, fact: Fact) -> Option<String>;
+}
+
+/// The subjects that are facts of one instance rather than attributes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fact {
+    AgentConnected,
+    AgentVersion,
+    Ec2InstanceId,
+    RegisteredAt,
+    RunningTasksCount,
+}
+
+impl Fact {
+    fn from_word(word: &str) -> Option<Self> {
+        Some(match word {
+            "agentConnected" => Self::AgentConnected,
+            "agentVersion" => Self::AgentVersion,
+            "ec2InstanceId" => Self::Ec2InstanceId,
+            "registeredAt" => Self::RegisteredAt,
+            "runningTasksCount" => Self::RunningTasksCount,
+            _ => return None,
+        })
+    }
+
+    /// Whether the fact is ordered (`>`, `<`, ...) rather than matched
+    /// (`in`, `=~`, ...): ECS gives each subject one of the two sets.
+    fn ordered(self) -> bool {
+        matches!(
+            self,
+            Self::AgentVersion | Self::RegisteredAt | Self::RunningTasksCount
+        )
+    }
+
+    fn operators(self) -> &'static str {
+        if self.ordered() {
+            "an operator (==, !=, >, >=, <, <=)"
+        } else {
+            "an operator (==, !=, in, not_in, =~, !~)"
+        }
+    }
+
+    fn takes(self, operator: Operator) -> bool {
+        use Operator as O;
+        if self.ordered() {
+            matches!(operator, O::Eq | O::Ne | O::Gt | O::Ge | O::Lt | O::Le)
+        } else {
+            matches!(
+                operator,
+                O::Eq | O::Ne | O::In | O::NotIn | O::Matches | O::NotMatches
+            )
+        }
+    }
+
+    /// How two values of the fact compare; `None` when they do not.
+    fn order(self, value: &str, argument: &str) -> Option<Ordering> {
+        match self {
+            Self::AgentVersion => Some(version_order(value, argument)),
+            Self::RegisteredAt => {
+                let at: Timestamp = value.parse().ok()?;
+                match Moment::parse(argument)? {
+                    Moment::Instant(t) => Some(at.cmp(&t)),
+                    Moment::Day(day) => Some(at.to_zoned(TimeZone::UTC).date().cmp(&day)),
+                }
+            }
+            Self::RunningTasksCount => Some(order(value, argument)),
+            Self::AgentConnected | Self::Ec2InstanceId => Some(value.cmp(argument)),
+        }
+    }
+}
+
+/// A `registeredAt` argument: a time, or a whole day.
+enum Moment {
+    Instant(Timestamp),
+    Day(Date),
+}
+
+impl Moment {
+    fn parse(text: &str) -> Option<Self> {
+        text.parse()
+            .map(Self::Instant)
+            .ok()
+            .or_else(|| text.parse().ok().map(Self::Day))
+    }
+}
+
+/// Versions compare by their dot-separated parts, numerically where both
+/// parts are numbers.
+fn version_order(a: &str, b: &str) -> Ordering {
+    let parts = |v: &str| {
+        v.trim_start_matches('v')
+            .split('.')
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = (parts(a), parts(b));
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).map_or("0", String::as_str);
+        let y = b.get(i).map_or("0", String::as_str);
+        let o = match (x.parse::<u64>(), y.parse::<u64>()) {
+            (Ok(x), Ok(y)) => x.cmp(&y),
+            _ => x.cmp(y),
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
 }
 
 impl Query {
@@ -93,11 +214,12 @@ impl Query {
         &self.source
     }
 
-    /// Whether the expression looks at tasks (`task:group`), so that it
-    /// must be evaluated per instance rather than per attribute set.
+    /// Whether the expression looks at more than attributes (the tasks of
+    /// `task:group`, or a fact of the instance), so that it must be
+    /// evaluated per instance rather than per attribute set.
     #[must_use]
-    pub fn references_tasks(&self) -> bool {
-        self.expr.references_tasks()
+    pub fn per_instance(&self) -> bool {
+        self.expr.per_instance()
     }
 
     /// Whether `instance` satisfies the expression.
@@ -126,6 +248,7 @@ struct Condition {
 enum Subject {
     Attribute(String),
     TaskGroup,
+    Fact(Fact),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,11 +310,11 @@ impl Operator {
 }
 
 impl Expr {
-    fn references_tasks(&self) -> bool {
+    fn per_instance(&self) -> bool {
         match self {
-            Self::And(a, b) | Self::Or(a, b) => a.references_tasks() || b.references_tasks(),
-            Self::Not(e) => e.references_tasks(),
-            Self::Condition(c) => matches!(c.subject, Subject::TaskGroup),
+            Self::And(a, b) | Self::Or(a, b) => a.per_instance() || b.per_instance(),
+            Self::Not(e) => e.per_instance(),
+            Self::Condition(c) => !matches!(c.subject, Subject::Attribute(_)),
         }
     }
 
@@ -223,6 +346,23 @@ impl Condition {
             Subject::TaskGroup => {
                 instance.any_task_group(&mut |group| self.compare(operator, group))
             }
+            Subject::Fact(fact) => instance.fact(*fact).is_some_and(|value| {
+                let argument = match &self.argument {
+                    Argument::Value(v) => v,
+                    _ => return self.compare(operator, &value),
+                };
+                let Some(o) = fact.order(&value, argument) else {
+                    return false;
+                };
+                match operator {
+                    Operator::Eq => o == Ordering::Equal,
+                    Operator::Gt => o == Ordering::Greater,
+                    Operator::Ge => o != Ordering::Less,
+                    Operator::Lt => o == Ordering::Less,
+                    Operator::Le => o != Ordering::Greater,
+                    _ => false,
+                }
+            }),
         }
     }
 
@@ -419,10 +559,13 @@ impl Parser {
     }
 
     fn condition(&mut self) -> Result<Condition, ParseError> {
-        const SUBJECT: &str = "a subject (attribute:<name> or task:group), 'not' or '('";
+        const SUBJECT: &str = "a subject (attribute:<name>, task:group, agentConnected, agentVersion, ec2InstanceId, registeredAt, runningTasksCount), 'not' or '('";
         let subject =
             match self.peek_word() {
                 Some("task:group") => Subject::TaskGroup,
+                Some(word) if Fact::from_word(word).is_some() => {
+                    Subject::Fact(Fact::from_word(word).expect("just matched"))
+                }
                 Some(word) => match word.strip_prefix("attribute:") {
                     Some(name) if valid_attribute_name(name) => Subject::Attribute(name.to_owned()),
                     Some(_) => return Err(self.error(
@@ -433,11 +576,19 @@ impl Parser {
                 None => return Err(self.error(SUBJECT)),
             };
         self.bump();
-        let operator = self
-            .peek_word()
-            .and_then(Operator::from_word)
-            .ok_or_else(|| self.error(Operator::EXPECTED))?;
+        let operator = match &subject {
+            Subject::Fact(fact) => self
+                .peek_word()
+                .and_then(Operator::from_word)
+                .filter(|o| fact.takes(*o))
+                .ok_or_else(|| self.error(fact.operators()))?,
+            _ => self
+                .peek_word()
+                .and_then(Operator::from_word)
+                .ok_or_else(|| self.error(Operator::EXPECTED))?,
+        };
         self.bump();
+        let argument_column = self.peek().map_or(self.end_column, |t| t.column);
         let argument = match operator {
             Operator::Exists | Operator::NotExists => Argument::None,
             Operator::In | Operator::NotIn => Argument::List(self.list()?),
@@ -454,6 +605,25 @@ impl Parser {
             }
             _ => Argument::Value(self.value()?),
         };
+        if let (Subject::Fact(fact), Argument::Value(value)) = (&subject, &argument) {
+            let expected = match fact {
+                Fact::RegisteredAt if Moment::parse(value).is_none() => {
+                    Some("a time (2018-06-18T22:28:28Z) or a date (2018-06-18)")
+                }
+                Fact::RunningTasksCount if value.parse::<u64>().is_err() => Some("a count"),
+                Fact::AgentConnected if !matches!(value.as_str(), "true" | "false") => {
+                    Some("true or false")
+                }
+                _ => None,
+            };
+            if let Some(expected) = expected {
+                return Err(ParseError {
+                    column: argument_column,
+                    expected: expected.into(),
+                    found: format!("'{value}'"),
+                });
+            }
+        }
         Ok(Condition {
             subject,
             operator,
@@ -532,6 +702,18 @@ mod tests {
         }
         fn any_task_group(&self, pred: &mut dyn FnMut(&str) -> bool) -> bool {
             self.groups.iter().any(|g| pred(g))
+        }
+        fn fact(&self, fact: Fact) -> Option<String> {
+            Some(
+                match fact {
+                    Fact::AgentConnected => "true",
+                    Fact::AgentVersion => return None,
+                    Fact::Ec2InstanceId => "i-a",
+                    Fact::RegisteredAt => "2018-06-18T22:28:28Z",
+                    Fact::RunningTasksCount => "2",
+                }
+                .to_owned(),
+            )
         }
     }
 
@@ -664,17 +846,102 @@ mod tests {
     }
 
     #[test]
-    fn references_tasks_only_with_task_group() {
+    fn per_instance_with_task_group_or_a_fact() {
         assert!(
             !Query::parse("attribute:a == b or not attribute:c exists")
                 .expect("parses")
-                .references_tasks()
+                .per_instance()
         );
         assert!(
             Query::parse("attribute:a == b or not task:group == x")
                 .expect("parses")
-                .references_tasks()
+                .per_instance()
         );
+        assert!(
+            Query::parse("attribute:a == b or runningTasksCount < 3")
+                .expect("parses")
+                .per_instance()
+        );
+    }
+
+    #[test]
+    fn the_instance_facts_compare_as_ecs_compares_them() {
+        let cases = [
+            ("agentConnected == true", true),
+            ("agentConnected != true", false),
+            ("agentConnected in [false, true]", true),
+            ("ec2InstanceId == i-a", true),
+            ("ec2InstanceId in [i-b, i-c]", false),
+            ("ec2InstanceId not_in [i-b, i-c]", true),
+            ("ec2InstanceId =~ i-.*", true),
+            ("ec2InstanceId !~ i-.*", false),
+            ("runningTasksCount == 2", true),
+            ("runningTasksCount < 10", true),
+            ("runningTasksCount >= 3", false),
+            ("registeredAt > 2018-06-18T22:00:00Z", true),
+            ("registeredAt < 2018-06-18T22:28:28Z", false),
+            ("registeredAt <= 2018-06-18T22:28:28Z", true),
+            // A date compares by day: the instance registered on it.
+            ("registeredAt == 2018-06-18", true),
+            ("registeredAt > 2018-06-18", false),
+            ("registeredAt < 2018-06-19", true),
+            // No agent version reported: positive operators are false and
+            // their negations true, as for a missing attribute.
+            ("agentVersion >= 1.0.0", false),
+            ("agentVersion != 1.0.0", true),
+            ("runningTasksCount < 3 and ec2InstanceId == i-a", true),
+        ];
+        for (expr, want) in cases {
+            assert_eq!(eval(expr), want, "{expr}");
+        }
+    }
+
+    #[test]
+    fn versions_compare_part_by_part() {
+        use Ordering::{Equal, Greater, Less};
+        for (a, b, want) in [
+            ("1.10.0", "1.9.2", Greater),
+            ("1.2", "1.2.0", Equal),
+            ("v1.2.3", "1.2.3", Equal),
+            ("1.2.3", "1.2.10", Less),
+            ("1.2.3-rc1", "1.2.3-rc2", Less),
+        ] {
+            assert_eq!(version_order(a, b), want, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn a_fact_refuses_operators_and_values_ecs_does_not_take() {
+        let cases = [
+            (
+                "agentConnected > true",
+                "at column 16: expected an operator (==, !=, in, not_in, =~, !~), found '>'",
+            ),
+            (
+                "runningTasksCount in [1, 2]",
+                "at column 19: expected an operator (==, !=, >, >=, <, <=), found 'in'",
+            ),
+            (
+                "agentVersion =~ 1.*",
+                "at column 14: expected an operator (==, !=, >, >=, <, <=), found '=~'",
+            ),
+            (
+                "runningTasksCount < few",
+                "at column 21: expected a count, found 'few'",
+            ),
+            (
+                "registeredAt > yesterday",
+                "at column 16: expected a time (2018-06-18T22:28:28Z) or a date (2018-06-18), found 'yesterday'",
+            ),
+            (
+                "agentConnected == yes",
+                "at column 19: expected true or false, found 'yes'",
+            ),
+        ];
+        for (expr, want) in cases {
+            let err = Query::parse(expr).expect_err(expr);
+            assert_eq!(err.to_string(), want, "{expr}");
+        }
     }
 
     #[test]
@@ -682,7 +949,7 @@ mod tests {
         let cases = [
             (
                 "",
-                "at column 1: expected a subject (attribute:<name> or task:group), 'not' or '(', found the end of the expression",
+                "at column 1: expected a subject (attribute:<name>, task:group, agentConnected, agentVersion, ec2InstanceId, registeredAt, runningTasksCount), 'not' or '(', found the end of the expression",
             ),
             (
                 "attribute:stack",
@@ -706,15 +973,15 @@ mod tests {
             ),
             (
                 "stack == prod",
-                "at column 1: expected a subject (attribute:<name> or task:group), 'not' or '(', found 'stack'",
+                "at column 1: expected a subject (attribute:<name>, task:group, agentConnected, agentVersion, ec2InstanceId, registeredAt, runningTasksCount), 'not' or '(', found 'stack'",
             ),
             (
                 "task:name == web",
-                "at column 1: expected a subject (attribute:<name> or task:group), 'not' or '(', found 'task:name'",
+                "at column 1: expected a subject (attribute:<name>, task:group, agentConnected, agentVersion, ec2InstanceId, registeredAt, runningTasksCount), 'not' or '(', found 'task:name'",
             ),
             (
                 "attribute:a == b and",
-                "at column 21: expected a subject (attribute:<name> or task:group), 'not' or '(', found the end of the expression",
+                "at column 21: expected a subject (attribute:<name>, task:group, agentConnected, agentVersion, ec2InstanceId, registeredAt, runningTasksCount), 'not' or '(', found the end of the expression",
             ),
             (
                 "attribute:a == b c",
@@ -758,7 +1025,7 @@ mod tests {
             ),
             (
                 "not",
-                "at column 4: expected a subject (attribute:<name> or task:group), 'not' or '(', found the end of the expression",
+                "at column 4: expected a subject (attribute:<name>, task:group, agentConnected, agentVersion, ec2InstanceId, registeredAt, runningTasksCount), 'not' or '(', found the end of the expression",
             ),
             (
                 "attribute:a exists prod",

@@ -3,11 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use k8s_openapi::jiff::Timestamp;
 use smallvec::SmallVec;
 
 use super::{
     Allocation, BinpackField, Cause, Constraint, HostPort, InstanceSpec, SpreadField, Strategy,
-    TaskRequest, query::InstanceView,
+    TaskRequest,
+    query::{Fact, InstanceView},
 };
 
 /// An instance's slot in the state; stable while the instance exists.
@@ -50,6 +52,8 @@ pub(super) struct Instance {
 #[repr(C)]
 pub(super) struct Cold {
     pub(super) name: String,
+    pub(super) agent_version: Option<String>,
+    pub(super) registered_at: Option<Timestamp>,
     pub(super) tasks: Vec<Allocation>,
     pub(super) groups: Counts,
     pub(super) families: Counts,
@@ -151,6 +155,29 @@ impl InstanceView for BTreeMap<String, String> {
     }
     fn any_task_group(&self, _: &mut dyn FnMut(&str) -> bool) -> bool {
         false
+    }
+    fn fact(&self, _: Fact) -> Option<String> {
+        None
+    }
+}
+
+/// A registered instance as a DAEMON service's eligibility sees it: its
+/// attributes and facts, but no tasks (nor a count of them).
+impl InstanceView for InstanceSpec {
+    fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes.get(name).map(String::as_str)
+    }
+    fn any_task_group(&self, _: &mut dyn FnMut(&str) -> bool) -> bool {
+        false
+    }
+    fn fact(&self, fact: Fact) -> Option<String> {
+        match fact {
+            Fact::AgentConnected => Some(self.connected.to_string()),
+            Fact::AgentVersion => self.agent_version.clone(),
+            Fact::Ec2InstanceId => Some(self.name.clone()),
+            Fact::RegisteredAt => self.registered_at.map(|t| t.to_string()),
+            Fact::RunningTasksCount => None,
+        }
     }
 }
 
@@ -343,6 +370,8 @@ impl ClusterState {
             dirty: false,
             cold: Box::new(Cold {
                 name: spec.name.clone(),
+                agent_version: spec.agent_version,
+                registered_at: spec.registered_at,
                 reserved: spec.reserved_ports.into_iter().collect(),
                 ..Cold::default()
             }),
@@ -664,7 +693,7 @@ impl ClusterState {
                 .constraints
                 .iter()
                 .filter_map(|c| match c {
-                    Constraint::MemberOf(q) => Some((q, !q.references_tasks())),
+                    Constraint::MemberOf(q) => Some((q, !q.per_instance())),
                     Constraint::DistinctInstance => None,
                 })
                 .collect(),
@@ -805,5 +834,18 @@ impl InstanceView for View<'_> {
             .groups
             .keys()
             .any(|g| pred(&self.state.groups.names[g as usize]))
+    }
+
+    fn fact(&self, fact: Fact) -> Option<String> {
+        let instance = self.instance;
+        match fact {
+            Fact::AgentConnected => Some(instance.connected.to_string()),
+            Fact::AgentVersion => instance.cold.agent_version.clone(),
+            Fact::Ec2InstanceId => Some(instance.cold.name.clone()),
+            Fact::RegisteredAt => instance.cold.registered_at.map(|t| t.to_string()),
+            // The engine's own books: every task placed here and not yet
+            // released, newer than the instance's stored count.
+            Fact::RunningTasksCount => Some(instance.cold.tasks.len().to_string()),
+        }
     }
 }

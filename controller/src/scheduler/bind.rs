@@ -24,7 +24,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::convert;
+use crate::{convert, tally::Tally};
 
 /// A task placed on the instance of the round.
 pub struct Placed {
@@ -86,10 +86,11 @@ pub async fn round(
     let new: Vec<Allocation> = placed.iter().filter_map(|p| p.allocation.clone()).collect();
     let mut latest = instance;
     if !new.is_empty() {
+        let tally = Tally::stored(&latest).reserved(new.len());
         let mut allocations = stored(&latest);
         allocations.extend(new);
 
-        match write_allocations(&instances, &latest, allocations).await {
+        match write_allocations(&instances, &latest, allocations, Some(tally)).await {
             Ok(ci) => {
                 outcome.reserved = Some((latest.resource_version(), ci.resource_version()));
                 latest = Arc::new(ci);
@@ -147,7 +148,9 @@ fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// Write an instance's allocations against the version `ci` was read at.
+/// Write an instance's allocations, and the remaining resources and task
+/// counts that go with them (`None` leaves the counts for the allocation
+/// collector to correct), against the version `ci` was read at.
 ///
 /// # Errors
 /// 409 when the instance changed since.
@@ -155,12 +158,17 @@ pub async fn write_allocations(
     api: &Api<ContainerInstance>,
     ci: &ContainerInstance,
     allocations: Vec<Allocation>,
+    tally: Option<Tally>,
 ) -> std::result::Result<ContainerInstance, kube::Error> {
     let remaining = convert::remaining(ci, &allocations);
-    let patch = json!({
+    let mut patch = json!({
         "metadata": {"resourceVersion": ci.resource_version()},
         "status": {"allocations": allocations, "remainingResources": remaining},
     });
+    if let Some(tally) = tally {
+        patch["status"]["runningTasksCount"] = json!(tally.running);
+        patch["status"]["pendingTasksCount"] = json!(tally.pending);
+    }
     api.patch_status(
         &ci.name_any(),
         &PatchParams::default(),
@@ -210,10 +218,14 @@ async fn bind(api: &Api<Task>, placed: &Placed, instance: &str) -> (Result, u64)
                 {
                     return (Result::Lost, conflicts);
                 }
-                match fresh.spec.container_instance.as_deref() {
-                    Some(on) if on == instance => return (Result::BoundByOther, conflicts),
-                    Some(_) => return (Result::Lost, conflicts),
-                    None => task = Arc::new(fresh),
+                match (fresh.placed_on(), fresh.spec.container_instance.as_deref()) {
+                    (Some(on), _) if on == instance => return (Result::BoundByOther, conflicts),
+                    (Some(_), _) => return (Result::Lost, conflicts),
+                    // Started on another instance by its creator.
+                    (None, Some(target)) if target != instance => {
+                        return (Result::Lost, conflicts);
+                    }
+                    (None, _) => task = Arc::new(fresh),
                 }
             }
             Err(e) if is_not_found(&e) => return (Result::Lost, conflicts),
@@ -294,7 +306,7 @@ pub async fn release(
         if kept.len() == allocations.len() {
             return (ci, conflicts);
         }
-        match write_allocations(api, &ci, kept).await {
+        match write_allocations(api, &ci, kept, None).await {
             Ok(written) => return (Arc::new(written), conflicts),
             Err(e) => {
                 if is_conflict(&e) {

@@ -23,20 +23,24 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crds::v1alpha1::{
-    ContainerInstance, DesiredStatus, LatestRevision, Task, TaskDefinition, TaskDefinitionSpec,
-    TaskLastStatus,
+use crds::{
+    stop,
+    v1alpha1::{
+        ContainerInstance, DesiredStatus, LatestRevision, StopCode, Task, TaskDefinition,
+        TaskDefinitionSpec, TaskLastStatus,
+    },
 };
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{WatchStreamExt, watcher},
 };
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
 use tracing::Instrument;
 
-pub use bind::{release, write_allocations};
+pub use bind::write_allocations;
 
 use crate::{
     convert,
@@ -67,6 +71,10 @@ impl Options {
 }
 
 type Key = (String, String);
+
+/// How long a start-task naming an instance this scheduler has not seen
+/// waits for it to appear before the task is refused.
+const START_TASK_GRACE: Duration = Duration::from_secs(5);
 
 struct Pending {
     task: Arc<Task>,
@@ -291,7 +299,7 @@ impl Scheduler {
 
     fn wants(&self, task: &Task) -> bool {
         task.spec.scheduler_name == self.options.name
-            && task.spec.container_instance.is_none()
+            && task.placed_on().is_none()
             && task.spec.desired_status == DesiredStatus::Running
             && task.metadata.deletion_timestamp.is_none()
             && task.status.as_ref().is_none_or(|s| {
@@ -353,7 +361,10 @@ impl Scheduler {
                         .or_default()
                         .push(placement);
                 }
-                Err(message) => self.unplaceable(&key, message),
+                Err(NotPlaced::Waiting(message)) => self.unplaceable(&key, message),
+                Err(NotPlaced::Refused { instance, reason }) => {
+                    self.refuse(&key, &instance, reason);
+                }
             }
         }
         for (instance, placements) in placed {
@@ -403,11 +414,11 @@ impl Scheduler {
     }
 
     /// Choose an instance for a task and hold its reservation in the cache.
-    fn place(&mut self, task: &Task) -> Result<(String, bind::Placed), String> {
+    fn place(&mut self, task: &Task) -> Result<(String, bind::Placed), NotPlaced> {
         let namespace = task.namespace().unwrap_or_default();
         let uid = task.uid().unwrap_or_default();
-        let (definition, snapshot) = self.definition(task)?;
-        let request = convert::request(task, &definition)?;
+        let (definition, snapshot) = self.definition(task).map_err(NotPlaced::Waiting)?;
+        let request = convert::request(task, &definition).map_err(NotPlaced::Waiting)?;
         let cluster = self.clusters.entry(namespace).or_default();
         if let Some(on) = cluster.reserved_on(&uid) {
             // Reserved already, by a round that never bound it: bind there.
@@ -426,7 +437,18 @@ impl Scheduler {
             Some(instance) => cluster.state.place_on(instance, &request.task),
             None => cluster.state.place(&request.task, &mut self.rng),
         }
-        .map_err(|unplaceable| unplaceable.to_string())?;
+        .map_err(|unplaceable| match &task.spec.container_instance {
+            Some(instance) => NotPlaced::Refused {
+                instance: instance.clone(),
+                reason: match unplaceable.ranked().first() {
+                    Some((cause, _)) => {
+                        format!("container instance {instance} cannot run the task: {cause}")
+                    }
+                    None => format!("container instance {instance} is not registered"),
+                },
+            },
+            None => NotPlaced::Waiting(unplaceable.to_string()),
+        })?;
         let allocation =
             crate::placement::allocation_for(&cache::key(&uid, &placement.name), &request.task);
         cluster.hold(&placement.name, allocation);
@@ -541,6 +563,58 @@ impl Scheduler {
 
     /// Park a task nothing can take; say why on it and its owner, once per
     /// new reason.
+    /// Stop a task created to start on an instance that cannot run it
+    /// (not registered, not ACTIVE, its agent disconnected, or no room),
+    /// as ECS's StartTask fails at once rather than waiting. An instance
+    /// this cache does not know yet gets a few seconds to appear first.
+    fn refuse(&mut self, key: &Key, instance: &str, reason: String) {
+        let known = self
+            .clusters
+            .get(&key.0)
+            .is_some_and(|c| c.instance(instance).is_some());
+        let young = self
+            .pending
+            .get(key)
+            .is_some_and(|p| p.since.elapsed() < START_TASK_GRACE);
+        if !known && young {
+            self.unplaceable(key, reason);
+            return;
+        }
+        let Some(p) = self.pending.remove(key) else {
+            return;
+        };
+        let task = p.task;
+        let events = self.events.clone();
+        let api: Api<Task> = Api::namespaced(self.client.clone(), &key.0);
+        tokio::spawn(async move {
+            let status = task.status.clone().unwrap_or_default();
+            let patches = stop::patches(
+                &status,
+                StopCode::TaskFailedToStart,
+                &reason,
+                Some(k8s_openapi::jiff::Timestamp::now()),
+            );
+            let params = PatchParams::default();
+            let name = task.name_any();
+            let written = async {
+                api.patch_status(&name, &params, &Patch::Merge(&patches.status))
+                    .await?;
+                api.patch(&name, &params, &Patch::Merge(&patches.spec))
+                    .await
+            };
+            if let Err(e) = written.await {
+                // The task sweep finishes a stop whose second write failed.
+                tracing::warn!(task = %name, error = %e, "stopping a refused start-task failed");
+            }
+            events
+                .publish_about(
+                    &task.object_ref(&()),
+                    &Note::warning("TaskFailedToStart", reason),
+                )
+                .await;
+        });
+    }
+
     fn unplaceable(&mut self, key: &Key, message: String) {
         self.metrics
             .unplaceable
@@ -601,6 +675,15 @@ impl Scheduler {
             bind::set_scheduled(&api, &task, false, "Unplaceable", message).await;
         });
     }
+}
+
+/// Why a task was not placed this time.
+enum NotPlaced {
+    /// Tried again when the cluster changes (capacity joins, a task
+    /// definition turns valid).
+    Waiting(String),
+    /// Created to start on `instance` (start-task), which cannot run it.
+    Refused { instance: String, reason: String },
 }
 
 fn key_of(object: &impl ResourceExt) -> Key {

@@ -41,7 +41,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{Context, convert, runner};
+use crate::{Context, cache, convert, runner};
 use plan::{Definition, NewTask, Stop};
 
 /// What of an instance matters to services: its generation and connectivity.
@@ -61,30 +61,16 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let client = context.client.clone();
-    let (instances, writer) = reflector::store::<ContainerInstance>();
-    let instance_cache = reflector::reflector(
-        writer,
-        watcher(
-            Api::<ContainerInstance>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
-    let (slices, writer) = reflector::store::<EndpointSlice>();
-    let slice_cache = reflector::reflector(
-        writer,
-        watcher(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default().labels(&format!(
-                "{}={}",
-                endpoints::MANAGED_BY,
-                endpoints::MANAGER
-            )),
-        ),
-    )
-    .default_backoff()
-    .for_each(|_| futures::future::ready(()));
+    let (instances, instance_cache) =
+        cache::cache::<ContainerInstance>(&client, watcher::Config::default());
+    let (slices, slice_cache) = cache::cache::<EndpointSlice>(
+        &client,
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            endpoints::MANAGED_BY,
+            endpoints::MANAGER
+        )),
+    );
     let (balancers, writer) = reflector::store::<LoadBalancer>();
     let balancer_events = reflector::reflector(
         writer,

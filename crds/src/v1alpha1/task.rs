@@ -107,10 +107,28 @@ pub struct TaskSpec {
     pub scheduler_name: String,
 
     /// The ContainerInstance this task is bound to; set once by a
-    /// scheduler.
+    /// scheduler, or by the user at creation to start the task on that
+    /// instance (ECS's start-task), where the scheduler then places it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub container_instance: Option<String>,
+}
+
+impl Task {
+    /// The instance a scheduler placed this task on: its
+    /// `spec.containerInstance` once the binding label names the same
+    /// instance. A task created with `spec.containerInstance` (start-task)
+    /// names an instance before it is placed there.
+    #[must_use]
+    pub fn placed_on(&self) -> Option<&str> {
+        let on = self.spec.container_instance.as_deref()?;
+        let labelled = self
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::labels::CONTAINER_INSTANCE));
+        (labelled.map(String::as_str) == Some(on)).then_some(on)
+    }
 }
 
 /// Overrides applied when the task runs.

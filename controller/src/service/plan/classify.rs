@@ -1,7 +1,8 @@
 //! Which live tasks count toward the service and which are to be
 //! replaced: tasks of an older revision, on a DRAINING instance, UNHEALTHY
 //! past the grace period, or (DAEMON) on an instance that no longer
-//! qualifies or already has one.
+//! qualifies or already has one. A DAEMON task on a deregistered instance
+//! is neither: it is stopped for the deregistration.
 
 use std::time::Duration;
 
@@ -20,6 +21,10 @@ pub struct Rules<'a> {
     pub disconnected: &'a [&'a str],
     /// Instances whose `spec.state` is DRAINING.
     pub draining: &'a [&'a str],
+    /// Every registered instance: a DAEMON task on any other was
+    /// deregistered with it, and `controller::task` stops it with ECS's
+    /// reason for that rather than this plan with a scaling one.
+    pub registered: &'a [&'a str],
     /// `healthCheckGracePeriodSeconds`.
     pub grace: Duration,
     pub now: Timestamp,
@@ -80,6 +85,9 @@ pub fn classify<'a>(facts: &'a [Facts<'a>], rules: &Rules<'_>) -> Classified<'a>
         }
         if !rules.daemon {
             out.keep.push(f);
+            continue;
+        }
+        if f.instance.is_some_and(|i| !rules.registered.contains(&i)) {
             continue;
         }
         match f.instance {

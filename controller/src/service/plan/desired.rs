@@ -83,5 +83,5 @@ pub fn held_while_disconnected(desired: &mut Desired<'_>, tasks: &[crds::v1alpha
 
 /// Whether an instance, connected or not, may run a DAEMON service's task.
 fn qualifies(instance: &InstanceSpec, constraints: &[Query]) -> bool {
-    !instance.draining && constraints.iter().all(|q| q.matches(&instance.attributes))
+    !instance.draining && constraints.iter().all(|q| q.matches(instance))
 }

@@ -285,8 +285,10 @@ impl<'a> Round<'a> {
         let max_total = desired * i64::from(max_percent) / 100;
         let instances = self.input.instances.iter();
         let draining: Vec<&str> = instances
+            .clone()
             .filter_map(|i| i.draining.then_some(i.name.as_str()))
             .collect();
+        let registered: Vec<&str> = instances.map(|i| i.name.as_str()).collect();
         let grace = u64::try_from(spec.health_check_grace_period_seconds.max(0)).unwrap_or(0);
         let classified = classify::classify(
             self.facts,
@@ -296,6 +298,7 @@ impl<'a> Round<'a> {
                 eligible: &self.desired.eligible,
                 disconnected: &self.desired.disconnected,
                 draining: &draining,
+                registered: &registered,
                 grace: Duration::from_secs(grace),
                 now: self.input.now,
             },

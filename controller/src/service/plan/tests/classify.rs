@@ -17,6 +17,7 @@ fn rules<'a>(primary: &'a crds::v1alpha1::Deployment, now: i64) -> Rules<'a> {
         eligible: &[],
         disconnected: &[],
         draining: &["drained"],
+        registered: &[],
         grace: Duration::from_secs(60),
         now: at(now),
     }
@@ -101,15 +102,21 @@ fn daemon_keeps_one_task_per_eligible_instance_preferring_the_running_one() {
         running(task("a-running", 2, 5), "a", 6),
         running(task("b", 2, 1), "b", 2),
         running(task("gone", 2, 1), "left", 2),
+        running(task("deregistered", 2, 1), "d", 2),
     ];
     let facts = facts(&tasks, false);
     let mut r = rules(&primary, 100);
     r.daemon = true;
     r.eligible = &["a", "b"];
+    r.registered = &["a", "b", "left"];
     let c = classify(&facts, &r);
     assert_eq!(names(c.keep.iter().copied()), ["b", "a-running"]);
     let replaced: Vec<String> = c.replace.iter().map(|r| r.facts.name()).collect();
-    assert_eq!(replaced, ["gone", "a-pending"]);
+    assert_eq!(
+        replaced,
+        ["gone", "a-pending"],
+        "the task on a deregistered instance is left to its own stop"
+    );
 }
 
 #[test]

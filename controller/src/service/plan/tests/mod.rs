@@ -156,6 +156,8 @@ pub fn instance(name: &str, attributes: &[(&str, &str)]) -> InstanceSpec {
             .collect::<BTreeMap<_, _>>(),
         draining: false,
         connected: true,
+        agent_version: None,
+        registered_at: None,
     }
 }
 

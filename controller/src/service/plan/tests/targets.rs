@@ -78,6 +78,7 @@ fn a_target_unhealthy_past_the_grace_period_is_replaced() {
         eligible: &[],
         disconnected: &[],
         draining: &[],
+        registered: &[],
         grace: Duration::from_secs(60),
         now: at(now),
     };
