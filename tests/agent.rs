@@ -166,9 +166,7 @@ impl Cluster {
             .await
             .expect("task created");
         let instances: Api<ContainerInstance> = Api::namespaced(self.client.clone(), "default");
-        let mut ci = instances.get_status(instance).await.expect("instance");
-        let status = ci.status.get_or_insert_with(Default::default);
-        status.allocations.push(Allocation {
+        let allocation = Allocation {
             task: name.to_owned(),
             task_uid: created.uid().expect("uid"),
             group: None,
@@ -177,11 +175,22 @@ impl Cluster {
             memory: 16,
             ports: Vec::new(),
             ports_udp: Vec::new(),
-        });
-        instances
-            .replace_status(instance, &PostParams::default(), &ci)
-            .await
-            .expect("allocation written against the revision read");
+        };
+        // Written against the revision read, as a scheduler writes: a 409
+        // (the agent reporting its versions, say) means read again.
+        for attempt in 1.. {
+            let mut ci = instances.get_status(instance).await.expect("instance");
+            let status = ci.status.get_or_insert_with(Default::default);
+            status.allocations.push(allocation.clone());
+            match instances
+                .replace_status(instance, &PostParams::default(), &ci)
+                .await
+            {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => {}
+                Err(e) => panic!("allocation written against the revision read: {e}"),
+            }
+        }
         let bind = json!({"spec": {"containerInstance": instance}});
         self.tasks()
             .patch(name, &PatchParams::default(), &Patch::Merge(&bind))
