@@ -651,6 +651,7 @@ async fn a_balanced_service_loses_no_request_through_deployments_scaling_drains_
     let sick = &tasks[0];
     docker_stdout(&["exec", &container_of(sick), "rm", "/tmp/www/health"]);
     let mut seen_unhealthy = None;
+    let mut stopped_sick = None;
     for _ in 0..600 {
         let lb = s.balancer().await;
         if let Some(t) = lb
@@ -669,6 +670,7 @@ async fn a_balanced_service_loses_no_request_through_deployments_scaling_drains_
         let reason = now.status.as_ref().and_then(|s| s.stopped_reason.clone());
         if let Some(reason) = reason {
             assert_eq!(reason, "Task failed ELB health checks in (elb web)");
+            stopped_sick = Some(now);
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -677,6 +679,29 @@ async fn a_balanced_service_loses_no_request_through_deployments_scaling_drains_
         seen_unhealthy,
         Some(Some("Target.ResponseCodeMismatch".to_owned())),
         "the target went unhealthy for its 404 first"
+    );
+    // Start-first, as ECS replaces an unhealthy task when maximumPercent
+    // allows: its replacement ran before it was stopped.
+    let stopping_at = stopped_sick
+        .as_ref()
+        .and_then(|t| t.status.as_ref()?.stopping_at.clone())
+        .expect("the sick task's stoppingAt");
+    let earlier: Vec<String> = tasks.iter().map(ResourceExt::name_any).collect();
+    let replacement_started =
+        s.g.api::<Task>(NS)
+            .list(&ListParams::default().labels("gantry.dev/service=web"))
+            .await
+            .expect("tasks")
+            .items
+            .into_iter()
+            .filter(|t| !earlier.contains(&t.name_any()))
+            .filter_map(|t| t.status?.started_at)
+            .min();
+    assert!(
+        replacement_started
+            .as_ref()
+            .is_some_and(|started| started.0 < stopping_at.0),
+        "a replacement started ({replacement_started:?}) before the sick task was stopped ({stopping_at:?})"
     );
     s.settled(3, ROLLED, "replaced the unhealthy task").await;
     let (_, failures) = load.since(&mark);

@@ -14,7 +14,7 @@ use std::{
 };
 
 use crds::v1alpha1::{
-    ContainerInstance, DeploymentStatus, DesiredStatus, RolloutState, StopCode, Task,
+    ContainerInstance, DeploymentStatus, DesiredStatus, RolloutState, ServiceState, StopCode, Task,
     TaskLastStatus,
 };
 use futures::StreamExt;
@@ -1157,4 +1157,199 @@ async fn a_daemon_task_outlives_an_agent_blip_and_is_replaced_after_instance_los
     }
     g.service_until(ns, "agentd", "one task per host again", three)
         .await;
+}
+
+/// The tasks labelled for service `name`, stopped ones included.
+async fn labelled_tasks(g: &Gantry, ns: &str, name: &str) -> Vec<Task> {
+    g.api::<Task>(ns)
+        .list(&ListParams::default().labels(&format!("gantry.dev/service={name}")))
+        .await
+        .expect("tasks")
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
+    let ns = "delete";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 3, 4096, 4096);
+    g.controller("controller", &["--task-retention-seconds", "15"]);
+    g.instances_connected(ns, 3).await;
+    let cli = common::tool("KUBECTL", "kubectl").map(|binary| common::Cli {
+        binary,
+        kubeconfig: g.kubeconfig.clone(),
+    });
+    // web is neither the first nor the last Service of the namespace.
+    g.apply(
+        ns,
+        &[
+            task_definition("app", 64, &["httpd"], "1"),
+            service("api", "app", 2, json!({})),
+            service("web", "app", 3, json!({})),
+            service("worker", "app", 2, json!({})),
+        ],
+    )
+    .await;
+    for (name, count) in [("api", 2), ("web", 3), ("worker", 2)] {
+        let s = g
+            .service_until(ns, name, "reached Ready", |s| {
+                ready(s)
+                    && s.status
+                        .as_ref()
+                        .is_some_and(|st| st.running_count == count)
+            })
+            .await;
+        let st = s.status.as_ref().expect("status");
+        assert_eq!(st.state, Some(ServiceState::Active), "{name}");
+        assert!(
+            s.finalizers().iter().any(|f| f == "gantry.dev/stop-tasks"),
+            "{name} holds the finalizer: {:?}",
+            s.finalizers()
+        );
+    }
+    let before: Vec<String> = labelled_tasks(&g, ns, "web")
+        .await
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(before.len(), 3);
+
+    // Every state web goes through, from a watch started before the delete.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let watching = {
+        let (services, seen) = (g.api::<crds::v1alpha1::Service>(ns), Arc::clone(&seen));
+        tokio::spawn(async move {
+            let config = watcher::Config::default().fields("metadata.name=web");
+            let mut events = watcher(services, config).boxed();
+            while let Some(Ok(event)) = events.next().await {
+                let state = match event {
+                    watcher::Event::Apply(s) | watcher::Event::InitApply(s) => {
+                        s.status.and_then(|st| st.state).map(|st| format!("{st:?}"))
+                    }
+                    watcher::Event::Delete(_) => Some("Deleted".to_owned()),
+                    _ => None,
+                };
+                let mut seen = seen.lock().expect("lock");
+                if let Some(state) = state
+                    && seen.last() != Some(&state)
+                {
+                    seen.push(state);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match &cli {
+        // kubectl waits for the Service to be gone.
+        Some(cli) => {
+            cli.ok(&["-n", ns, "delete", "gsvc", "web"]);
+        }
+        None => {
+            g.api::<crds::v1alpha1::Service>(ns)
+                .delete("web", &Default::default())
+                .await
+                .expect("deleted");
+            for _ in 0..600 {
+                let gone = g
+                    .api::<crds::v1alpha1::Service>(ns)
+                    .get_opt("web")
+                    .await
+                    .expect("a read")
+                    .is_none();
+                if gone {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(
+        g.api::<crds::v1alpha1::Service>(ns)
+            .get_opt("web")
+            .await
+            .expect("a read")
+            .is_none(),
+        "the Service is gone"
+    );
+    // The delete left no task running, and kept every task as a record.
+    let after = labelled_tasks(&g, ns, "web").await;
+    let mut names: Vec<String> = after.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    assert_eq!(names, before, "every task is kept as a record");
+    for task in &after {
+        let st = task.status.as_ref().expect("status");
+        assert_eq!(task.spec.desired_status, DesiredStatus::Stopped);
+        assert!(
+            matches!(
+                last(task),
+                Some(TaskLastStatus::Stopping | TaskLastStatus::Stopped)
+            ),
+            "{}: {:?}",
+            task.name_any(),
+            last(task)
+        );
+        assert_eq!(
+            (st.stop_code, st.stopped_reason.as_deref()),
+            (
+                Some(StopCode::ServiceSchedulerInitiated),
+                Some("Scaling activity initiated by (deployment ecs-svc/1)")
+            )
+        );
+        assert!(
+            task.owner_references().is_empty(),
+            "released from the deleted Service"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    watching.abort();
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        ["Active", "Draining", "Deleted"],
+        "the Service went DRAINING before it went"
+    );
+    let note = g.until_event(ns, "web", "Draining").await;
+    assert!(note.contains("DRAINING"), "{note}");
+    // The other services were not touched.
+    for (name, count) in [("api", 2), ("worker", 2)] {
+        assert_eq!(g.live_tasks(ns, name).await.len(), count, "{name}");
+    }
+
+    // A new Service of the same name starts afresh: the records' names
+    // stay taken, and they count for nothing.
+    g.apply(ns, &[service("web", "app", 2, json!({}))]).await;
+    let web = g
+        .service_until(ns, "web", "the new web reached Ready", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 2)
+        })
+        .await;
+    let st = web.status.as_ref().expect("status");
+    assert_eq!((st.desired_count, st.pending_count), (2, 0));
+    let fresh: Vec<String> = g
+        .live_tasks(ns, "web")
+        .await
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(fresh.len(), 2);
+    assert!(
+        fresh.iter().all(|n| !before.contains(n)),
+        "{fresh:?} against {before:?}"
+    );
+
+    // The records go after the retention period, the new tasks stay.
+    let mut left = Vec::new();
+    for _ in 0..400 {
+        left = labelled_tasks(&g, ns, "web")
+            .await
+            .iter()
+            .map(ResourceExt::name_any)
+            .filter(|n| before.contains(n))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "records left after retention: {left:?}");
+    assert_eq!(g.live_tasks(ns, "web").await.len(), 2);
 }

@@ -56,6 +56,8 @@ pub mod reason {
     pub mod ready {
         pub const STEADY_STATE: &str = "SteadyState";
         pub const TASKS_PENDING: &str = "TasksPending";
+        /// Deleted: its tasks are stopping (the service is DRAINING).
+        pub const DRAINING: &str = "Draining";
     }
 
     /// Service `Progressing`.

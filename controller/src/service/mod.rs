@@ -1,7 +1,8 @@
 //! The Service controller: reads what a Service has, asks [`plan`] what
-//! it needs, and carries that out — tasks created with an owner reference
-//! (deleting the Service deletes them), tasks stopped with ECS's stop code
-//! and reason, status and events written.
+//! it needs, and carries that out — tasks created with an owner reference,
+//! tasks stopped with ECS's stop code and reason, status and events
+//! written. A deleted Service drains: it is DRAINING until its tasks have
+//! stopped, and they stay as STOPPED records (plan/deletion.rs).
 //!
 //! Tasks are listed from the API server on each reconcile rather than from
 //! a cache: a list is a consistent read, so a reconcile always sees the
@@ -179,16 +180,15 @@ pub async fn run(
 async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Error> {
     let ctx = &state.context;
     let namespace = service.namespace().unwrap_or_default();
-    let name = service.name_any();
-    let held = service.finalizers().iter().any(|f| f == FINALIZER);
+    let held = service.finalizers().iter().any(|f| ours(f));
     if service.metadata.deletion_timestamp.is_some() {
         return if held {
-            delete(service, &namespace, state).await
+            drain(service, &namespace, state).await
         } else {
             Ok(Action::await_change())
         };
     }
-    if !service.spec.load_balancers.is_empty() && !held {
+    if !held {
         hold(service, &namespace, ctx).await?;
     }
     let tds: Api<TaskDefinition> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -204,10 +204,7 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         Some((_, LatestRevision::Invalid(why))) => Definition::Invalid(why),
     };
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
-    let owned = tasks
-        .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
-        .await?
-        .items;
+    let (owned, former) = tasks_of(&tasks, service).await?;
     let instances: Vec<_> = state
         .instances
         .state()
@@ -220,6 +217,7 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         service,
         definition,
         tasks: &owned,
+        former: &former,
         instances: &instances,
         targets: &targets,
         now: Timestamp::now(),
@@ -265,9 +263,36 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     ))
 }
 
-/// The finalizer that keeps a Service with load balancers until its tasks
-/// have drained.
-pub const FINALIZER: &str = "gantry.dev/deregister-targets";
+/// The finalizer that keeps a deleted Service DRAINING until its tasks
+/// have stopped (plan/deletion.rs).
+pub const FINALIZER: &str = "gantry.dev/stop-tasks";
+
+/// The finalizer earlier versions held on Services behind load balancers
+/// only; released the same way.
+const FORMER_FINALIZER: &str = "gantry.dev/deregister-targets";
+
+fn ours(finalizer: &str) -> bool {
+    finalizer == FINALIZER || finalizer == FORMER_FINALIZER
+}
+
+/// The tasks labelled for the Service: those it owns, and those an
+/// earlier Service of the same name left behind as records.
+async fn tasks_of(
+    api: &Api<Task>,
+    service: &Service,
+) -> Result<(Vec<Task>, Vec<Task>), kube::Error> {
+    let name = service.name_any();
+    let listed = api
+        .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
+        .await?
+        .items;
+    let uid = service.uid();
+    Ok(listed.into_iter().partition(|t| {
+        t.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == uid.as_ref())
+    }))
+}
 
 /// Add [`FINALIZER`], on the version read.
 async fn hold(service: &Service, namespace: &str, ctx: &Context) -> Result<(), kube::Error> {
@@ -287,25 +312,31 @@ async fn hold(service: &Service, namespace: &str, ctx: &Context) -> Result<(), k
     Ok(())
 }
 
-/// A Service being deleted behind load balancers: drain and stop its
-/// tasks, then let it go.
-async fn delete(service: &Service, namespace: &str, state: &State) -> Result<Action, kube::Error> {
+/// A deleted Service: DRAINING while its tasks stop (drained first behind
+/// load balancers); then its tasks are released from it, so that they
+/// stay as STOPPED records for the retention period instead of going with
+/// it, and it is let go.
+async fn drain(service: &Service, namespace: &str, state: &State) -> Result<Action, kube::Error> {
     let ctx = &state.context;
     let name = service.name_any();
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
-    let owned = tasks
-        .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
-        .await?
-        .items;
+    let (owned, _) = tasks_of(&tasks, service).await?;
     let targets = targets(service, namespace, state).await;
     let deletion = plan::deletion::deletion(&plan::Input {
         service,
         definition: Definition::Missing,
         tasks: &owned,
+        former: &[],
         instances: &[],
         targets: &targets,
         now: Timestamp::now(),
     });
+    if service.status.as_ref() != Some(&deletion.status) {
+        write_status(service, &deletion.status, ctx).await?;
+    }
+    for note in &deletion.events {
+        ctx.events.publish(service, note).await;
+    }
     for stop in &deletion.stop {
         stop_task(&tasks, stop).await?;
     }
@@ -317,12 +348,11 @@ async fn delete(service: &Service, namespace: &str, state: &State) -> Result<Act
             deletion.requeue.unwrap_or(Duration::from_secs(1)),
         ));
     }
+    for task in &owned {
+        keep_record(&tasks, task).await?;
+    }
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
-    let finalizers: Vec<&String> = service
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .collect();
+    let finalizers: Vec<&String> = service.finalizers().iter().filter(|f| !ours(f)).collect();
     let patch = json!({"metadata": {
         "finalizers": finalizers,
         "resourceVersion": service.resource_version(),
@@ -333,6 +363,27 @@ async fn delete(service: &Service, namespace: &str, state: &State) -> Result<Act
     {
         Ok(_) => Ok(Action::await_change()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(Action::await_change()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Release a stopping task from its deleted Service, so the garbage
+/// collector leaves it to the retention sweep (controller/src/task.rs).
+async fn keep_record(api: &Api<Task>, task: &Task) -> Result<(), kube::Error> {
+    if task.owner_references().is_empty() {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"ownerReferences": null}});
+    match api
+        .patch(
+            &task.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
     }
 }

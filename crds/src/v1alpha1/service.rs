@@ -22,6 +22,7 @@ use super::common::{NAME_IS_DNS_LABEL, PlacementConstraint, PlacementStrategy};
     scale = r#"{"specReplicasPath":".spec.desiredCount","statusReplicasPath":".status.runningCount","labelSelectorPath":".status.selector"}"#,
     printcolumn = r#"{"name":"Task definition","type":"string","jsonPath":".spec.taskDefinition"}"#,
     printcolumn = r#"{"name":"Strategy","type":"string","jsonPath":".spec.schedulingStrategy"}"#,
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredCount"}"#,
     printcolumn = r#"{"name":"Running","type":"integer","jsonPath":".status.runningCount"}"#,
     printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pendingCount"}"#,
@@ -176,6 +177,10 @@ pub struct DeploymentCircuitBreaker {
 pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// ACTIVE, or DRAINING once deleted while its tasks stop (ECS's
+    /// service `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<ServiceState>,
     /// Tasks the service wants (for DAEMON: eligible instances).
     #[serde(default)]
     pub desired_count: i32,
@@ -196,6 +201,15 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+}
+
+/// A service's lifecycle state, as ECS reports it. ECS's INACTIVE (all
+/// tasks stopped after a delete) is the Service being gone here.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ServiceState {
+    Active,
+    Draining,
 }
 
 /// One deployment of a service, as ECS lists them.

@@ -1,17 +1,24 @@
-//! A Service being deleted while behind load balancers: its tasks are
-//! deregistered and drained before they go, as for any other stop. The
-//! Service holds a finalizer until none of its tasks is RUNNING or
-//! DEACTIVATING; then the garbage collector deletes what is left.
+//! A Service being deleted, as ECS deletes one: it goes DRAINING, its
+//! tasks are stopped (deregistered and drained first behind load
+//! balancers, as for any other stop), and it is gone once none is RUNNING
+//! or DEACTIVATING. The Service holds a finalizer until then; its tasks
+//! stay as STOPPED records for the retention period (the controller
+//! releases them from the Service before it lets the Service go).
 
 use std::time::Duration;
 
-use crds::{stop, v1alpha1::TaskLastStatus};
+use crds::{
+    stop,
+    v1alpha1::{ServiceStatus, TaskLastStatus},
+};
 
 use super::{
     Input, Stop,
     facts::Facts,
+    status::Report,
     targets::{self, Release},
 };
+use crate::events::Note;
 
 /// What deleting the Service needs next.
 #[derive(Debug, Default, PartialEq)]
@@ -22,6 +29,9 @@ pub struct Deletion {
     /// No task is RUNNING or DEACTIVATING any more: the finalizer may go.
     pub done: bool,
     pub requeue: Option<Duration>,
+    /// DRAINING, with the tasks still running.
+    pub status: ServiceStatus,
+    pub events: Vec<Note>,
 }
 
 #[must_use]
@@ -51,10 +61,14 @@ pub fn deletion(input: &Input<'_>) -> Deletion {
                 Some(TaskLastStatus::Running | TaskLastStatus::Deactivating)
             )
     });
+    let mut events = Vec::new();
+    let status = Report::new(input).draining(input.service.status.as_ref(), &facts, &mut events);
     Deletion {
         stop,
         release: tasks,
         done,
         requeue,
+        status,
+        events,
     }
 }

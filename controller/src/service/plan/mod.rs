@@ -19,8 +19,8 @@
 //!    when they say so, a stop first deregisters it (DEACTIVATING), and
 //!    [`targets::release`] lets it stop once drained.
 //!
-//! [`deletion::deletion`] plans a Service being deleted behind load
-//! balancers: every task drained, then stopped.
+//! [`deletion::deletion`] plans a Service being deleted (DRAINING):
+//! every task stopped, drained first behind load balancers.
 //!
 //! The rules are ECS's, as docs/controller.md ("Services") lists them.
 
@@ -68,7 +68,11 @@ pub enum Definition<'a> {
 pub struct Input<'a> {
     pub service: &'a Service,
     pub definition: Definition<'a>,
+    /// The tasks this Service owns.
     pub tasks: &'a [Task],
+    /// Tasks an earlier Service of the same name left as STOPPED records
+    /// when it was deleted: not this Service's, but their names are taken.
+    pub former: &'a [Task],
     pub instances: &'a [InstanceSpec],
     /// What the service's load balancers report.
     pub targets: &'a targets::Targets,
@@ -320,11 +324,20 @@ impl<'a> Round<'a> {
             );
         }
         let healthy = i64::try_from(self.facts.iter().filter(|f| f.healthy).count()).unwrap_or(0);
-        plan.stop.extend(replace::stops(
-            classified.replace,
-            healthy - min_healthy,
+        let kept_healthy = classified.keep.iter().filter(|f| f.healthy).count();
+        let cover = replace::Cover {
+            daemon: self.desired.daemon,
+            desired: usize::try_from(self.desired.count).unwrap_or(0),
+            healthy: kept_healthy,
+            coming: classified.keep.len() - kept_healthy + plan.create.len(),
+        };
+        let unhealthy = classified.replace.iter().filter(|r| r.health_failure);
+        let rules = replace::Rules {
+            budget: healthy - min_healthy,
             primary_failed,
-        ));
+            unhealthy: replace::unhealthy_allowance(cover, unhealthy.count()),
+        };
+        plan.stop.extend(replace::stops(classified.replace, rules));
         classified.keep
     }
 
@@ -358,7 +371,12 @@ impl<'a> Round<'a> {
             plan.requeue = sooner(plan.requeue, facts::wait(now, until));
         }
         let deployment = serial(&self.primary.id);
-        let names = slots::next(&self.name, deployment, self.input.tasks, starts.on.len());
+        let names = slots::next(
+            &self.name,
+            deployment,
+            self.input.tasks.iter().chain(self.input.former),
+            starts.on.len(),
+        );
         plan.create = starts
             .on
             .into_iter()

@@ -12,12 +12,18 @@ use kube::ResourceExt;
 use super::Task;
 
 /// `count` names for new tasks of `deployment`, after the slots `tasks`
-/// (the service's tasks, stopped ones included) hold.
-pub fn next(service: &str, deployment: u32, tasks: &[Task], count: usize) -> Vec<String> {
+/// (the service's tasks, stopped ones included, and those an earlier
+/// Service of the same name left) hold.
+pub fn next<'a>(
+    service: &str,
+    deployment: u32,
+    tasks: impl IntoIterator<Item = &'a Task>,
+    count: usize,
+) -> Vec<String> {
     let prefix = format!("{service}-{deployment}-");
     let deployment = deployment.to_string();
     let taken = tasks
-        .iter()
+        .into_iter()
         .filter(|t| t.labels().get(labels::DEPLOYMENT) == Some(&deployment))
         .filter_map(|t| {
             t.metadata
@@ -61,7 +67,7 @@ mod tests {
 
     #[test]
     fn slots_follow_the_highest_taken_by_the_deployment() {
-        assert_eq!(next("web", 1, &[], 2), ["web-1-0", "web-1-1"]);
+        assert_eq!(next("web", 1, [], 2), ["web-1-0", "web-1-1"]);
         let tasks = [
             task("web-1-0", "1"),
             task("web-1-7", "1"),

@@ -6,7 +6,7 @@
 use crds::{
     conditions::{self, ConditionType, Conditions, reason},
     labels,
-    v1alpha1::{Deployment, RolloutState, ServiceStatus},
+    v1alpha1::{Deployment, RolloutState, ServiceState, ServiceStatus},
 };
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Condition, jiff::Timestamp};
 use kube::ResourceExt;
@@ -149,6 +149,7 @@ impl<'a> Report<'a> {
         self.degraded(&mut conditions, degraded, events);
         ServiceStatus {
             observed_generation: self.generation,
+            state: Some(ServiceState::Active),
             desired_count: desired,
             running_count: i32::try_from(counts.running).unwrap_or(i32::MAX),
             pending_count: i32::try_from(counts.pending).unwrap_or(i32::MAX),
@@ -156,6 +157,43 @@ impl<'a> Report<'a> {
             deployments,
             conditions: list,
         }
+    }
+
+    /// The status of a Service being deleted: DRAINING, nothing desired,
+    /// not Ready; a `Draining` event when it starts to drain.
+    #[must_use]
+    pub fn draining(
+        &self,
+        previous: Option<&ServiceStatus>,
+        facts: &[Facts<'_>],
+        events: &mut Vec<Note>,
+    ) -> ServiceStatus {
+        let counts = Counts::of(facts);
+        let name = &self.name;
+        let mut status = previous.cloned().unwrap_or_default();
+        if status.state != Some(ServiceState::Draining) {
+            events.push(Note::normal(
+                reason::ready::DRAINING,
+                format!(
+                    "service ({name}) was deleted: it is DRAINING while its {} tasks stop",
+                    counts.live
+                ),
+            ));
+        }
+        Conditions::new(&mut status.conditions, self.generation, self.now).set(
+            ConditionType::Ready,
+            false,
+            reason::ready::DRAINING,
+            format!(
+                "service ({name}) is being deleted: {} tasks still running",
+                counts.running
+            ),
+        );
+        status.state = Some(ServiceState::Draining);
+        status.desired_count = 0;
+        status.running_count = i32::try_from(counts.running).unwrap_or(i32::MAX);
+        status.pending_count = i32::try_from(counts.pending).unwrap_or(i32::MAX);
+        status
     }
 
     /// Ready: the primary deployment completed, nothing degraded, and

@@ -26,6 +26,7 @@ fn run(svc: &Service, revision: i64, tasks: &[Task], instances: &[InstanceSpec],
         tasks,
         instances,
         targets: &crate::service::plan::targets::Targets::default(),
+        former: &[],
         now: at(now),
     })
 }
@@ -247,6 +248,7 @@ fn without_a_definition_nothing_starts_and_degraded_says_why() {
         tasks: &[],
         instances: &[],
         targets: &crate::service::plan::targets::Targets::default(),
+        former: &[],
         now: at(0),
     });
     assert!(p.create.is_empty());
@@ -258,4 +260,60 @@ fn without_a_definition_nothing_starts_and_degraded_says_why() {
     );
     assert_eq!(reasons(&p), ["TaskDefinitionNotFound"]);
     assert_eq!(p.requeue, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn an_unhealthy_task_is_replaced_start_first_when_maximum_percent_allows() {
+    let health_checked = definition(true);
+    let at_revision_1 = |svc: &Service, tasks: &[Task]| {
+        plan(&Input {
+            service: svc,
+            definition: Definition::Valid {
+                revision: 1,
+                spec: &health_checked,
+            },
+            tasks,
+            instances: &[],
+            targets: &crate::service::plan::targets::Targets::default(),
+            former: &[],
+            now: at(100),
+        })
+    };
+    let sick = || {
+        health(
+            running(task("sick", 1, 0), "i-1", 1),
+            HealthStatus::Unhealthy,
+        )
+    };
+    let well = |name: &str, created| {
+        health(
+            running(task(name, 1, created), "i-2", created + 1),
+            HealthStatus::Healthy,
+        )
+    };
+    let stops = |p: &Plan| p.stop.iter().map(|s| s.task.clone()).collect::<Vec<_>>();
+
+    // maximumPercent 200 (the default): the replacement starts, the sick
+    // task keeps running until it is healthy.
+    let mut svc = service(json!({"desiredCount": 2}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::Completed)]);
+    let p = at_revision_1(&svc, &[well("well", 0), sick()]);
+    assert_eq!(p.create.len(), 1, "its replacement starts first");
+    assert!(p.stop.is_empty(), "{:?}", p.stop);
+    let starting = task("web-1-3", 1, 90);
+    let p = at_revision_1(&svc, &[well("well", 0), sick(), starting]);
+    assert!(p.create.is_empty() && p.stop.is_empty(), "{p:?}");
+    let p = at_revision_1(&svc, &[well("well", 0), sick(), well("web-1-3", 90)]);
+    assert_eq!(stops(&p), ["sick"], "the replacement is healthy");
+    assert_eq!(p.stop[0].reason, crds::stop::HEALTH_CHECKS_FAILED);
+
+    // maximumPercent 100: no room for a replacement, so it stops first.
+    let mut svc = service(json!({
+        "desiredCount": 2,
+        "deploymentConfiguration": {"maximumPercent": 100, "minimumHealthyPercent": 50},
+    }));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::Completed)]);
+    let p = at_revision_1(&svc, &[well("well", 0), sick()]);
+    assert!(p.create.is_empty(), "no room: {:?}", p.create);
+    assert_eq!(stops(&p), ["sick"]);
 }

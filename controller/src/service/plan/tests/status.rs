@@ -32,6 +32,7 @@ fn report_at(
         tasks,
         instances: &[],
         targets: &crate::service::plan::targets::Targets::default(),
+        former: &[],
         now: at(now),
     };
     let facts = facts(tasks, false);

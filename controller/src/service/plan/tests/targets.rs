@@ -1,6 +1,9 @@
 use std::{collections::HashMap, time::Duration};
 
-use crds::v1alpha1::{RolloutState, TargetState, TaskLastStatus};
+use crds::{
+    conditions::ConditionType,
+    v1alpha1::{RolloutState, TargetState, TaskLastStatus},
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::json;
 
@@ -163,6 +166,7 @@ fn stops_behind_a_load_balancer_drain_first() {
         tasks: &tasks,
         instances: &[],
         targets: &targets,
+        former: &[],
         now: at(1000),
     });
     assert_eq!(p.stop.len(), 1, "{:?}", p.stop);
@@ -237,6 +241,7 @@ fn a_deleted_service_drains_its_tasks_before_it_goes() {
         tasks,
         instances: &[],
         targets: &targets,
+        former: &[],
         now: at(200),
     };
     let pending = task("p", 1, 0);
@@ -255,6 +260,28 @@ fn a_deleted_service_drains_its_tasks_before_it_goes() {
     assert_eq!(stops, [("a", true, reason), ("p", false, reason)]);
     assert!(d.release.is_empty(), "b is still draining");
     assert!(!d.done);
+    // The Service says it is DRAINING, once with an event.
+    assert_eq!(d.status.state, Some(crds::v1alpha1::ServiceState::Draining));
+    assert_eq!(
+        (d.status.desired_count, d.status.running_count),
+        (0, 1),
+        "a still runs (b, DEACTIVATING, is no longer counted)"
+    );
+    let ready = crds::conditions::find(&d.status.conditions, ConditionType::Ready).expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "Draining")
+    );
+    let events: Vec<&str> = d.events.iter().map(|n| n.reason).collect();
+    assert_eq!(events, ["Draining"]);
+    let mut draining = svc.clone();
+    draining.status = Some(d.status.clone());
+    let again = crate::service::plan::deletion::deletion(&Input {
+        service: &draining,
+        ..input(&tasks)
+    });
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.status, d.status, "nothing changed: nothing to write");
 
     // Once b has drained and a is stopping, the finalizer may go.
     let mut a = deactivating("a", 150);
