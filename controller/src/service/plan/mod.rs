@@ -316,7 +316,8 @@ impl<'a> Round<'a> {
         if !self.desired.daemon {
             let scaling = stop::scaling(&self.primary.id);
             let wanted = usize::try_from(self.desired.count).unwrap_or(0);
-            let surplus = scale_in::victims(&classified.keep, wanted);
+            let balance = scale_in::Balance::new(&spec.placement_strategy, self.input.instances);
+            let surplus = scale_in::victims(&classified.keep, wanted, &balance);
             plan.stop.extend(
                 surplus
                     .into_iter()
