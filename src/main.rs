@@ -12,6 +12,7 @@ mod apiserver_command;
 mod balancer_command;
 mod controller_command;
 mod metrics_endpoint;
+mod run_task_command;
 mod up_command;
 
 use anyhow::Context;
@@ -55,6 +56,9 @@ enum Command {
     /// controller and N local agents (hosts on 127.0.0.2…), optionally
     /// with an example applied; Ctrl-C stops it, keeping its state.
     Up(Box<up_command::UpArgs>),
+    /// Start 1 to 10 tasks of a task definition, as `aws ecs run-task`:
+    /// with a group, a startedBy and overrides; prints each task created.
+    RunTask(Box<run_task_command::RunTaskArgs>),
     /// Check manifests against Gantry's CRDs offline, as the API server
     /// would on create (schema, list types and CEL rules).
     Validate {
@@ -114,6 +118,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drop(out);
             init_logging();
             balancer_command::run(&args)
+        }
+        Command::RunTask(args) => {
+            drop(out);
+            run_task_command::run(&args)
         }
         Command::Up(args) => {
             drop(out);

@@ -30,6 +30,12 @@ pub enum Error {
         name: String,
         errors: FieldErrors,
     },
+    #[error("the {kind} {name:?} has undeclared fields: {}", fields.join(", "))]
+    Undeclared {
+        kind: String,
+        name: String,
+        fields: Vec<String>,
+    },
     #[error(transparent)]
     Schema(#[from] validation::Error),
 }
@@ -78,6 +84,19 @@ impl Catalog {
     /// `UnknownKind` for objects of other APIs, `Invalid` with every field
     /// error otherwise.
     pub fn validate(&self, index: usize, object: &Value) -> Result<(), Error> {
+        self.check(index, object, false)
+    }
+
+    /// [`Self::validate`], refusing undeclared fields too, as the API
+    /// server does with `fieldValidation=Strict`.
+    ///
+    /// # Errors
+    /// As [`Self::validate`], and `Undeclared` naming every such field.
+    pub fn validate_strictly(&self, index: usize, object: &Value) -> Result<(), Error> {
+        self.check(index, object, true)
+    }
+
+    fn check(&self, index: usize, object: &Value, strict: bool) -> Result<(), Error> {
         let text = |field: &str| object.get(field).and_then(Value::as_str).map(str::to_owned);
         let (Some(api_version), Some(kind)) = (text("apiVersion"), text("kind")) else {
             return Err(Error::NotAnObject {
@@ -98,6 +117,15 @@ impl Catalog {
                 kind: kind.clone(),
                 name: name.clone(),
             })?;
+        let mut pruned = object.clone();
+        let undeclared = validator.prune(&mut pruned);
+        if strict && !undeclared.is_empty() {
+            return Err(Error::Undeclared {
+                kind,
+                name,
+                fields: undeclared,
+            });
+        }
         let mut errors = validate_object_name(object);
         if let Err(FieldErrors(more)) = validator.validate(object, None) {
             errors.extend(more);

@@ -1353,3 +1353,193 @@ async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
     assert!(left.is_empty(), "records left after retention: {left:?}");
     assert_eq!(g.live_tasks(ns, "web").await.len(), 2);
 }
+
+/// `gantry run-task ARGS` against the test's control plane: its exit
+/// status, stdout and stderr.
+fn run_task(g: &Gantry, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("run-task")
+        .args(args)
+        .arg("--kubeconfig")
+        .arg(&g.kubeconfig)
+        .output()
+        .expect("gantry runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The names `gantry run-task` printed, one `task.gantry.dev/NAME created`
+/// per line.
+fn created(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .map(|l| {
+            l.strip_prefix("task.gantry.dev/")
+                .and_then(|l| l.strip_suffix(" created"))
+                .unwrap_or_else(|| panic!("not a created line: {l:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_task_starts_a_group_with_overrides_and_refuses_what_cannot_run() {
+    let ns = "runtask";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 2, 4096, 4096);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 2).await;
+    g.apply(ns, &[task_definition("batch", 64, &["httpd"], "1")])
+        .await;
+    let tasks = g.api::<Task>(ns);
+
+    // Three tasks in one call, in a group, sized and configured by the
+    // overrides: the scheduler reserves the overridden size.
+    let overrides = json!({"cpu": 256, "memory": 512, "containerOverrides": [
+        {"name": "app", "environment": [{"name": "VERSION", "value": "2"}]},
+    ]})
+    .to_string();
+    let (ok, stdout, stderr) = run_task(
+        &g,
+        &[
+            "batch",
+            "--cluster",
+            ns,
+            "--count",
+            "3",
+            "--group",
+            "nightly",
+            "--started-by",
+            "cron",
+            "--overrides",
+            &overrides,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let group = created(&stdout);
+    assert_eq!(group.len(), 3, "{stdout}");
+    for name in &group {
+        assert!(name.starts_with("batch-"), "{name}");
+        let task = g
+            .task_until(ns, name, "RUNNING", |t| {
+                last(t) == Some(TaskLastStatus::Running)
+            })
+            .await;
+        assert_eq!(task.spec.group.as_deref(), Some("nightly"));
+        assert_eq!(task.spec.started_by.as_deref(), Some("cron"));
+        let on = task.spec.container_instance.clone().expect("placed");
+        let instance = g
+            .api::<ContainerInstance>(ns)
+            .get(&on)
+            .await
+            .expect("its instance");
+        let allocation = instance
+            .status
+            .iter()
+            .flat_map(|s| &s.allocations)
+            .find(|a| &a.task == name)
+            .unwrap_or_else(|| panic!("no allocation of {name} on {on}"));
+        assert_eq!(
+            (
+                allocation.cpu,
+                allocation.memory,
+                allocation.group.as_deref()
+            ),
+            (256, 512, Some("nightly")),
+            "the overridden size is what is reserved"
+        );
+    }
+
+    // The agent runs the overridden command: the simulated container
+    // exits with the code its command names.
+    let exit = json!({"containerOverrides": [{"name": "app", "command": ["sh", "-c", "exit 7"]}]})
+        .to_string();
+    let (ok, stdout, stderr) = run_task(&g, &["batch", "--cluster", ns, "--overrides", &exit]);
+    assert!(ok, "{stderr}");
+    let [exits] = created(&stdout).try_into().expect("one task");
+    let stopped = g
+        .task_until(ns, &exits, "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    let st = stopped.status.as_ref().expect("status");
+    assert_eq!(st.stop_code, Some(StopCode::EssentialContainerExited));
+    assert_eq!(st.containers[0].exit_code, Some(7), "{st:?}");
+
+    // Overrides that name no container of the definition, or do not fit
+    // it: created (the schema cannot know the definition) and stopped at
+    // once, saying why.
+    let cases = [
+        (
+            json!({"containerOverrides": [{"name": "db", "command": ["postgres"]}]}),
+            "the task definition has no container \"db\"",
+        ),
+        (
+            json!({"memory": 64, "containerOverrides": [{"name": "app", "memory": 128}]}),
+            "containerDefinitions[0].memory: 128 MiB exceeds the task's 64 MiB",
+        ),
+    ];
+    let mut refused = Vec::new();
+    for (overrides, why) in cases {
+        let (ok, stdout, stderr) = run_task(
+            &g,
+            &[
+                "batch",
+                "--cluster",
+                ns,
+                "--overrides",
+                &overrides.to_string(),
+            ],
+        );
+        assert!(ok, "{stderr}");
+        let [name] = created(&stdout).try_into().expect("one task");
+        let task = g
+            .task_until(ns, &name, "STOPPED", |t| {
+                last(t) == Some(TaskLastStatus::Stopped)
+            })
+            .await;
+        let st = task.status.as_ref().expect("status");
+        assert_eq!(st.stop_code, Some(StopCode::TaskFailedToStart));
+        let reason = st.stopped_reason.as_deref().unwrap_or_default();
+        assert!(reason.contains(why), "{reason}");
+        assert!(task.spec.container_instance.is_none(), "never placed");
+        let note = g.until_event(ns, &name, "TaskFailedToStart").await;
+        assert!(note.contains(why), "{note}");
+        refused.push(name);
+    }
+
+    // Refused before anything is created: a count out of range, a field
+    // the schema does not declare, a value it does not allow.
+    let before = tasks
+        .list(&ListParams::default())
+        .await
+        .expect("tasks")
+        .items
+        .len();
+    let bad: [(&[&str], &str); 4] = [
+        (&["--count", "11"], "11 is not in 1..=10"),
+        (&["--count", "0"], "0 is not in 1..=10"),
+        (
+            &["--overrides", r#"{"containerOverides": []}"#],
+            "spec.overrides.containerOverides",
+        ),
+        (&["--overrides", r#"{"cpu": 64}"#], "spec.overrides.cpu"),
+    ];
+    for (args, why) in bad {
+        let mut all = vec!["batch", "--cluster", ns];
+        all.extend_from_slice(args);
+        let (ok, stdout, stderr) = run_task(&g, &all);
+        assert!(!ok && stdout.is_empty(), "{args:?}: {stdout}");
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+    let after = tasks
+        .list(&ListParams::default())
+        .await
+        .expect("tasks")
+        .items;
+    assert_eq!(after.len(), before, "nothing was created");
+    assert_eq!(before, 3 + 1 + refused.len());
+}

@@ -1,5 +1,6 @@
-//! A container definition, with the task's overrides, as the runtime
-//! config the agent creates.
+//! A container definition (of the task's effective definition: its
+//! overrides applied, `Task::effective_definition`) as the runtime config
+//! the agent creates.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -30,26 +31,12 @@ pub fn config(
     host_ip: &str,
 ) -> ContainerConfig {
     let uid = task.uid().unwrap_or_default();
-    let overrides = task
-        .spec
-        .overrides
-        .as_ref()
-        .and_then(|o| o.container_overrides.iter().find(|c| c.name == def.name));
-    let mut environment: Vec<(String, String)> = def
+    let environment = def
         .environment
         .iter()
         .map(|kv| (kv.name.clone(), kv.value.clone()))
         .collect();
-    for kv in overrides
-        .map(|o| o.environment.as_slice())
-        .unwrap_or_default()
-    {
-        environment.retain(|(name, _)| *name != kv.name);
-        environment.push((kv.name.clone(), kv.value.clone()));
-    }
-    let command = overrides
-        .and_then(|o| o.command.clone())
-        .unwrap_or_else(|| def.command.clone());
+    let command = def.command.clone();
     let binds = def
         .mount_points
         .iter()

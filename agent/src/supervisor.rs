@@ -239,15 +239,23 @@ impl<R: Runtime> Supervisor<R> {
             }
             return Ok(Next::Done);
         };
-        let Some(definition) = task.spec.definition.as_ref() else {
-            self.failure = Some(Failure {
-                container: String::new(),
-                reason: "the task has no task definition snapshot (spec.definition)".to_owned(),
-            });
-            return self
-                .write_status(&task, &observed, &TaskStatus::default())
-                .await;
+        let definition = match task.spec.definition.as_ref() {
+            Some(snapshot) => task.effective_definition(snapshot),
+            None => Err("the task has no task definition snapshot (spec.definition)".to_owned()),
         };
+        let definition = match definition {
+            Ok(definition) => definition,
+            Err(reason) => {
+                self.failure = Some(Failure {
+                    container: String::new(),
+                    reason,
+                });
+                return self
+                    .write_status(&task, &observed, &TaskStatus::default())
+                    .await;
+            }
+        };
+        let definition = &definition;
         let recorded = task.status.clone().unwrap_or_default();
         let fenced = self.context.shared.is_allocated(&self.uid);
         let plan = plan::plan(

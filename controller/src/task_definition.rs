@@ -33,30 +33,7 @@ pub fn problems(spec: &TaskDefinitionSpec) -> Vec<String> {
             problems.push(format!("placementConstraints[{i}].expression: {e}"));
         }
     }
-    let containers = &spec.container_definitions;
-    if let Some(cpu) = spec.cpu {
-        let sum: u32 = containers.iter().filter_map(|c| c.cpu).sum();
-        if sum > cpu {
-            problems.push(format!(
-                "containerDefinitions: the containers' cpu ({sum}) exceeds the task's ({cpu})"
-            ));
-        }
-    }
-    if let Some(memory) = spec.memory {
-        for (i, c) in containers.iter().enumerate() {
-            if let Some(m) = c.memory.filter(|m| *m > memory) {
-                problems.push(format!(
-                    "containerDefinitions[{i}].memory: {m} MiB exceeds the task's {memory} MiB"
-                ));
-            }
-        }
-        let reserved: u32 = containers.iter().filter_map(|c| c.memory_reservation).sum();
-        if reserved > memory {
-            problems.push(format!(
-                "containerDefinitions: the containers' memoryReservation ({reserved} MiB) exceeds the task's {memory} MiB"
-            ));
-        }
-    }
+    problems.extend(spec.size_problems());
     problems
 }
 

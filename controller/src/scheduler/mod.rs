@@ -365,6 +365,7 @@ impl Scheduler {
                 Err(NotPlaced::Refused { instance, reason }) => {
                     self.refuse(&key, &instance, reason);
                 }
+                Err(NotPlaced::Invalid(reason)) => self.fail(&key, reason),
             }
         }
         for (instance, placements) in placed {
@@ -418,6 +419,9 @@ impl Scheduler {
         let namespace = task.namespace().unwrap_or_default();
         let uid = task.uid().unwrap_or_default();
         let (definition, snapshot) = self.definition(task).map_err(NotPlaced::Waiting)?;
+        let definition = task
+            .effective_definition(&definition)
+            .map_err(NotPlaced::Invalid)?;
         let request = convert::request(task, &definition).map_err(NotPlaced::Waiting)?;
         let cluster = self.clusters.entry(namespace).or_default();
         if let Some(on) = cluster.reserved_on(&uid) {
@@ -580,6 +584,12 @@ impl Scheduler {
             self.unplaceable(key, reason);
             return;
         }
+        self.fail(key, reason);
+    }
+
+    /// Stop a task that cannot start, with the reason (TaskFailedToStart
+    /// and a Warning event), instead of leaving it pending.
+    fn fail(&mut self, key: &Key, reason: String) {
         let Some(p) = self.pending.remove(key) else {
             return;
         };
@@ -604,7 +614,7 @@ impl Scheduler {
             };
             if let Err(e) = written.await {
                 // The task sweep finishes a stop whose second write failed.
-                tracing::warn!(task = %name, error = %e, "stopping a refused start-task failed");
+                tracing::warn!(task = %name, error = %e, "stopping a task that cannot start failed");
             }
             events
                 .publish_about(
@@ -684,6 +694,8 @@ enum NotPlaced {
     Waiting(String),
     /// Created to start on `instance` (start-task), which cannot run it.
     Refused { instance: String, reason: String },
+    /// Its overrides do not fit its definition: it can never start.
+    Invalid(String),
 }
 
 fn key_of(object: &impl ResourceExt) -> Key {

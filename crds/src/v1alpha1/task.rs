@@ -131,7 +131,10 @@ impl Task {
     }
 }
 
-/// Overrides applied when the task runs.
+/// Overrides applied when the task runs, as run-task's `overrides`: what
+/// the scheduler reserves and the agent runs. The overridden definition
+/// must still hold together (container sizes within the task's); a task
+/// whose overrides do not is stopped with the reason.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskOverride {
@@ -139,9 +142,17 @@ pub struct TaskOverride {
     #[schemars(length(max = 10))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub container_overrides: Vec<ContainerOverride>,
+    /// Replaces the task-level CPU units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 128, max = 196_608))]
+    pub cpu: Option<u32>,
+    /// Replaces the task-level memory, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 6))]
+    pub memory: Option<u32>,
 }
 
-/// Override of one container's command or environment.
+/// Override of one container of the definition.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerOverride {
@@ -152,11 +163,98 @@ pub struct ContainerOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]
     pub command: Option<Vec<String>>,
+    /// Replaces the container's entry point when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub entry_point: Option<Vec<String>>,
     /// Added to (and overriding) the container's environment.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub environment: Vec<KeyValuePair>,
+    /// Replaces the container's CPU units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 196_608))]
+    pub cpu: Option<u32>,
+    /// Replaces the container's hard memory limit, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 6))]
+    pub memory: Option<u32>,
+    /// Replaces the container's soft memory limit, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 6))]
+    pub memory_reservation: Option<u32>,
+}
+
+impl TaskOverride {
+    /// `definition` as these overrides change it.
+    ///
+    /// # Errors
+    /// An override of a container the definition does not have, or sizes
+    /// that no longer fit the task's (every problem, joined).
+    pub fn apply(&self, definition: &TaskDefinitionSpec) -> Result<TaskDefinitionSpec, String> {
+        let mut out = definition.clone();
+        let mut problems = Vec::new();
+        if self.cpu.is_some() {
+            out.cpu = self.cpu;
+        }
+        if self.memory.is_some() {
+            out.memory = self.memory;
+        }
+        for (i, o) in self.container_overrides.iter().enumerate() {
+            let Some(c) = out
+                .container_definitions
+                .iter_mut()
+                .find(|c| c.name == o.name)
+            else {
+                problems.push(format!(
+                    "overrides.containerOverrides[{i}].name: the task definition has no container {:?}",
+                    o.name
+                ));
+                continue;
+            };
+            if let Some(command) = &o.command {
+                c.command.clone_from(command);
+            }
+            if let Some(entry_point) = &o.entry_point {
+                c.entry_point.clone_from(entry_point);
+            }
+            for kv in &o.environment {
+                c.environment.retain(|e| e.name != kv.name);
+                c.environment.push(kv.clone());
+            }
+            c.cpu = o.cpu.or(c.cpu);
+            c.memory = o.memory.or(c.memory);
+            c.memory_reservation = o.memory_reservation.or(c.memory_reservation);
+        }
+        problems.extend(
+            out.size_problems()
+                .into_iter()
+                .map(|p| format!("with its overrides, {p}")),
+        );
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+impl Task {
+    /// The definition this task runs: `definition` with the task's
+    /// overrides, if it has any.
+    ///
+    /// # Errors
+    /// As [`TaskOverride::apply`].
+    pub fn effective_definition(
+        &self,
+        definition: &TaskDefinitionSpec,
+    ) -> Result<TaskDefinitionSpec, String> {
+        match &self.spec.overrides {
+            Some(overrides) => overrides.apply(definition),
+            None => Ok(definition.clone()),
+        }
+    }
 }
 
 /// The status a task should reach.
@@ -284,4 +382,76 @@ pub struct NetworkBinding {
     pub host_port: u16,
     #[serde(default)]
     pub protocol: Protocol,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn definition() -> TaskDefinitionSpec {
+        serde_json::from_value(json!({"cpu": 512, "memory": 512, "containerDefinitions": [
+            {"name": "web", "image": "web:1", "cpu": 256, "memory": 256,
+             "command": ["httpd"], "entryPoint": ["/bin/sh", "-c"],
+             "environment": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]},
+            {"name": "log", "image": "log:1", "cpu": 128, "memory": 64},
+        ]}))
+        .expect("a definition")
+    }
+
+    fn overrides(value: serde_json::Value) -> TaskOverride {
+        serde_json::from_value(value).expect("overrides")
+    }
+
+    #[test]
+    fn overrides_change_what_they_name_and_nothing_else() {
+        let out = overrides(json!({"cpu": 1024, "memory": 2048, "containerOverrides": [{
+            "name": "web", "command": ["httpd", "-v"], "entryPoint": ["/bin/ash"],
+            "environment": [{"name": "B", "value": "two"}, {"name": "C", "value": "3"}],
+            "cpu": 512, "memory": 1024, "memoryReservation": 128,
+        }]}))
+        .apply(&definition())
+        .expect("valid");
+        assert_eq!((out.cpu, out.memory), (Some(1024), Some(2048)));
+        let web = &out.container_definitions[0];
+        assert_eq!(web.command, ["httpd", "-v"]);
+        assert_eq!(web.entry_point, ["/bin/ash"]);
+        let env: Vec<(&str, &str)> = web
+            .environment
+            .iter()
+            .map(|kv| (kv.name.as_str(), kv.value.as_str()))
+            .collect();
+        assert_eq!(env, [("A", "1"), ("B", "two"), ("C", "3")]);
+        assert_eq!(
+            (web.cpu, web.memory, web.memory_reservation),
+            (Some(512), Some(1024), Some(128))
+        );
+        assert_eq!(
+            out.container_definitions[1],
+            definition().container_definitions[1],
+            "the container not named is untouched"
+        );
+        // An override of nothing changes nothing.
+        assert_eq!(
+            TaskOverride::default().apply(&definition()),
+            Ok(definition())
+        );
+    }
+
+    #[test]
+    fn overrides_that_do_not_fit_are_refused_with_every_reason() {
+        let err = overrides(json!({"memory": 128, "containerOverrides": [
+            {"name": "db", "command": ["postgres"]},
+            {"name": "log", "cpu": 512},
+        ]}))
+        .apply(&definition())
+        .expect_err("three problems");
+        assert_eq!(
+            err,
+            "overrides.containerOverrides[0].name: the task definition has no container \"db\"; \
+             with its overrides, containerDefinitions: the containers' cpu (768) exceeds the task's (512); \
+             with its overrides, containerDefinitions[0].memory: 256 MiB exceeds the task's 128 MiB"
+        );
+    }
 }

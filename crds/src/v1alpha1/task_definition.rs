@@ -349,6 +349,41 @@ pub enum LatestRevision<'a> {
     Invalid(&'a str),
 }
 
+impl TaskDefinitionSpec {
+    /// Container sizes that do not fit the task's own: the containers'
+    /// CPU above the task's, a container's memory above the task's, or
+    /// their reservations above it.
+    #[must_use]
+    pub fn size_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let containers = &self.container_definitions;
+        if let Some(cpu) = self.cpu {
+            let sum: u32 = containers.iter().filter_map(|c| c.cpu).sum();
+            if sum > cpu {
+                problems.push(format!(
+                    "containerDefinitions: the containers' cpu ({sum}) exceeds the task's ({cpu})"
+                ));
+            }
+        }
+        if let Some(memory) = self.memory {
+            for (i, c) in containers.iter().enumerate() {
+                if let Some(m) = c.memory.filter(|m| *m > memory) {
+                    problems.push(format!(
+                        "containerDefinitions[{i}].memory: {m} MiB exceeds the task's {memory} MiB"
+                    ));
+                }
+            }
+            let reserved: u32 = containers.iter().filter_map(|c| c.memory_reservation).sum();
+            if reserved > memory {
+                problems.push(format!(
+                    "containerDefinitions: the containers' memoryReservation ({reserved} MiB) exceeds the task's {memory} MiB"
+                ));
+            }
+        }
+        problems
+    }
+}
+
 impl TaskDefinition {
     /// Whether the latest spec is a valid revision. Tasks run only the
     /// latest spec, as ECS runs the revision a service names: an older
