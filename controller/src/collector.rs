@@ -111,13 +111,13 @@ async fn collect(
                 }
             }
         }
-        if figures(&ci, &release, task_of).is_none() {
+        let Some(first) = figures(&ci, &release, task_of) else {
             continue;
-        }
+        };
         released += release.len();
         settled += 1;
         let api: Api<ContainerInstance> = Api::namespaced(context.client.clone(), &namespace);
-        let conflicts = settle(&api, ci, &release, &task_of).await;
+        let conflicts = settle(&api, ci, first, &release, &task_of).await;
         context.metrics.reconciled("allocations", None);
         tracing::info!(instance = %name, released = release.len(), conflicts, "settled allocations and figures");
     }
@@ -140,31 +140,35 @@ fn figures<T: Deref<Target = Task>>(
     release: &[String],
     task_of: impl Fn(&Allocation) -> Option<T>,
 ) -> Option<(Vec<Allocation>, Tally)> {
-    let status = ci.status.clone().unwrap_or_default();
-    let kept: Vec<Allocation> = status
-        .allocations
+    let status = ci.status.as_ref();
+    let stored = status.map_or(&[][..], |s| s.allocations.as_slice());
+    let kept: Vec<Allocation> = stored
         .iter()
         .filter(|a| !release.contains(&a.task_uid))
         .cloned()
         .collect();
     let tally = Tally::of(&kept, task_of);
-    let unchanged = kept.len() == status.allocations.len()
+    let unchanged = kept.len() == stored.len()
         && tally == Tally::stored(ci)
-        && status.remaining_resources == Some(convert::remaining(ci, &kept));
+        && status.and_then(|s| s.remaining_resources.as_ref())
+            == Some(&convert::remaining(ci, &kept));
     (!unchanged).then_some((kept, tally))
 }
 
-/// Write an instance's figures, re-reading it on conflicts (a scheduler
-/// reserving there); returns the conflicts met.
+/// Write an instance's figures (`first`, as [`figures`] found them on
+/// `ci`), re-reading it and working them out again on conflicts (a
+/// scheduler reserving there); returns the conflicts met.
 async fn settle<T: Deref<Target = Task>>(
     api: &Api<ContainerInstance>,
     mut ci: Arc<ContainerInstance>,
+    first: (Vec<Allocation>, Tally),
     release: &[String],
     task_of: impl Fn(&Allocation) -> Option<T>,
 ) -> u64 {
     let mut conflicts = 0;
+    let mut next = Some(first);
     for _ in 0..8 {
-        let Some((kept, tally)) = figures(&ci, release, &task_of) else {
+        let Some((kept, tally)) = next.take().or_else(|| figures(&ci, release, &task_of)) else {
             return conflicts;
         };
         match scheduler::write_allocations(api, &ci, kept, Some(tally)).await {
