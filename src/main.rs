@@ -11,6 +11,7 @@ mod agent_command;
 mod apiserver_command;
 mod balancer_command;
 mod controller_command;
+mod down_command;
 mod metrics_endpoint;
 mod run_task_command;
 mod up_command;
@@ -59,6 +60,10 @@ enum Command {
     /// Start 1 to 10 tasks of a task definition, as `aws ecs run-task`:
     /// with a group, a startedBy and overrides; prints each task created.
     RunTask(Box<run_task_command::RunTaskArgs>),
+    /// Take down what `gantry up` started from a data directory: stop it
+    /// if it runs, and remove its containers and their volumes; the state
+    /// stays.
+    Down(down_command::DownArgs),
     /// Check manifests against Gantry's CRDs offline, as the API server
     /// would on create (schema, list types and CEL rules).
     Validate {
@@ -118,6 +123,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drop(out);
             init_logging();
             balancer_command::run(&args)
+        }
+        Command::Down(args) => {
+            drop(out);
+            down_command::run(&args)
         }
         Command::RunTask(args) => {
             drop(out);

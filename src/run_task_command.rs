@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Args;
-use crds::v1alpha1::Task;
+use crds::v1alpha1::{Reference, Task};
 use gantry::manifests::Catalog;
 use kube::{Api, ResourceExt, api::PostParams};
 use serde_json::{Value, json};
@@ -68,7 +68,7 @@ impl RunTaskArgs {
             "apiVersion": "gantry.dev/v1alpha1",
             "kind": "Task",
             "metadata": {
-                "generateName": format!("{}-", self.task_definition),
+                "generateName": format!("{}-", Reference::parse(&self.task_definition).family),
                 "namespace": self.cluster,
             },
             "spec": spec,

@@ -94,7 +94,14 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             .await
             .context("the CRDs were not established within 60 s")??;
         say("==> CRDs installed");
-        ensure_namespace(&client, &args.cluster).await?;
+        let cluster_uid = ensure_namespace(&client, &args.cluster).await?;
+        super::down_command::Record {
+            pid: std::process::id(),
+            cluster: args.cluster.clone(),
+            cluster_uid: cluster_uid.clone(),
+            docker: matches!(args.runtime, RuntimeKind::Docker),
+        }
+        .write(&args.control_plane.data_dir)?;
 
         let (stop, stopped) = watch::channel(false);
         let signal = || {
@@ -144,6 +151,7 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 0, i + 1));
             let mut config = agent::Config::new(&args.cluster, &name);
             config.host_ip = ip.to_string();
+            config.cluster_uid = Some(cluster_uid.clone());
             let (client, signal) = (client.clone(), signal());
             match &docker {
                 Some(docker) => {
@@ -439,19 +447,25 @@ async fn addresses(client: &Client, namespace: &str, service: &str) -> anyhow::R
     Ok(out)
 }
 
-/// The cluster's namespace, made if it is missing: agents register their
+/// The cluster's namespace, made if it is missing (agents register their
 /// instances in it, and the API server refuses objects in a namespace
-/// that does not exist.
-async fn ensure_namespace(client: &kube::Client, cluster: &str) -> anyhow::Result<()> {
+/// that does not exist): its uid, which labels the agents' containers.
+async fn ensure_namespace(client: &kube::Client, cluster: &str) -> anyhow::Result<String> {
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": cluster}}))
         .context("a namespace")?;
-    match namespaces
+    let namespace = match namespaces
         .create(&kube::api::PostParams::default(), &namespace)
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating the namespace {cluster}")),
-    }
+        Ok(created) => created,
+        Err(kube::Error::Api(status)) if status.code == 409 => namespaces
+            .get(cluster)
+            .await
+            .with_context(|| format!("reading the namespace {cluster}"))?,
+        Err(e) => return Err(e).with_context(|| format!("creating the namespace {cluster}")),
+    };
+    namespace
+        .uid()
+        .with_context(|| format!("the namespace {cluster} has no uid"))
 }

@@ -14,8 +14,8 @@ use std::{
 };
 
 use crds::v1alpha1::{
-    ContainerInstance, DeploymentStatus, DesiredStatus, RolloutState, ServiceState, StopCode, Task,
-    TaskLastStatus,
+    ContainerInstance, DeploymentStatus, DesiredStatus, RevisionState, RolloutState, ServiceState,
+    StopCode, Task, TaskDefinitionRevision, TaskLastStatus,
 };
 use futures::StreamExt;
 use kube::{
@@ -1542,4 +1542,233 @@ async fn run_task_starts_a_group_with_overrides_and_refuses_what_cannot_run() {
         .items;
     assert_eq!(after.len(), before, "nothing was created");
     assert_eq!(before, 3 + 1 + refused.len());
+}
+
+/// Wait until TaskDefinitionRevision `name` is recorded; it then.
+async fn recorded(g: &Gantry, ns: &str, name: &str) -> TaskDefinitionRevision {
+    let api = g.api::<TaskDefinitionRevision>(ns);
+    for _ in 0..300 {
+        if let Some(r) = api.get_opt(name).await.expect("a read") {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("revision {name} was never recorded\n{}", g.logs());
+}
+
+/// The VERSION a definition's first container is given.
+fn version(definition: Option<&crds::v1alpha1::TaskDefinitionSpec>) -> Option<String> {
+    definition?.container_definitions[0]
+        .environment
+        .iter()
+        .find(|kv| kv.name == "VERSION")
+        .map(|kv| kv.value.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revisions_are_addressable_and_a_deregistered_one_serves_only_what_runs_it() {
+    let ns = "revisions";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 2, 8192, 8192);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 2).await;
+    // Three families; web, the one under test, is neither first nor last.
+    g.apply(
+        ns,
+        &[
+            task_definition("api", 64, &["httpd"], "1"),
+            task_definition("web", 64, &["httpd"], "1"),
+            task_definition("zzz", 64, &["httpd"], "1"),
+        ],
+    )
+    .await;
+    let first = recorded(&g, ns, "web-1").await;
+    g.apply(ns, &[task_definition("web", 64, &["httpd"], "2")])
+        .await;
+    let second = recorded(&g, ns, "web-2").await;
+    for (record, n, v) in [(&first, 1, "1"), (&second, 2, "2")] {
+        assert_eq!(
+            (record.spec.family.as_str(), record.spec.revision),
+            ("web", n)
+        );
+        assert_eq!(record.spec.state, RevisionState::Active);
+        assert_eq!(version(Some(&record.spec.definition)).as_deref(), Some(v));
+        assert_eq!(
+            record
+                .labels()
+                .get("gantry.dev/task-definition")
+                .map(String::as_str),
+            Some("web")
+        );
+    }
+    recorded(&g, ns, "api-1").await;
+
+    // A service may name an older revision; one naming the family runs
+    // the latest.
+    g.apply(
+        ns,
+        &[
+            service("pinned", "web:1", 2, json!({})),
+            service("latest", "web", 1, json!({})),
+        ],
+    )
+    .await;
+    for (name, count, revision) in [("pinned", 2, 1), ("latest", 1, 2)] {
+        let s = g
+            .service_until(ns, name, "reached Ready", |s| {
+                ready(s)
+                    && s.status
+                        .as_ref()
+                        .is_some_and(|st| st.running_count == count)
+            })
+            .await;
+        let d = &s.status.as_ref().expect("status").deployments[0];
+        assert_eq!(
+            (d.task_definition.as_str(), d.task_definition_revision),
+            ("web", revision)
+        );
+        for task in g.live_tasks(ns, name).await {
+            assert_eq!(task.spec.task_definition, "web");
+            assert_eq!(task.spec.task_definition_revision, Some(revision));
+            assert_eq!(
+                version(task.spec.definition.as_ref()),
+                Some(revision.to_string())
+            );
+        }
+    }
+
+    // Deregister web:1: what runs it keeps it, even scaling out.
+    let revisions = g.api::<TaskDefinitionRevision>(ns);
+    let inactive = json!({"spec": {"state": "INACTIVE"}});
+    revisions
+        .patch("web-1", &PatchParams::default(), &Patch::Merge(&inactive))
+        .await
+        .expect("deregistered");
+    g.api::<crds::v1alpha1::Service>(ns)
+        .patch(
+            "pinned",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"desiredCount": 3}})),
+        )
+        .await
+        .expect("scaled");
+    let pinned = g
+        .service_until(ns, "pinned", "scaled out on web:1", |s| {
+            ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 3)
+        })
+        .await;
+    let deployments = &pinned.status.as_ref().expect("status").deployments;
+    assert_eq!(deployments.len(), 1, "no new deployment: {deployments:?}");
+    assert_eq!(deployments[0].task_definition_revision, 1);
+    // Nothing new may use it: a new service is Degraded, saying why...
+    g.apply(ns, &[service("late", "web:1", 1, json!({}))]).await;
+    let late = g
+        .service_until(ns, "late", "Degraded", |s| {
+            condition(s, "Degraded").is_some_and(|(status, _, _)| status == "True")
+        })
+        .await;
+    let (_, why, message) = condition(&late, "Degraded").expect("Degraded");
+    assert_eq!(why, "InvalidTaskDefinition");
+    assert!(message.contains("web:1 is INACTIVE"), "{message}");
+    assert!(g.live_tasks(ns, "late").await.is_empty());
+    // ...and a run-task of it is stopped at once, as ECS refuses it.
+    let (ok, stdout, stderr) = run_task(&g, &["web:1", "--cluster", ns]);
+    assert!(ok, "{stderr}");
+    let [refused] = created(&stdout).try_into().expect("one task");
+    assert!(refused.starts_with("web-"), "{refused}");
+    let task = g
+        .task_until(ns, &refused, "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    let st = task.status.as_ref().expect("status");
+    assert_eq!(st.stop_code, Some(StopCode::TaskFailedToStart));
+    assert!(
+        st.stopped_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("INACTIVE"),
+        "{st:?}"
+    );
+    // A run-task of web:2 runs its snapshot.
+    let (ok, stdout, stderr) = run_task(&g, &["web:2", "--cluster", ns]);
+    assert!(ok, "{stderr}");
+    let [runs] = created(&stdout).try_into().expect("one task");
+    let task = g
+        .task_until(ns, &runs, "RUNNING", |t| {
+            last(t) == Some(TaskLastStatus::Running)
+        })
+        .await;
+    assert_eq!(task.spec.task_definition_revision, Some(2));
+    assert_eq!(version(task.spec.definition.as_ref()).as_deref(), Some("2"));
+
+    // A revision is immutable, and deregistering cannot be undone.
+    let refusals = [
+        (
+            json!({"spec": {"state": "ACTIVE"}}),
+            "cannot be made ACTIVE again",
+        ),
+        (json!({"spec": {"revision": 7}}), "a revision is immutable"),
+    ];
+    for (patch, why) in refusals {
+        let err = revisions
+            .patch("web-1", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect_err("refused");
+        assert!(err.to_string().contains(why), "{err}");
+    }
+
+    // Deregister the latest too: the service naming the family keeps its
+    // revision, and nothing is left for anything new.
+    revisions
+        .patch("web-2", &PatchParams::default(), &Patch::Merge(&inactive))
+        .await
+        .expect("deregistered");
+    let (ok, stdout, stderr) = run_task(&g, &["web", "--cluster", ns]);
+    assert!(ok, "{stderr}");
+    let [none_left] = created(&stdout).try_into().expect("one task");
+    let task = g
+        .task_until(ns, &none_left, "STOPPED", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    let reason = task.status.as_ref().and_then(|s| s.stopped_reason.clone());
+    assert_eq!(
+        reason.as_deref(),
+        Some("every revision of task definition web is INACTIVE (deregistered)")
+    );
+    let latest = g.service_until(ns, "latest", "still Ready", ready).await;
+    let deployments = &latest.status.as_ref().expect("status").deployments;
+    assert_eq!(
+        (deployments.len(), deployments[0].task_definition_revision),
+        (1, 2),
+        "{deployments:?}"
+    );
+    if let Some(binary) = common::tool("KUBECTL", "kubectl") {
+        let cli = common::Cli {
+            binary,
+            kubeconfig: g.kubeconfig.clone(),
+        };
+        let table = cli.ok(&[
+            "-n",
+            ns,
+            "get",
+            "tdrev",
+            "-l",
+            "gantry.dev/task-definition=web",
+        ]);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().take(4).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                vec!["NAME", "FAMILY", "REVISION", "STATE"],
+                vec!["web-1", "web", "1", "INACTIVE"],
+                vec!["web-2", "web", "2", "INACTIVE"],
+            ],
+            "{table}"
+        );
+    }
 }

@@ -356,6 +356,20 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
         "the agent drops every capability"
     );
     assert_eq!(security.allow_privilege_escalation, Some(false));
+    // Beyond its cluster's namespace, the agent may read that namespace
+    // (its uid labels its containers), and nothing else.
+    let agent_role = roles.get("gantry-agent").await.expect("the agent's role");
+    let rules = agent_role.rules.unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["namespaces".to_owned()][..])
+    );
+    assert_eq!(rules[0].verbs, ["get"]);
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["default".to_owned()][..])
+    );
 
     let uninstalled = run(vec!["uninstall", "gantry", "--namespace", "gantry-system"])
         .await

@@ -1,7 +1,8 @@
 //! `gantry up --example web`, as the README's first command runs it: the
 //! example reaches Ready on real Docker, every address printed (the load
-//! balancer's and each task's) answers,
-//! Ctrl-C stops it cleanly, and a second start finds its state again.
+//! balancer's and each task's) answers, a second `gantry up` on the same
+//! engine leaves its containers alone, Ctrl-C stops it cleanly, a second
+//! start finds its state again, and `gantry down` takes it all down.
 
 mod common;
 
@@ -36,16 +37,24 @@ struct Up {
 
 impl Up {
     fn start(dir: &Path, example: bool) -> Self {
+        let flags: &[&str] = if example {
+            &["--agents", "3", "--example", "web"]
+        } else {
+            &["--agents", "3"]
+        };
+        Self::start_with(dir, flags)
+    }
+
+    /// `gantry up` with these flags.
+    fn start_with(dir: &Path, flags: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
         command
-            .args(["up", "--listen", "127.0.0.1:0", "--agents", "3"])
+            .args(["up", "--listen", "127.0.0.1:0"])
+            .args(flags)
             .arg("--data-dir")
             .arg(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if example {
-            command.args(["--example", "web"]);
-        }
         Self::from(command.spawn().expect("gantry up starts"))
     }
 
@@ -188,6 +197,38 @@ fn up_runs_the_web_example_until_ctrl_c_and_keeps_its_state() {
             "the load balancer serves the page: {response:?}"
         );
     }
+    // A second `gantry up` on the same Docker engine, whose host-1 has
+    // the name of one of ours, leaves our containers alone; its `gantry
+    // down` stops it and removes none of them.
+    let ours = cluster_uid(dir.path());
+    assert_eq!(
+        containers_of(&ours, false).len(),
+        2,
+        "our two tasks' containers"
+    );
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let mut other = Up::start_with(other_dir.path(), &["--agents", "1"]);
+    other.until("Press Ctrl-C", Duration::from_secs(120));
+    assert_ne!(cluster_uid(other_dir.path()), ours);
+    // Its agent adopts what it finds at start, and looks again every 10 s.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        containers_of(&ours, false).len(),
+        2,
+        "the other up's host-1 stopped none of ours"
+    );
+    for address in &addresses {
+        assert!(get(address).contains("Hello from Gantry"), "{address}");
+    }
+    let said = down(other_dir.path());
+    assert!(said.contains("==> stopping gantry up"), "{said}");
+    assert!(said.contains("removed 0 containers"), "{said}");
+    assert!(
+        other.child.try_wait().expect("wait").is_some(),
+        "gantry down stopped it"
+    );
+    assert_eq!(containers_of(&ours, false).len(), 2);
+
     assert!(up.interrupt().success(), "Ctrl-C is a clean stop");
 
     // The state is kept: a second start finds the service and its tasks.
@@ -219,7 +260,53 @@ fn up_runs_the_web_example_until_ctrl_c_and_keeps_its_state() {
     });
     assert_eq!(service.spec.desired_count, Some(2));
     assert_eq!(running, 2, "its two tasks run again after the restart");
-    assert!(again.interrupt().success(), "Ctrl-C is a clean stop");
+    assert_eq!(containers_of(&ours, false).len(), 2, "adopted, not doubled");
+
+    // `gantry down` while it runs: it stops, and its containers go.
+    let said = down(dir.path());
+    assert!(said.contains("==> stopping gantry up"), "{said}");
+    assert!(said.contains("removed 2 containers"), "{said}");
+    let status = again.child.wait().expect("gantry up exits");
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    assert!(containers_of(&ours, true).is_empty(), "nothing is left");
+    // Nothing left to stop: a second down changes nothing.
+    let said = down(dir.path());
+    assert!(!said.contains("stopping"), "{said}");
+    assert!(said.contains("removed 0 containers"), "{said}");
+}
+
+/// The cluster uid `gantry up` recorded in its data dir.
+fn cluster_uid(dir: &Path) -> String {
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("up.json")).expect("up.json"))
+            .expect("a record");
+    record["clusterUid"]
+        .as_str()
+        .expect("clusterUid")
+        .to_owned()
+}
+
+/// The ids of the containers labelled with a cluster uid: running ones,
+/// or all.
+fn containers_of(uid: &str, all: bool) -> Vec<String> {
+    let label = format!("label=gantry.dev/cluster-uid={uid}");
+    let mut args = vec!["ps", "-q", "--filter", &label];
+    if all {
+        args.push("-a");
+    }
+    common::docker_stdout(&args)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `gantry down --data-dir DIR`, which must succeed; what it said.
+fn down(dir: &Path) -> String {
+    common::succeeds(
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["down", "--data-dir"])
+            .arg(dir),
+    )
 }
 
 #[test]

@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, time::Duration};
 use crds::v1alpha1::{ContainerDefinition, Task, TaskDefinitionSpec};
 use kube::ResourceExt;
 
-use crate::runtime::{ContainerConfig, PortSpec, labels};
+use crate::{
+    Config,
+    runtime::{ContainerConfig, Observed, PortSpec, labels},
+};
 
 /// The runtime's name for a task's container: unique per task uid, so
 /// that a second create of it fails rather than duplicating it.
@@ -27,9 +30,9 @@ pub fn config(
     task: &Task,
     definition: &TaskDefinitionSpec,
     def: &ContainerDefinition,
-    instance: &str,
-    host_ip: &str,
+    agent: &Config,
 ) -> ContainerConfig {
+    let (instance, host_ip) = (agent.name.as_str(), agent.host_ip.as_str());
     let uid = task.uid().unwrap_or_default();
     let environment = def
         .environment
@@ -55,7 +58,7 @@ pub fn config(
             Some(format!("{source}:{}{mode}", mount.container_path))
         })
         .collect();
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (labels::INSTANCE.to_owned(), instance.to_owned()),
         (
             labels::TASK_NAMESPACE.to_owned(),
@@ -65,6 +68,9 @@ pub fn config(
         (labels::TASK_UID.to_owned(), uid.clone()),
         (labels::CONTAINER.to_owned(), def.name.clone()),
     ]);
+    if let Some(uid) = &agent.cluster_uid {
+        labels.insert(labels::CLUSTER_UID.to_owned(), uid.clone());
+    }
     ContainerConfig {
         runtime_name: runtime_name(task, &def.name),
         image: def.image.clone(),
@@ -89,5 +95,16 @@ pub fn config(
         binds,
         stop_timeout: Duration::from_secs(u64::from(def.stop_timeout)),
         labels,
+    }
+}
+
+/// Whether a container of this instance belongs to this agent's cluster:
+/// labelled with its namespace's uid, or with none (made before the label
+/// was, or by an agent that could not read it).
+#[must_use]
+pub fn ours(observed: &Observed, cluster_uid: Option<&str>) -> bool {
+    match (observed.label(labels::CLUSTER_UID), cluster_uid) {
+        (Some(theirs), Some(mine)) => theirs == mine,
+        _ => true,
     }
 }

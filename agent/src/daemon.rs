@@ -16,7 +16,7 @@ use kube::{
 use tracing::Instrument;
 
 use crate::{
-    Config, Error, registration,
+    Config, Error, container, registration,
     runtime::{Runtime, labels},
     supervisor::{self, Context, Shared},
 };
@@ -45,6 +45,10 @@ async fn run_inner<R: Runtime>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let info = runtime.info().await?;
+    let mut config = config;
+    if config.cluster_uid.is_none() {
+        config.cluster_uid = registration::cluster_uid(&client, &config.cluster).await;
+    }
     let instances: Api<ContainerInstance> = Api::namespaced(client.clone(), &config.cluster);
     let spec = registration::spec(&config, &info);
     let versions = registration::version_info(&info);
@@ -151,14 +155,16 @@ async fn run_inner<R: Runtime>(
     Ok(())
 }
 
-/// Give every container labelled with this instance a supervisor: those
-/// of known tasks are re-adopted, the others (tasks deleted while the
-/// agent was away) are stopped and removed.
+/// Give every container labelled with this instance (of this cluster) a
+/// supervisor: those of known tasks are re-adopted, the others (tasks
+/// deleted while the agent was away) are stopped and removed.
 async fn adopt<R: Runtime>(context: &Arc<Context<R>>) {
     match context.runtime.list(&context.config.name, None).await {
         Ok(observed) => {
+            let cluster = context.config.cluster_uid.as_deref();
             let uids: BTreeSet<String> = observed
                 .iter()
+                .filter(|o| container::ours(o, cluster))
                 .filter_map(|o| o.label(labels::TASK_UID).map(str::to_owned))
                 .collect();
             for uid in uids {

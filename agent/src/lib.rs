@@ -51,6 +51,9 @@ pub struct Config {
     pub container_retention: Duration,
     /// Delete the ContainerInstance when the agent is told to stop.
     pub deregister_on_exit: bool,
+    /// The uid of the cluster's namespace, labelled on every container;
+    /// read from the API at start when not given.
+    pub cluster_uid: Option<String>,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             resync: Duration::from_secs(10),
             container_retention: Duration::from_secs(3 * 60 * 60),
             deregister_on_exit: false,
+            cluster_uid: None,
         }
     }
 }

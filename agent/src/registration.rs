@@ -9,7 +9,10 @@ use crds::v1alpha1::{
     VersionInfo,
 };
 use k8s_openapi::{
-    api::coordination::v1::{Lease, LeaseSpec},
+    api::{
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::Namespace,
+    },
     apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference},
     jiff::Timestamp,
 };
@@ -20,6 +23,19 @@ use kube::{
 use serde_json::json;
 
 use crate::{Config, Error, runtime::Info};
+
+/// The uid of the cluster's namespace, or `None` (with a warning) if it
+/// cannot be read: containers are then told apart by instance name only.
+pub async fn cluster_uid(client: &kube::Client, cluster: &str) -> Option<String> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    match namespaces.get(cluster).await {
+        Ok(ns) => ns.uid(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the cluster's namespace: containers carry no cluster uid");
+            None
+        }
+    }
+}
 
 /// What the host offers, from the flags and what the runtime reports.
 #[must_use]

@@ -220,8 +220,10 @@ impl<R: Runtime> Supervisor<R> {
             .runtime
             .list(&self.context.config.name, Some(&self.uid))
             .await?;
+        let cluster = self.context.config.cluster_uid.as_deref();
         Ok(mine
             .into_iter()
+            .filter(|o| container::ours(o, cluster))
             .filter_map(|o| Some((o.label(labels::CONTAINER)?.to_owned(), o)))
             .collect())
     }
@@ -325,13 +327,7 @@ impl<R: Runtime> Supervisor<R> {
                 else {
                     return Ok(());
                 };
-                let config = container::config(
-                    task,
-                    definition,
-                    def,
-                    &self.context.config.name,
-                    &self.context.config.host_ip,
-                );
+                let config = container::config(task, definition, def, &self.context.config);
                 status
                     .pull_started_at
                     .get_or_insert_with(|| Time(Timestamp::now()));

@@ -49,13 +49,19 @@ pub fn default_group(family: &str) -> String {
     format!("family:{family}")
 }
 
+/// The family a task runs (its reference without `:N`).
+#[must_use]
+pub fn family_of(task: &Task) -> &str {
+    api::Reference::parse(&task.spec.task_definition).family
+}
+
 /// The task's group: its own, or ECS's default for its family.
 #[must_use]
 pub fn group_of(task: &Task) -> String {
     task.spec
         .group
         .clone()
-        .unwrap_or_else(|| default_group(&task.spec.task_definition))
+        .unwrap_or_else(|| default_group(family_of(task)))
 }
 
 /// CPU units and MiB a task of this definition reserves, as ECS counts
@@ -159,7 +165,7 @@ pub fn request(task: &Task, definition: &TaskDefinitionSpec) -> Result<Request, 
             memory,
             ports: host_ports(definition),
             group: group_of(task),
-            family: task.spec.task_definition.clone(),
+            family: family_of(task).to_owned(),
             constraints,
             strategy,
         },

@@ -15,7 +15,9 @@
 //!   circuit breaker; [`service::plan`] is the pure part, in named steps.
 //! - [`instance`]: agent connectivity from Leases, instance loss, draining.
 //! - [`task`]: stopped-task retention, and tasks stopped before placement.
-//! - [`task_definition`]: revisions and the `Valid` condition.
+//! - [`task_definition`]: revisions and the `Valid` condition;
+//!   [`revisions`]: each valid revision recorded, and which revision a
+//!   reference (`family`, `family:N`) names.
 //! - [`leader`]: Lease-based leader election for the reconcilers.
 //! - [`runner`]: how every reconciler runs (span, metrics, error policy);
 //!   [`cache`]: the watch-fed caches the sweeps and reconcilers read.
@@ -29,6 +31,7 @@ pub mod instance;
 pub mod leader;
 pub mod metrics;
 pub mod placement;
+pub mod revisions;
 pub mod runner;
 pub mod scheduler;
 pub mod service;

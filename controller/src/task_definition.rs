@@ -1,5 +1,6 @@
-//! TaskDefinitions: each valid spec is a revision (its generation); the
-//! `Valid` condition says whether the latest spec can run, and why not.
+//! TaskDefinitions: each valid spec is a revision (its generation),
+//! recorded as a TaskDefinitionRevision (`revisions::record`); the `Valid`
+//! condition says whether the latest spec can run, and why not.
 //!
 //! The CRD's schema and CEL rules refuse most mistakes at admission; what
 //! is left needs Gantry's own knowledge: the cluster query language of
@@ -9,7 +10,7 @@ use std::sync::Arc;
 
 use crds::{
     conditions::{ConditionType, Conditions, reason},
-    v1alpha1::{TaskDefinition, TaskDefinitionSpec},
+    v1alpha1::{LatestRevision, TaskDefinition, TaskDefinitionRevision, TaskDefinitionSpec},
 };
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -19,7 +20,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{Context, convert, events::Note, placement::Query, runner};
+use crate::{Context, convert, events::Note, placement::Query, revisions, runner};
 
 /// Everything wrong with a spec that admission could not see.
 #[must_use]
@@ -59,7 +60,14 @@ pub async fn run(
 async fn reconcile(td: &TaskDefinition, ctx: &Context) -> Result<Action, kube::Error> {
     let generation = td.metadata.generation;
     let status = td.status.clone().unwrap_or_default();
+    let namespace = td.namespace().unwrap_or_default();
+    let records: Api<TaskDefinitionRevision> = Api::namespaced(ctx.client.clone(), &namespace);
     if status.observed_generation == generation && generation.is_some() {
+        // Judged already; recorded too, unless judged before revisions
+        // were recorded.
+        if let LatestRevision::Valid(revision) = td.latest_revision() {
+            revisions::record(&records, td, revision).await?;
+        }
         return Ok(Action::await_change());
     }
     let problems = problems(&td.spec);
@@ -80,8 +88,11 @@ async fn reconcile(td: &TaskDefinition, ctx: &Context) -> Result<Action, kube::E
             problems.join("; ")
         },
     );
-    let api: Api<TaskDefinition> =
-        Api::namespaced(ctx.client.clone(), &td.namespace().unwrap_or_default());
+    // Recorded before it is announced: whoever sees it valid finds it.
+    if let (true, Some(revision)) = (valid, generation) {
+        revisions::record(&records, td, revision).await?;
+    }
+    let api: Api<TaskDefinition> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = json!({"status": {
         "observedGeneration": generation,
         "revision": revision,

@@ -13,3 +13,6 @@ pub const DEPLOYMENT: &str = "gantry.dev/deployment";
 /// On a bound Task: the ContainerInstance it is bound to, so an agent
 /// watches only its own tasks.
 pub const CONTAINER_INSTANCE: &str = "gantry.dev/container-instance";
+
+/// On a TaskDefinitionRevision: its family (TaskDefinition name).
+pub const TASK_DEFINITION: &str = "gantry.dev/task-definition";

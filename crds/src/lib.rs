@@ -37,6 +37,7 @@ pub const CATEGORY: &str = "gantry";
 pub fn all() -> Vec<CustomResourceDefinition> {
     vec![
         v1alpha1::TaskDefinition::crd(),
+        v1alpha1::TaskDefinitionRevision::crd(),
         v1alpha1::Service::crd(),
         v1alpha1::Task::crd(),
         v1alpha1::ContainerInstance::crd(),

@@ -10,7 +10,7 @@ use bollard::{
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
         InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-        StopContainerOptionsBuilder,
+        RemoveVolumeOptions, StopContainerOptionsBuilder,
     },
 };
 use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode, Protocol};
@@ -54,6 +54,58 @@ impl Docker {
         let client = client.negotiate_version().await.map_err(unreachable)?;
         client.ping().await.map_err(unreachable)?;
         Ok(Self { client })
+    }
+
+    /// Remove every container labelled with the cluster uid (running ones
+    /// killed) and the per-task volumes they mounted, as `gantry down`
+    /// does: how many of each.
+    ///
+    /// # Errors
+    /// The engine's, but for what is already gone.
+    pub async fn remove_cluster(&self, cluster_uid: &str) -> Result<(usize, usize), RuntimeError> {
+        let filters = HashMap::from([(
+            "label".to_owned(),
+            vec![format!("{}={cluster_uid}", labels::CLUSTER_UID)],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let containers = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(Self::other)?;
+        let mut volumes = Vec::new();
+        for summary in &containers {
+            let Some(id) = &summary.id else { continue };
+            self.remove(id).await?;
+            volumes.extend(
+                summary
+                    .mounts
+                    .iter()
+                    .flatten()
+                    .filter_map(|m| m.name.clone())
+                    // Named per task by the agent; a host path is not ours.
+                    .filter(|name| name.starts_with("gantry-")),
+            );
+        }
+        volumes.sort();
+        volumes.dedup();
+        for volume in &volumes {
+            match self
+                .client
+                .remove_volume(volume, None::<RemoveVolumeOptions>)
+                .await
+            {
+                Ok(())
+                | Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {}
+                Err(e) => return Err(Self::other(e)),
+            }
+        }
+        Ok((containers.len(), volumes.len()))
     }
 
     fn other(e: bollard::errors::Error) -> RuntimeError {

@@ -23,6 +23,10 @@ pub mod labels {
     pub const TASK_NAME: &str = "gantry.dev/task-name";
     pub const TASK_UID: &str = "gantry.dev/task-uid";
     pub const CONTAINER: &str = "gantry.dev/container-name";
+    /// The uid of the cluster's namespace: two control planes' agents of
+    /// the same name (two `gantry up` runs on one Docker engine) tell
+    /// their containers apart, and `gantry down` finds its own.
+    pub const CLUSTER_UID: &str = "gantry.dev/cluster-uid";
 }
 
 /// One port to publish.

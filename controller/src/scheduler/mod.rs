@@ -26,8 +26,8 @@ use std::{
 use crds::{
     stop,
     v1alpha1::{
-        ContainerInstance, DesiredStatus, LatestRevision, StopCode, Task, TaskDefinition,
-        TaskDefinitionSpec, TaskLastStatus,
+        ContainerInstance, DesiredStatus, Reference, StopCode, Task, TaskDefinition,
+        TaskDefinitionRevision, TaskDefinitionSpec, TaskLastStatus,
     },
 };
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
@@ -35,7 +35,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{WatchStreamExt, watcher},
+    runtime::{WatchStreamExt, reflector::Store, watcher},
 };
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
 use tracing::Instrument;
@@ -46,6 +46,7 @@ use crate::{
     convert,
     events::{Events, Note},
     metrics::Metrics,
+    revisions::{self, Unresolved},
 };
 
 /// How a scheduler runs.
@@ -107,6 +108,10 @@ struct Scheduler {
     events: Events,
     clusters: HashMap<String, cache::Cluster>,
     definitions: HashMap<Key, Arc<TaskDefinition>>,
+    /// Recorded revisions, for tasks that name `family:N`.
+    revisions: Store<TaskDefinitionRevision>,
+    /// What keeps [`Self::revisions`] filled, until `run` takes it.
+    revisions_feed: Option<BoxFuture<'static, ()>>,
     pending: HashMap<Key, Pending>,
     ready: VecDeque<Key>,
     retry: Vec<(Instant, Key)>,
@@ -122,7 +127,11 @@ type Round = BoxFuture<'static, bind::Outcome>;
 impl Scheduler {
     fn new(client: Client, options: Options, metrics: Arc<Metrics>) -> Self {
         let events = Events::new(client.clone(), &format!("scheduler/{}", options.name));
+        let (revisions, feed) =
+            crate::cache::cache::<TaskDefinitionRevision>(&client, watcher::Config::default());
         Self {
+            revisions,
+            revisions_feed: Some(Box::pin(feed)),
             client,
             options,
             metrics,
@@ -153,6 +162,10 @@ impl Scheduler {
         let mut definitions = std::pin::pin!(
             watcher(Api::<TaskDefinition>::all(self.client.clone()), config).default_backoff()
         );
+        let mut revisions = self
+            .revisions_feed
+            .take()
+            .unwrap_or_else(|| Box::pin(std::future::pending()));
         let mut shutdown = std::pin::pin!(shutdown);
         let mut rounds: FuturesUnordered<Round> = FuturesUnordered::new();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -235,6 +248,7 @@ impl Scheduler {
                     }
                     Err(e) => tracing::warn!(error = %e, "watching task definitions"),
                 },
+                () = &mut revisions => {}
                 _ = tick.tick() => self.wake(),
             }
             if synced.iter().all(|s| *s) {
@@ -418,7 +432,7 @@ impl Scheduler {
     fn place(&mut self, task: &Task) -> Result<(String, bind::Placed), NotPlaced> {
         let namespace = task.namespace().unwrap_or_default();
         let uid = task.uid().unwrap_or_default();
-        let (definition, snapshot) = self.definition(task).map_err(NotPlaced::Waiting)?;
+        let (definition, snapshot) = self.definition(task)?;
         let definition = task
             .effective_definition(&definition)
             .map_err(NotPlaced::Invalid)?;
@@ -473,26 +487,45 @@ impl Scheduler {
     /// The definition a task runs: its snapshot, or its TaskDefinition's
     /// latest valid revision (to be written into it at binding).
     #[allow(clippy::type_complexity)]
+    /// The definition a task runs: its snapshot, or the revision its
+    /// reference names (then also the snapshot to write at binding).
     fn definition(
         &self,
         task: &Task,
-    ) -> Result<(TaskDefinitionSpec, Option<(TaskDefinitionSpec, i64)>), String> {
+    ) -> Result<(TaskDefinitionSpec, Option<(TaskDefinitionSpec, i64)>), NotPlaced> {
         if let Some(definition) = &task.spec.definition {
             return Ok((definition.clone(), None));
         }
-        let family = &task.spec.task_definition;
-        let key = (task.namespace().unwrap_or_default(), family.clone());
+        let reference = Reference::parse(&task.spec.task_definition);
+        let namespace = task.namespace().unwrap_or_default();
         let td = self
             .definitions
-            .get(&key)
-            .ok_or_else(|| format!("task definition {family} was not found"))?;
-        match td.latest_revision() {
-            LatestRevision::Valid(revision) => {
-                Ok((td.spec.clone(), Some((td.spec.clone(), revision))))
+            .get(&(namespace.clone(), reference.family.to_owned()));
+        let records: Vec<_> = self
+            .revisions
+            .state()
+            .into_iter()
+            .filter(|r| {
+                r.namespace().as_deref() == Some(namespace.as_str())
+                    && r.spec.family == reference.family
+            })
+            .collect();
+        let recorded = |n| {
+            records
+                .iter()
+                .find(|r| r.spec.revision == n)
+                .map(|r| &r.spec)
+        };
+        match revisions::resolve(reference, td.map(AsRef::as_ref), recorded, None) {
+            Ok((revision, spec)) => Ok((spec.clone(), Some((spec, revision)))),
+            // ECS refuses to run a deregistered revision outright.
+            Err(e @ Unresolved::Inactive(_)) => Err(NotPlaced::Invalid(e.reason())),
+            Err(Unresolved::NotJudged | Unresolved::Invalid(_)) => {
+                Err(NotPlaced::Waiting(format!(
+                    "task definition {reference} has no valid revision yet (see its Valid condition)"
+                )))
             }
-            _ => Err(format!(
-                "task definition {family} has no valid revision yet (see its Valid condition)"
-            )),
+            Err(e @ Unresolved::NotFound(_)) => Err(NotPlaced::Waiting(e.reason())),
         }
     }
 
@@ -694,7 +727,8 @@ enum NotPlaced {
     Waiting(String),
     /// Created to start on `instance` (start-task), which cannot run it.
     Refused { instance: String, reason: String },
-    /// Its overrides do not fit its definition: it can never start.
+    /// It can never start: its overrides do not fit its definition, or it
+    /// names a deregistered revision.
     Invalid(String),
 }
 

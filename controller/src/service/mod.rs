@@ -22,9 +22,9 @@ use std::{
 use crds::{
     labels, stop,
     v1alpha1::{
-        ContainerInstance, DesiredStatus, LatestRevision, LoadBalancer, PlacementConstraint,
-        PlacementConstraintType, SchedulingStrategy, Service, ServiceStatus, Task, TaskDefinition,
-        TaskSpec, TaskStatus,
+        ContainerInstance, DesiredStatus, LoadBalancer, PlacementConstraint,
+        PlacementConstraintType, Reference, SchedulingStrategy, Service, ServiceStatus, Task,
+        TaskDefinition, TaskDefinitionRevision, TaskSpec, TaskStatus,
     },
 };
 use futures::{StreamExt, stream};
@@ -42,7 +42,11 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{Context, cache, convert, runner};
+use crate::{
+    Context, cache, convert,
+    revisions::{self, Unresolved},
+    runner,
+};
 use plan::{Definition, NewTask, Stop};
 
 /// What of an instance matters to services: its generation and connectivity.
@@ -55,6 +59,8 @@ struct State {
     slices: Store<EndpointSlice>,
     /// What every load balancer reports.
     balancers: Store<LoadBalancer>,
+    /// Every recorded task definition revision.
+    revisions: Store<TaskDefinitionRevision>,
 }
 
 pub async fn run(
@@ -72,6 +78,16 @@ pub async fn run(
             endpoints::MANAGER
         )),
     );
+    let (revisions, writer) = reflector::store::<TaskDefinitionRevision>();
+    let revision_events = reflector::reflector(
+        writer,
+        watcher(
+            Api::<TaskDefinitionRevision>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
     let (balancers, writer) = reflector::store::<LoadBalancer>();
     let balancer_events = reflector::reflector(
         writer,
@@ -88,6 +104,7 @@ pub async fn run(
     );
     let services = controller.store();
     let by_definition = services.clone();
+    let by_revision = services.clone();
     let by_instance = services.clone();
     let by_balancer = services.clone();
     // Only a change that can move tasks (state, attributes, connectivity,
@@ -101,14 +118,12 @@ pub async fn run(
             move |td| {
                 let namespace = td.namespace();
                 let family = td.name_any();
-                by_definition
-                    .state()
-                    .into_iter()
-                    .filter(|s| s.namespace() == namespace && s.spec.task_definition == family)
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
+                of_family(&by_definition, namespace.as_deref(), &family)
             },
         )
+        .watches_stream(revision_events, move |r: TaskDefinitionRevision| {
+            of_family(&by_revision, r.namespace().as_deref(), &r.spec.family)
+        })
         .watches_stream(balancer_events, move |lb: LoadBalancer| {
             let namespace = lb.namespace();
             let name = lb.name_any();
@@ -159,6 +174,7 @@ pub async fn run(
         instances,
         slices,
         balancers,
+        revisions,
     });
     let controller = controller.with_config(
         kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
@@ -191,17 +207,46 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     if !held {
         hold(service, &namespace, ctx).await?;
     }
+    let reference = Reference::parse(&service.spec.task_definition);
     let tds: Api<TaskDefinition> = Api::namespaced(ctx.client.clone(), &namespace);
-    let td = tds.get_opt(&service.spec.task_definition).await?;
-    let definition = match td.as_ref().map(|td| (td, td.latest_revision())) {
-        None => Definition::Missing,
-        // Not judged yet: its status change will bring us back.
-        Some((_, LatestRevision::NotJudged)) => return Ok(Action::requeue(Duration::from_secs(2))),
-        Some((td, LatestRevision::Valid(revision))) => Definition::Valid {
-            revision,
-            spec: &td.spec,
+    let td = tds.get_opt(reference.family).await?;
+    // Only ends early if the watch is gone, and then the controller is too.
+    let _ = state.revisions.wait_until_ready().await;
+    let records: Vec<_> = state
+        .revisions
+        .state()
+        .into_iter()
+        .filter(|r| {
+            r.namespace().as_deref() == Some(&namespace) && r.spec.family == reference.family
+        })
+        .collect();
+    // The revision the service runs, which it keeps even if deregistered.
+    let running = service
+        .status
+        .as_ref()
+        .and_then(|s| s.deployments.first())
+        .filter(|d| d.task_definition == reference.family)
+        .map(|d| d.task_definition_revision);
+    let resolved = revisions::resolve(
+        reference,
+        td.as_ref(),
+        |n| {
+            records
+                .iter()
+                .find(|r| r.spec.revision == n)
+                .map(|r| &r.spec)
         },
-        Some((_, LatestRevision::Invalid(why))) => Definition::Invalid(why),
+        running,
+    );
+    let definition = match &resolved {
+        Ok((revision, spec)) => Definition::Valid {
+            revision: *revision,
+            spec,
+        },
+        // Not judged yet: its status change will bring us back.
+        Err(Unresolved::NotJudged) => return Ok(Action::requeue(Duration::from_secs(2))),
+        Err(Unresolved::NotFound(_)) => Definition::Missing,
+        Err(Unresolved::Invalid(why) | Unresolved::Inactive(why)) => Definition::Invalid(why),
     };
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
     let (owned, former) = tasks_of(&tasks, service).await?;
@@ -261,6 +306,23 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     Ok(Action::requeue(
         plan.requeue.unwrap_or(Duration::from_secs(30)),
     ))
+}
+
+/// The Services of a namespace that run a family.
+fn of_family(
+    services: &Store<Service>,
+    namespace: Option<&str>,
+    family: &str,
+) -> Vec<ObjectRef<Service>> {
+    services
+        .state()
+        .into_iter()
+        .filter(|s| {
+            s.namespace().as_deref() == namespace
+                && Reference::parse(&s.spec.task_definition).family == family
+        })
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
 }
 
 /// The finalizer that keeps a deleted Service DRAINING until its tasks
@@ -494,7 +556,7 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
             ..ObjectMeta::default()
         },
         spec: TaskSpec {
-            task_definition: spec.task_definition.clone(),
+            task_definition: Reference::parse(&spec.task_definition).family.to_owned(),
             task_definition_revision: Some(new.revision),
             definition: Some(new.definition.clone()),
             group: Some(format!("service:{name}")),

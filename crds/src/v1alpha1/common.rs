@@ -72,6 +72,11 @@ pub struct PlacementConstraint {
 /// values and DNS labels: RFC 1123 labels of at most 63 characters.
 pub(crate) const DNS1123_LABEL: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
+/// A task definition reference: a family (a DNS-1123 label), optionally
+/// with `:<revision>`.
+pub(crate) const TASK_DEFINITION_REFERENCE: &str =
+    "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(:[1-9][0-9]{0,9})?$";
+
 /// The CEL rule, applied at the root of a kind, that holds `metadata.name`
 /// to a DNS-1123 label: the name becomes a label value on every Task.
 pub(crate) const NAME_IS_DNS_LABEL: &str = "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')";

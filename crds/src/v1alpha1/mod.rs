@@ -6,6 +6,7 @@ mod load_balancer;
 mod service;
 mod task;
 mod task_definition;
+mod task_definition_revision;
 
 pub use common::*;
 pub use container_instance::*;
@@ -13,3 +14,4 @@ pub use load_balancer::*;
 pub use service::*;
 pub use task::*;
 pub use task_definition::*;
+pub use task_definition_revision::*;

@@ -5,7 +5,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{NAME_IS_DNS_LABEL, PlacementConstraint, PlacementStrategy};
+use super::common::{
+    NAME_IS_DNS_LABEL, PlacementConstraint, PlacementStrategy, TASK_DEFINITION_REFERENCE,
+};
 
 /// The spec of a Service, as in `aws ecs create-service`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -42,9 +44,10 @@ use super::common::{NAME_IS_DNS_LABEL, PlacementConstraint, PlacementStrategy};
     "self.schedulingStrategy != 'DAEMON' || !has(self.deploymentConfiguration.maximumPercent) || self.deploymentConfiguration.maximumPercent == 100"
 ).message("a DAEMON service's maximumPercent must be 100").field_path(".deploymentConfiguration.maximumPercent"))]
 pub struct ServiceSpec {
-    /// Name of the TaskDefinition (family) in this namespace; the service
-    /// runs its latest valid revision.
-    #[schemars(length(min = 1, max = 63))]
+    /// The TaskDefinition (family) in this namespace: the service runs its
+    /// latest valid, ACTIVE revision; or `family:N`, that revision
+    /// (a TaskDefinitionRevision).
+    #[schemars(length(min = 1, max = 74), regex(pattern = TASK_DEFINITION_REFERENCE))]
     pub task_definition: String,
 
     /// Tasks to keep running (REPLICA only); `kubectl scale` sets it.

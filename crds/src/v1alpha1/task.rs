@@ -11,7 +11,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    common::{KeyValuePair, PlacementConstraint, PlacementStrategy},
+    common::{KeyValuePair, PlacementConstraint, PlacementStrategy, TASK_DEFINITION_REFERENCE},
     task_definition::{Protocol, TaskDefinitionSpec},
 };
 
@@ -57,8 +57,9 @@ pub(crate) fn default_scheduler_name() -> String {
 #[x_kube(validation = Rule::new("has(self.definition) == has(self.taskDefinitionRevision)")
     .message("definition and taskDefinitionRevision are set together").field_path(".taskDefinitionRevision"))]
 pub struct TaskSpec {
-    /// Name of the TaskDefinition (family) to run.
-    #[schemars(length(min = 1, max = 63))]
+    /// The TaskDefinition (family) to run: its latest valid, ACTIVE
+    /// revision, or `family:N` for that revision.
+    #[schemars(length(min = 1, max = 74), regex(pattern = TASK_DEFINITION_REFERENCE))]
     pub task_definition: String,
 
     /// The revision this task runs; set with `definition`, by the

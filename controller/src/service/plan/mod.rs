@@ -42,7 +42,8 @@ use std::{cmp::Reverse, collections::BTreeSet, time::Duration};
 use crds::{
     stop,
     v1alpha1::{
-        Deployment, RolloutState, Service, ServiceStatus, StopCode, Task, TaskDefinitionSpec,
+        Deployment, Reference, RolloutState, Service, ServiceStatus, StopCode, Task,
+        TaskDefinitionSpec,
     },
 };
 use k8s_openapi::jiff::Timestamp;
@@ -182,7 +183,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let report = status::Report::new(input);
 
     if let Definition::Valid { revision, .. } = input.definition {
-        let target = (spec.task_definition.as_str(), revision);
+        let target = (Reference::parse(&spec.task_definition).family, revision);
         plan.events.extend(deployments::start(
             &mut deployments,
             target,
@@ -420,7 +421,7 @@ impl<'a> Round<'a> {
             Definition::Valid { revision, .. } => Some(revision),
             _ => None,
         };
-        let family = self.input.service.spec.task_definition.as_str();
+        let family = Reference::parse(&self.input.service.spec.task_definition).family;
         let listed = deployments::tally(
             deployments,
             self.facts,
