@@ -1313,6 +1313,42 @@ async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
     for (name, count) in [("api", 2), ("worker", 2)] {
         assert_eq!(g.live_tasks(ns, name).await.len(), count, "{name}");
     }
+    // `--cascade=orphan` leaves the tasks running, owned by nothing.
+    match &cli {
+        Some(cli) => {
+            cli.ok(&["-n", ns, "delete", "gsvc", "worker", "--cascade=orphan"]);
+        }
+        None => {
+            let orphan = kube::api::DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+                ..Default::default()
+            };
+            g.api::<crds::v1alpha1::Service>(ns)
+                .delete("worker", &orphan)
+                .await
+                .expect("deleted");
+        }
+    }
+    let mut orphans = Vec::new();
+    for _ in 0..300 {
+        let gone = g
+            .api::<crds::v1alpha1::Service>(ns)
+            .get_opt("worker")
+            .await
+            .expect("a read")
+            .is_none();
+        orphans = g.live_tasks(ns, "worker").await;
+        if gone && orphans.iter().all(|t| t.owner_references().is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(orphans.len(), 2, "{orphans:#?}");
+    for task in &orphans {
+        assert!(task.owner_references().is_empty(), "orphaned: {task:?}");
+        assert_eq!(task.spec.desired_status, DesiredStatus::Running);
+        assert_eq!(last(task), Some(TaskLastStatus::Running));
+    }
 
     // A new Service of the same name starts afresh: the records' names
     // stay taken, and they count for nothing.
@@ -1771,4 +1807,73 @@ async fn revisions_are_addressable_and_a_deregistered_one_serves_only_what_runs_
             "{table}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn distinct_instance_counts_a_task_by_its_desired_status() {
+    let ns = "distinct";
+    let mut g = Gantry::start(ns).await;
+    // One host whose runtime fails its first five stops: a stopped task
+    // stays RUNNING there for a while.
+    g.agents_with(ns, "host", 1, (4096, 4096), &["--sim-stop-failures", "5"]);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 1).await;
+    let mut web = service("web", "web", 1, json!({}));
+    web["spec"]["placementConstraints"] = json!([{"type": "distinctInstance"}]);
+    g.apply(ns, &[task_definition("web", 128, &["httpd"], "1"), web])
+        .await;
+    g.service_until(ns, "web", "1 running", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 1)
+    })
+    .await;
+    let old = g.live_tasks(ns, "web").await.remove(0).name_any();
+    let tasks = g.api::<Task>(ns);
+    tasks
+        .patch(
+            &old,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"desiredStatus": "STOPPED"}})),
+        )
+        .await
+        .expect("stopped");
+    // Its replacement is placed on the one host while it still runs: a
+    // task desired STOPPED no longer counts for distinctInstance.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = tasks
+            .list(&ListParams::default())
+            .await
+            .expect("tasks")
+            .items;
+        let old_task = all
+            .iter()
+            .find(|t| t.name_any() == old)
+            .expect("the old task");
+        let replacement = all
+            .iter()
+            .find(|t| t.name_any() != old && t.spec.container_instance.is_some());
+        if let Some(new) = replacement {
+            assert_eq!(new.spec.container_instance.as_deref(), Some("host"));
+            assert_ne!(
+                last(old_task),
+                Some(TaskLastStatus::Stopped),
+                "placed only once the old task had stopped"
+            );
+            break;
+        }
+        assert!(
+            last(old_task) != Some(TaskLastStatus::Stopped),
+            "the old task stopped before any replacement was placed\n{}",
+            g.logs()
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no replacement placed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    g.service_until(ns, "web", "1 running again", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 1)
+    })
+    .await;
 }

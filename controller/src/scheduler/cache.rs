@@ -36,6 +36,10 @@ pub struct Cluster {
     stored: HashSet<String>,
     /// Reservations decided here and not yet confirmed, per instance.
     inflight: HashMap<String, Vec<Allocation>>,
+    /// Tasks desired STOPPED (uids): their allocations keep their room
+    /// until released, but count in no task group, as ECS evaluates
+    /// `distinctInstance` (and spread) on desired status.
+    stopping: HashSet<String>,
     /// Whether capacity may have changed since unplaceable tasks were
     /// last tried.
     pub changed: bool,
@@ -85,6 +89,25 @@ impl Cluster {
         self.instances.keys().cloned().collect()
     }
 
+    /// A task is desired STOPPED: from now on its allocation counts in no
+    /// task group, so a replacement may take its place while it stops.
+    pub fn stopping(&mut self, uid: &str) {
+        if !self.stopping.insert(uid.to_owned()) {
+            return;
+        }
+        if let Some(on) = self.reserved.get(uid).cloned()
+            && self.instances.contains_key(&on)
+        {
+            self.sync(&on);
+            self.changed = true;
+        }
+    }
+
+    /// A task is gone: nothing more to remember of it.
+    pub fn forget(&mut self, uid: &str) {
+        self.stopping.remove(uid);
+    }
+
     /// Record a reservation being written to `instance`.
     pub fn hold(&mut self, instance: &str, allocation: Allocation) {
         if self.state.allocate_on(instance, allocation.clone()).is_ok() {
@@ -127,7 +150,10 @@ impl Cluster {
             .unwrap_or_default();
         for a in stored {
             let key = key(&a.task_uid, name);
-            let allocation = convert::allocation(key.clone(), a);
+            let mut allocation = convert::allocation(key.clone(), a);
+            if self.stopping.contains(&a.task_uid) {
+                allocation.group.clear();
+            }
             if self.state.allocate(id, allocation).is_ok() {
                 self.reserved.insert(a.task_uid.clone(), name.to_owned());
                 self.stored.insert(key);
@@ -232,6 +258,50 @@ mod tests {
         assert_eq!(used_memory(&c), 450);
         c.settle("i-1", "z");
         assert_eq!(used_memory(&c), 400);
+    }
+
+    #[test]
+    fn a_task_desired_stopped_keeps_its_room_but_leaves_its_group() {
+        let mut c = Cluster::default();
+        let grouped = |rv: &str| {
+            let mut ci = (*instance(rv, &[("u1", 100), ("u2", 100)])).clone();
+            for a in &mut ci.status.as_mut().expect("status").allocations {
+                a.group = Some("service:web".to_owned());
+            }
+            Arc::new(ci)
+        };
+        c.apply(grouped("1"));
+        let id = c.state.instance_id("i-1").expect("known");
+        assert_eq!(c.state.group_count(id, "service:web"), 2);
+        c.changed = false;
+        c.stopping("u1");
+        assert!(c.changed, "a place may have opened");
+        assert_eq!(
+            c.state.group_count(id, "service:web"),
+            1,
+            "u1 counts no more"
+        );
+        assert_eq!(used_memory(&c), 200, "but its room stays taken");
+        // A newer version of the instance is read the same way.
+        c.apply(grouped("2"));
+        assert_eq!(c.state.group_count(id, "service:web"), 1);
+        assert_eq!(used_memory(&c), 200);
+        // Told before its allocation is seen, it still counts in no group.
+        c.stopping("u3");
+        let mut ci = (*grouped("3")).clone();
+        let mut third = ci.status.as_ref().expect("status").allocations[0].clone();
+        third.task_uid = "u3".to_owned();
+        ci.status.as_mut().expect("status").allocations.push(third);
+        c.apply(Arc::new(ci));
+        assert_eq!(c.state.group_count(id, "service:web"), 1, "u2 alone");
+        assert_eq!(used_memory(&c), 300);
+        c.forget("u1");
+        c.apply(grouped("4"));
+        assert_eq!(
+            c.state.group_count(id, "service:web"),
+            2,
+            "u1 forgotten: counted again"
+        );
     }
 }
 

@@ -221,6 +221,9 @@ impl Scheduler {
                     }
                     Ok(watcher::Event::Apply(task)) => self.observe(task),
                     Ok(watcher::Event::Delete(task)) => {
+                        if let Some(uid) = task.uid() {
+                            self.cluster(&task).forget(&uid);
+                        }
                         let key = key_of(&task);
                         if self.pending.get(&key).is_some_and(|p| !p.busy) {
                             self.pending.remove(&key);
@@ -280,6 +283,12 @@ impl Scheduler {
     /// Take in a task: queue it if it waits for this scheduler.
     fn observe(&mut self, task: Task) {
         let key = key_of(&task);
+        if task.spec.desired_status == DesiredStatus::Stopped
+            && task.placed_on().is_some()
+            && let Some(uid) = task.uid()
+        {
+            self.cluster(&task).stopping(&uid);
+        }
         if !self.wants(&task) {
             match self.pending.get_mut(&key) {
                 // In a round: keep the news, so a retry sees it is done.

@@ -380,7 +380,12 @@ async fn hold(service: &Service, namespace: &str, ctx: &Context) -> Result<(), k
 /// it, and it is let go.
 async fn drain(service: &Service, namespace: &str, state: &State) -> Result<Action, kube::Error> {
     let ctx = &state.context;
-    let name = service.name_any();
+    // `kubectl delete --cascade=orphan`: the tasks are to outlive the
+    // Service, running. (Once the garbage collector has orphaned them,
+    // they are not the Service's either: `tasks_of` leaves them out.)
+    if service.finalizers().iter().any(|f| f == ORPHAN) {
+        return let_go(service, namespace, ctx).await;
+    }
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), namespace);
     let (owned, _) = tasks_of(&tasks, service).await?;
     let targets = targets(service, namespace, state).await;
@@ -413,6 +418,15 @@ async fn drain(service: &Service, namespace: &str, state: &State) -> Result<Acti
     for task in &owned {
         keep_record(&tasks, task).await?;
     }
+    let_go(service, namespace, ctx).await
+}
+
+/// The finalizer the API server adds for `propagationPolicy: Orphan`.
+const ORPHAN: &str = "orphan";
+
+/// Remove our finalizer: the Service may go.
+async fn let_go(service: &Service, namespace: &str, ctx: &Context) -> Result<Action, kube::Error> {
+    let name = service.name_any();
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), namespace);
     let finalizers: Vec<&String> = service.finalizers().iter().filter(|f| !ours(f)).collect();
     let patch = json!({"metadata": {
