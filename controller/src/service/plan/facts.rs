@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crds::{
+    conditions,
     stop::{self, ELB_HEALTH_CHECKS_FAILED, HEALTH_CHECKS_FAILED},
     v1alpha1::{
         Deployment, DesiredStatus, HealthStatus, StopCode, Task, TaskDefinitionSpec, TaskLastStatus,
@@ -123,6 +124,16 @@ impl<'a> Facts<'a> {
     #[must_use]
     pub fn name(&self) -> String {
         self.task.name_any()
+    }
+
+    /// Not bound, and its scheduler said no instance can take it
+    /// (`Scheduled=False`).
+    #[must_use]
+    pub fn unplaceable(&self) -> bool {
+        self.task.spec.container_instance.is_none()
+            && self.task.status.as_ref().is_some_and(|s| {
+                conditions::is_false(&s.conditions, conditions::ConditionType::Scheduled)
+            })
     }
 
     #[must_use]

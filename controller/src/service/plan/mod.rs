@@ -326,12 +326,14 @@ impl<'a> Round<'a> {
             );
         }
         let healthy = i64::try_from(self.facts.iter().filter(|f| f.healthy).count()).unwrap_or(0);
-        let kept_healthy = classified.keep.iter().filter(|f| f.healthy).count();
+        let keep = classified.keep.iter();
+        // A replacement no instance can take is not coming.
+        let coming = keep.clone().filter(|f| !f.healthy && !f.unplaceable());
         let cover = replace::Cover {
             daemon: self.desired.daemon,
             desired: usize::try_from(self.desired.count).unwrap_or(0),
-            healthy: kept_healthy,
-            coming: classified.keep.len() - kept_healthy + plan.create.len(),
+            healthy: keep.filter(|f| f.healthy).count(),
+            coming: coming.count() + plan.create.len(),
         };
         let unhealthy = classified.replace.iter().filter(|r| r.health_failure);
         let rules = replace::Rules {

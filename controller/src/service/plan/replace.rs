@@ -7,8 +7,9 @@
 //! October 2023: its replacement starts (within `maximumPercent`) and it
 //! stops once healthy tasks cover the desired count without it. When
 //! nothing is starting that could cover it (`maximumPercent` leaves no
-//! room, or starts are held), unhealthy tasks stop one at a time, each
-//! freeing room for its replacement. A DAEMON task has no room for a
+//! room, starts are held, or no instance can take the replacement),
+//! unhealthy tasks stop one at a time, each freeing room for its
+//! replacement. A DAEMON task has no room for a
 //! second task on its instance: it stops at once.
 
 use super::{Stop, classify::Replacement};
@@ -31,7 +32,8 @@ pub struct Cover {
     pub desired: usize,
     /// Kept tasks that count as healthy.
     pub healthy: usize,
-    /// Kept tasks not healthy yet, plus the tasks this round starts.
+    /// Kept tasks not healthy yet (but placeable), plus the tasks this
+    /// round starts.
     pub coming: usize,
 }
 

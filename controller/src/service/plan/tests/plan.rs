@@ -9,7 +9,9 @@ use crds::{
 };
 use serde_json::json;
 
-use super::{at, definition, deployment, health, ids, instance, running, service, stopped, task};
+use super::{
+    at, definition, deployment, health, ids, instance, running, service, stopped, task, unplaced,
+};
 use crate::{
     placement::InstanceSpec,
     service::plan::{Definition, Input, Plan, plan},
@@ -306,6 +308,11 @@ fn an_unhealthy_task_is_replaced_start_first_when_maximum_percent_allows() {
     let p = at_revision_1(&svc, &[well("well", 0), sick(), well("web-1-3", 90)]);
     assert_eq!(stops(&p), ["sick"], "the replacement is healthy");
     assert_eq!(p.stop[0].reason, crds::stop::HEALTH_CHECKS_FAILED);
+    // A replacement no instance can take is not coming: the sick task
+    // makes room for it.
+    let stuck = unplaced(task("web-1-3", 1, 90), "1 instance: insufficient memory");
+    let p = at_revision_1(&svc, &[well("well", 0), sick(), stuck]);
+    assert_eq!(stops(&p), ["sick"], "{p:?}");
 
     // maximumPercent 100: no room for a replacement, so it stops first.
     let mut svc = service(json!({
