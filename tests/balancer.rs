@@ -36,17 +36,6 @@ const HOSTS: [(&str, &str); 3] = [
 ];
 const ROLLED: &str = "gantry-test/busybox:lb-rolled";
 
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (host, _) in HOSTS {
-            common::remove_containers(host);
-        }
-        docker_stdout(&["rmi", ROLLED]);
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -454,7 +443,7 @@ async fn a_balanced_service_loses_no_request_through_deployments_scaling_drains_
         return;
     };
     let image = common::test_image();
-    let _cleanup = Cleanup;
+    let _cleanup = common::DockerCleanup::new(HOSTS.map(|(host, _)| host), &[ROLLED]);
     docker_stdout(&["tag", &image, ROLLED]);
     let mut g = Gantry::start(NS).await;
     g.controller("controller", &[]);

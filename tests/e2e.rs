@@ -33,19 +33,6 @@ const HOSTS: [(&str, &str); 3] = [
 ];
 const ROLLED: &str = "gantry-test/busybox:e2e-rolled";
 
-/// The agents' containers and the rolled tag go however the test ends
-/// (after the processes, which `Gantry` kills first).
-struct Cleanup;
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (host, _) in HOSTS {
-            common::remove_containers(host);
-        }
-        docker_stdout(&["rmi", ROLLED]);
-    }
-}
-
 fn manifest(image: &str, desired: u32) -> String {
     format!(
         r#"apiVersion: gantry.dev/v1alpha1
@@ -194,7 +181,7 @@ async fn a_service_lives_through_scaling_kills_a_lost_host_a_drain_and_a_roll() 
         return;
     };
     common::test_image();
-    let _cleanup = Cleanup;
+    let _cleanup = common::DockerCleanup::new(HOSTS.map(|(host, _)| host), &[ROLLED]);
     let mut g = Gantry::start(NS).await;
     g.controller("controller", &["--instance-loss-timeout-seconds", "10"]);
     g.docker_agents(NS, &HOSTS);

@@ -17,17 +17,6 @@ use std::{
 
 const HOSTS: [&str; 3] = ["host-1", "host-2", "host-3"];
 
-/// Removes the agents' containers however the test ends.
-struct Containers;
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for host in HOSTS {
-            common::remove_containers(host);
-        }
-    }
-}
-
 /// `gantry up` with its stdout read line by line on a thread.
 struct Up {
     child: Child,
@@ -143,7 +132,7 @@ fn up_runs_the_web_example_until_ctrl_c_and_keeps_its_state() {
     if !common::docker() {
         return;
     }
-    let _containers = Containers;
+    let _containers = common::DockerCleanup::new(HOSTS, &[]);
     let dir = tempfile::tempdir().expect("tempdir");
 
     let mut up = Up::start(dir.path(), true);

@@ -187,6 +187,35 @@ pub fn docker_stdout(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// However a Docker test ends, removes every container the agents of its
+/// hosts made and the image tags it made. Declared before the `Gantry`,
+/// it drops after it: once the processes that make containers are killed.
+pub struct DockerCleanup {
+    hosts: Vec<String>,
+    images: Vec<String>,
+}
+
+impl DockerCleanup {
+    #[must_use]
+    pub fn new<'a>(hosts: impl IntoIterator<Item = &'a str>, images: &[&str]) -> Self {
+        Self {
+            hosts: hosts.into_iter().map(str::to_owned).collect(),
+            images: images.iter().map(|i| (*i).to_owned()).collect(),
+        }
+    }
+}
+
+impl Drop for DockerCleanup {
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            remove_containers(host);
+        }
+        for image in &self.images {
+            docker_stdout(&["rmi", image]);
+        }
+    }
+}
+
 /// Remove every container an agent made for `instance`, running or not.
 pub fn remove_containers(instance: &str) {
     let label = format!("label=gantry.dev/instance={instance}");
