@@ -55,6 +55,7 @@ fn cluster(instances: usize) -> ClusterState {
             connected: true,
             agent_version: None,
             registered_at: None,
+            reported_remaining: None,
         });
         let load: f64 = rng.random_range(0.85..0.95);
         state

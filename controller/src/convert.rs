@@ -241,6 +241,11 @@ pub fn instance_spec(ci: &ContainerInstance) -> InstanceSpec {
             .and_then(|s| s.version_info.as_ref())
             .and_then(|v| v.agent_version.clone()),
         registered_at: ci.creation_timestamp().map(|t| t.0),
+        reported_remaining: ci
+            .status
+            .as_ref()
+            .and_then(|s| s.remaining_resources.as_ref())
+            .map(|r| (r.cpu, r.memory)),
     }
 }
 

@@ -23,6 +23,7 @@ fn instance(name: &str, cpu: u32, memory: u32, attributes: &[(&str, &str)]) -> I
         connected: true,
         agent_version: None,
         registered_at: None,
+        reported_remaining: None,
     }
 }
 
@@ -209,6 +210,7 @@ fn member_of_reads_the_facts_of_each_instance() {
         state.upsert_instance(InstanceSpec {
             agent_version: Some(version.into()),
             registered_at: at(registered),
+            reported_remaining: None,
             ..instance(name, 4096, 4096, &[("stack", "prod")])
         });
     }

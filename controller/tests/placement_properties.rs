@@ -81,6 +81,7 @@ fn arb_instance() -> impl Generator<Value = InstanceSpec> {
                     connected,
                     agent_version: None,
                     registered_at: None,
+                    reported_remaining: None,
                 }
             },
         )
@@ -266,6 +267,7 @@ proptest! {
                     connected: true,
                     agent_version: None,
                     registered_at: None,
+                    reported_remaining: None,
                 });
             }
         }

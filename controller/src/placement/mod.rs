@@ -93,6 +93,10 @@ pub struct InstanceSpec {
     pub agent_version: Option<String>,
     /// When it registered, for `registeredAt`.
     pub registered_at: Option<Timestamp>,
+    /// CPU and memory left, as the instance reports them
+    /// (`status.remainingResources`): what the service plan's scale-in
+    /// ranks `binpack` by. The engine counts its own from allocations.
+    pub reported_remaining: Option<(u32, u32)>,
 }
 
 /// Resources held for one task on an instance.

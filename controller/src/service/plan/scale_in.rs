@@ -1,11 +1,12 @@
 //! Which tasks a REPLICA service stops when it has more than it wants, as
 //! ECS's scale-in chooses them: tasks not yet running first (youngest
 //! first); then, one at a time, the task whose removal keeps the service
-//! balanced by its placement strategy. For each `spread` link in order
-//! (by default availability zone, then instance) it prefers a task in
-//! the value with the most tasks of the service; then the instance with
-//! the most; then the youngest. `binpack` and `random` links state no
-//! preference here.
+//! placed by its placement strategy. Each link, in order, ranks:
+//! `spread` (by default availability zone, then instance) a task in the
+//! value with the most tasks of the service; `binpack` a task on the
+//! instance that has the most of the field left (ECS stops where the
+//! most room would be left). Then the instance with the most tasks of the
+//! service, then the youngest task. `random` states no preference.
 
 use std::{cmp::Reverse, collections::HashMap};
 
@@ -14,14 +15,14 @@ use crds::v1alpha1::PlacementStrategy;
 use super::facts::Facts;
 use crate::{
     convert,
-    placement::{InstanceSpec, SpreadField, Strategy},
+    placement::{BinpackField, InstanceSpec, SpreadField, Strategy},
 };
 
 /// What a task's place is judged by.
 #[derive(Debug)]
 pub struct Balance<'a> {
-    /// The spread fields of the service's strategy, in order.
-    fields: Vec<SpreadField>,
+    /// The ranking links of the service's strategy, in order.
+    links: Vec<Strategy>,
     instances: HashMap<&'a str, &'a InstanceSpec>,
 }
 
@@ -38,15 +39,11 @@ impl<'a> Balance<'a> {
                 .filter_map(|s| convert::strategy(s).ok())
                 .collect()
         };
-        let fields = chain
-            .into_iter()
-            .filter_map(|s| match s {
-                Strategy::Spread(field) => Some(field),
-                Strategy::Binpack(_) | Strategy::Random => None,
-            })
-            .collect();
         Self {
-            fields,
+            links: chain
+                .into_iter()
+                .filter(|s| *s != Strategy::Random)
+                .collect(),
             instances: instances.iter().map(|i| (i.name.as_str(), i)).collect(),
         }
     }
@@ -68,6 +65,33 @@ impl<'a> Balance<'a> {
                 .map_or("", String::as_str),
         }
     }
+
+    /// What the instance reports it has left of `field`.
+    fn left(&self, field: BinpackField, instance: &str) -> i64 {
+        let left = self
+            .instances
+            .get(instance)
+            .and_then(|i| i.reported_remaining);
+        left.map_or(0, |(cpu, memory)| {
+            i64::from(match field {
+                BinpackField::Cpu => cpu,
+                BinpackField::Memory => memory,
+            })
+        })
+    }
+}
+
+/// What a task reserves of `field`, by its definition snapshot.
+fn size(f: &Facts<'_>, field: BinpackField) -> i64 {
+    let definition = f.task.spec.definition.as_ref();
+    let effective = definition.and_then(|d| f.task.effective_definition(d).ok());
+    effective.map_or(0, |d| {
+        let (cpu, memory) = convert::resources(&d);
+        i64::from(match field {
+            BinpackField::Cpu => cpu,
+            BinpackField::Memory => memory,
+        })
+    })
 }
 
 #[must_use]
@@ -84,10 +108,11 @@ pub fn victims<'a>(
         keep.iter().partition(|f| !f.running);
     waiting.sort_by_key(|f| Reverse(f.created()));
     let mut victims: Vec<&Facts<'_>> = waiting.into_iter().take(surplus).collect();
-    // Each running task's place at each level (the spread fields, then
-    // the instance) as an index, and the service's tasks per place.
-    let instance = SpreadField::Instance;
-    let levels: Vec<&SpreadField> = balance.fields.iter().chain([&instance]).collect();
+    // Each running task's place at each level (the strategy's links, then
+    // the instance) as an index, and each place's standing: tasks of the
+    // service for a spread, room left for a binpack. Higher goes first.
+    let instance = Strategy::Spread(SpreadField::Instance);
+    let levels: Vec<&Strategy> = balance.links.iter().chain([&instance]).collect();
     let mut index: Vec<HashMap<&str, usize>> = vec![HashMap::new(); levels.len()];
     let mut running: Vec<(&Facts<'_>, Vec<usize>)> = running
         .into_iter()
@@ -97,39 +122,60 @@ pub fn victims<'a>(
                 .iter()
                 .zip(&mut index)
                 .map(|(level, seen)| {
+                    let place = match level {
+                        Strategy::Spread(field) => balance.value(field, on),
+                        Strategy::Binpack(_) | Strategy::Random => on,
+                    };
                     let next = seen.len();
-                    *seen.entry(balance.value(level, on)).or_insert(next)
+                    *seen.entry(place).or_insert(next)
                 })
                 .collect();
             (f, places)
         })
         .collect();
-    let mut counts: Vec<Vec<usize>> = index.iter().map(|seen| vec![0; seen.len()]).collect();
+    let mut standing: Vec<Vec<i64>> = index.iter().map(|seen| vec![0; seen.len()]).collect();
+    for ((level, seen), values) in levels.iter().zip(&index).zip(&mut standing) {
+        if let Strategy::Binpack(field) = level {
+            for (on, &place) in seen {
+                values[place] = balance.left(*field, on);
+            }
+        }
+    }
     for (_, places) in &running {
-        for (per, &place) in counts.iter_mut().zip(places) {
-            per[place] += 1;
+        for ((level, values), &place) in levels.iter().zip(&mut standing).zip(places) {
+            if let Strategy::Spread(_) = level {
+                values[place] += 1;
+            }
         }
     }
     while victims.len() < surplus {
         let Some(at) = (0..running.len()).max_by(|&i, &j| {
             let ((a, a_places), (b, b_places)) = (&running[i], &running[j]);
-            crowding(&counts, a_places)
-                .cmp(crowding(&counts, b_places))
+            ranks(&standing, a_places)
+                .cmp(ranks(&standing, b_places))
                 .then_with(|| a.created().cmp(&b.created()))
                 .then_with(|| a.task.metadata.name.cmp(&b.task.metadata.name))
         }) else {
             break;
         };
         let (victim, places) = running.swap_remove(at);
-        for (per, &place) in counts.iter_mut().zip(&places) {
-            per[place] -= 1;
+        for ((level, values), &place) in levels.iter().zip(&mut standing).zip(&places) {
+            match level {
+                Strategy::Spread(_) => values[place] -= 1,
+                // Its room comes back.
+                Strategy::Binpack(field) => values[place] += size(victim, *field),
+                Strategy::Random => {}
+            }
         }
         victims.push(victim);
     }
     victims
 }
 
-/// The service's tasks in a task's place at each level.
-fn crowding<'c>(counts: &'c [Vec<usize>], places: &'c [usize]) -> impl Iterator<Item = usize> + 'c {
-    counts.iter().zip(places).map(|(per, &place)| per[place])
+/// A task's place's standing at each level.
+fn ranks<'c>(standing: &'c [Vec<i64>], places: &'c [usize]) -> impl Iterator<Item = i64> + 'c {
+    standing
+        .iter()
+        .zip(places)
+        .map(|(values, &place)| values[place])
 }

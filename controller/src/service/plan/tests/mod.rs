@@ -158,6 +158,7 @@ pub fn instance(name: &str, attributes: &[(&str, &str)]) -> InstanceSpec {
         connected: true,
         agent_version: None,
         registered_at: None,
+        reported_remaining: None,
     }
 }
 

@@ -90,7 +90,13 @@ fn scale_in_keeps_the_zones_balanced_first_then_the_instances() {
         usize,
         &'a [&'a str],
     );
-    let cases: [Case<'_>; 7] = [
+    // Left: a 100 MiB and 900 CPU, b 500 MiB, c 300 MiB (and 10 CPU).
+    let reporting = [("a", 900, 100), ("b", 10, 500), ("c", 10, 300)].map(|(name, cpu, memory)| {
+        let mut i = instance(name, &[("ecs.availability-zone", "zone-1")]);
+        i.reported_remaining = Some((cpu, memory));
+        i
+    });
+    let cases: [Case<'_>; 9] = [
         // The service default: zone 2 (4 tasks) before zone 1 (3), though
         // a is the most crowded instance; then the zones are even, and a
         // is.
@@ -109,10 +115,25 @@ fn scale_in_keeps_the_zones_balanced_first_then_the_instances() {
             5,
             &["a-3", "c-2"],
         ),
-        // binpack and random state no preference: the instance rule.
+        // random states no preference, and neither does binpack where no
+        // instance reports what it has left: the instance rule.
         (
             strategy(json!([{"type": "binpack", "field": "memory"}])),
             &instances,
+            6,
+            &["a-3"],
+        ),
+        // binpack: the instance with the most memory left first, and its
+        // room grows with each task stopped there (64 MiB each).
+        (
+            strategy(json!([{"type": "binpack", "field": "memory"}])),
+            &reporting,
+            4,
+            &["b-2", "b-1", "c-2"],
+        ),
+        (
+            strategy(json!([{"type": "binpack", "field": "cpu"}])),
+            &reporting,
             6,
             &["a-3"],
         ),
