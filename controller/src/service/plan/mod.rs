@@ -314,9 +314,11 @@ impl<'a> Round<'a> {
         if !primary_failed {
             self.start(plan, classified.keep.len(), max_total);
         }
-        if !self.desired.daemon {
+        let wanted = usize::try_from(self.desired.count).unwrap_or(0);
+        // Most rounds have nothing to scale in: the ranking is built only
+        // for a surplus.
+        if !self.desired.daemon && classified.keep.len() > wanted {
             let scaling = stop::scaling(&self.primary.id);
-            let wanted = usize::try_from(self.desired.count).unwrap_or(0);
             let balance = scale_in::Balance::new(&spec.placement_strategy, self.input.instances);
             let surplus = scale_in::victims(&classified.keep, wanted, &balance);
             plan.stop.extend(
