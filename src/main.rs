@@ -8,6 +8,7 @@ use std::{
 };
 
 mod agent_command;
+mod agent_token_command;
 mod apiserver_command;
 mod balancer_command;
 mod controller_command;
@@ -47,6 +48,9 @@ enum Command {
     /// Run the agent: register this host as a ContainerInstance and run
     /// the tasks bound to it in Docker (or a simulated runtime).
     Agent(Box<agent_command::AgentArgs>),
+    /// Issue, list and revoke agent tokens: one per agent, good for one
+    /// ContainerInstance name in one cluster.
+    AgentToken(agent_token_command::AgentTokenArgs),
     /// Run the controller: the scheduler, which places tasks, and the
     /// reconcilers of services, tasks, task definitions and instances.
     Controller(Box<controller_command::ControllerArgs>),
@@ -123,6 +127,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             drop(out);
             init_logging();
             balancer_command::run(&args)
+        }
+        Command::AgentToken(args) => {
+            drop(out);
+            agent_token_command::run(&args)
         }
         Command::Down(args) => {
             drop(out);
@@ -219,10 +227,13 @@ fn serve(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         // The banner is for whoever watches; a server keeps serving when
         // nobody reads its output (a closed pipe is not a reason to stop).
         let banner = format!(
-            "gantry apiserver listening on https://{}\nkubeconfig: {}\n  export KUBECONFIG={}\n",
+            "gantry apiserver listening on https://{}\nkubeconfig: {}\n  export KUBECONFIG={}\n\
+             the controller's kubeconfig: {}\n\
+             agents: gantry agent-token create NAME --cluster C --write-kubeconfig FILE\n",
             server.addr,
             server.kubeconfig.display(),
-            server.kubeconfig.display()
+            server.kubeconfig.display(),
+            server.controller_kubeconfig.display()
         );
         let mut out = io::stdout().lock();
         if let Err(e) = out.write_all(banner.as_bytes()).and_then(|()| out.flush()) {
@@ -249,6 +260,16 @@ async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
             .await
             .context("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG")?,
     };
+    kube::Client::try_from(config).context("building the Kubernetes client")
+}
+
+/// A client for the kubeconfig `yaml`.
+async fn client_from_yaml(yaml: &str) -> anyhow::Result<kube::Client> {
+    let file = kube::config::Kubeconfig::from_yaml(yaml).context("reading a kubeconfig")?;
+    let config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("the kubeconfig is not usable")?;
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
 

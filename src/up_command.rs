@@ -118,11 +118,15 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
         config.leader_election = Some(controller::leader::Options::new("default"));
         config.instance_loss_timeout = Duration::from_secs(args.instance_loss_timeout_seconds);
         let metrics = Arc::new(controller::Metrics::new());
-        let controller = controller::run(client.clone(), config, metrics, signal());
+        // The controller and the load balancer act as the controller,
+        // which may not touch Secrets; each agent has its own token
+        // (apiserver/src/server/access.rs).
+        let controller_client = super::client(Some(&server.controller_kubeconfig)).await?;
+        let controller = controller::run(controller_client.clone(), config, metrics, signal());
         parts.spawn(async move { controller.await.context("the controller stopped") });
         say("==> controller running");
         let balancer = balancer::run(
-            client.clone(),
+            controller_client,
             balancer::Config {
                 namespace: Some(args.cluster.clone()),
                 listen_address: args.balancer_address,
@@ -152,7 +156,13 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             let mut config = agent::Config::new(&args.cluster, &name);
             config.host_ip = ip.to_string();
             config.cluster_uid = Some(cluster_uid.clone());
-            let (client, signal) = (client.clone(), signal());
+            let grant = apiserver::agent_token::Grant {
+                cluster: args.cluster.clone(),
+                instance: name.clone(),
+            };
+            let token = super::agent_token_command::reissue(&client, &grant).await?;
+            let client = super::client_from_yaml(&server.kubeconfig_for(&token.bearer())).await?;
+            let signal = signal();
             match &docker {
                 Some(docker) => {
                     let docker = docker.clone();

@@ -1393,18 +1393,7 @@ async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
 /// `gantry run-task ARGS` against the test's control plane: its exit
 /// status, stdout and stderr.
 fn run_task(g: &Gantry, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg("run-task")
-        .args(args)
-        .arg("--kubeconfig")
-        .arg(&g.kubeconfig)
-        .output()
-        .expect("gantry runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    g.run("run-task", args)
 }
 
 /// The names `gantry run-task` printed, one `task.gantry.dev/NAME created`
@@ -1874,6 +1863,209 @@ async fn distinct_instance_counts_a_task_by_its_desired_status() {
     }
     g.service_until(ns, "web", "1 running again", |s| {
         ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 1)
+    })
+    .await;
+}
+
+/// The status code of a refused API call (0 when it succeeded).
+fn code<T>(result: &Result<T, kube::Error>) -> u16 {
+    match result {
+        Ok(_) => 0,
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("not an API answer: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_agent_token_writes_only_its_own_instance_and_the_tasks_bound_to_it() {
+    use k8s_openapi::api::{coordination::v1::Lease, core::v1::Secret};
+    use kube::api::PostParams;
+    let ns = "tokens";
+    let mut g = Gantry::start(ns).await;
+    // Each agent runs under its own token (tests/common/gantry.rs).
+    for host in ["host-a", "host-b", "host-c"] {
+        g.agents_with(ns, host, 1, (1024, 1024), &[]);
+    }
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 3).await;
+    g.apply(
+        ns,
+        &[
+            task_definition("web", 64, &["httpd"], "1"),
+            service("web", "web", 6, json!({})),
+        ],
+    )
+    .await;
+    g.service_until(ns, "web", "6 running, 2 a host", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 6)
+    })
+    .await;
+    let tasks = g.live_tasks(ns, "web").await;
+    let on = |host: &str| {
+        tasks
+            .iter()
+            .find(|t| t.spec.container_instance.as_deref() == Some(host))
+            .unwrap_or_else(|| panic!("a task on {host}: {:?}", spread(&tasks)))
+            .name_any()
+    };
+    let secrets = g.api::<Secret>(ns);
+    let secret: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "db"}, "stringData": {"password": "hunter2"}}),
+    )
+    .expect("a Secret");
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("created");
+
+    // host-b's own token, as its agent holds it.
+    let client = common::client(&g.dir.path().join("host-b.kubeconfig")).await;
+    let b_tasks: kube::Api<Task> = kube::Api::namespaced(client.clone(), ns);
+    let b_instances: kube::Api<ContainerInstance> = kube::Api::namespaced(client.clone(), ns);
+    let b_leases: kube::Api<Lease> = kube::Api::namespaced(client.clone(), ns);
+    let b_secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), ns);
+    let status = |reason: &str| Patch::Merge(json!({"status": {"healthStatus": reason}}));
+    let merge = Patch::Merge(json!({"metadata": {"labels": {"probe": "b"}}}));
+    let params = PatchParams::default();
+
+    // What it needs: read its cluster, write its instance, its Lease and
+    // the status of its own tasks.
+    assert_eq!(code(&b_tasks.list(&ListParams::default()).await), 0);
+    assert_eq!(code(&b_instances.patch("host-b", &params, &merge).await), 0);
+    assert_eq!(code(&b_leases.get("host-b").await), 0);
+    assert_eq!(
+        code(
+            &b_tasks
+                .patch_status(&on("host-b"), &params, &status("UNKNOWN"))
+                .await
+        ),
+        0
+    );
+    // What it may not: another instance, another's Lease or tasks, a
+    // task's spec, Secrets.
+    for (what, answer) in [
+        (
+            "instance host-a",
+            code(&b_instances.patch("host-a", &params, &merge).await),
+        ),
+        (
+            "instance host-c's status",
+            code(&b_instances.patch_status("host-c", &params, &merge).await),
+        ),
+        (
+            "lease host-a",
+            code(&b_leases.delete("host-a", &Default::default()).await),
+        ),
+        (
+            "a task on host-a",
+            code(
+                &b_tasks
+                    .patch_status(&on("host-a"), &params, &status("UNKNOWN"))
+                    .await,
+            ),
+        ),
+        (
+            "a task on host-c",
+            code(
+                &b_tasks
+                    .patch_status(&on("host-c"), &params, &status("UNKNOWN"))
+                    .await,
+            ),
+        ),
+        (
+            "its task's spec",
+            code(&b_tasks.patch(&on("host-b"), &params, &merge).await),
+        ),
+        ("a Secret", code(&b_secrets.get("db").await)),
+        (
+            "Secrets",
+            code(&b_secrets.list(&ListParams::default()).await),
+        ),
+    ] {
+        assert_eq!(answer, 403, "{what}");
+    }
+    let others: kube::Api<Task> = kube::Api::namespaced(client.clone(), "default");
+    assert_eq!(
+        code(&others.list(&ListParams::default()).await),
+        403,
+        "another cluster"
+    );
+
+    // A token for an instance yet to register may create that instance,
+    // and only that one.
+    let d_config = g.agent_kubeconfig(ns, "host-d");
+    let d = common::client(&d_config).await;
+    let d_instances: kube::Api<ContainerInstance> = kube::Api::namespaced(d.clone(), ns);
+    let instance = |name: &str| -> ContainerInstance {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"registeredResources": {"cpu": 1024, "memory": 1024}}}))
+            .expect("an instance")
+    };
+    let post = PostParams::default();
+    assert_eq!(
+        code(&d_instances.create(&post, &instance("host-e")).await),
+        403
+    );
+    assert_eq!(
+        code(&d_instances.create(&post, &instance("host-d")).await),
+        0
+    );
+
+    // Real kubectl asks the same rule.
+    if let Some(kubectl) = common::tool("GANTRY_KUBECTL", "kubectl") {
+        let cli = common::Cli {
+            binary: kubectl,
+            kubeconfig: g.dir.path().join("host-b.kubeconfig"),
+        };
+        let can_i = |args: &[&str]| {
+            let mut all = vec!["auth", "can-i"];
+            all.extend_from_slice(args);
+            // "no - REASON": the answer is the first word.
+            let out = String::from_utf8_lossy(&cli.run(&all).stdout).into_owned();
+            out.split_whitespace().next().unwrap_or_default().to_owned()
+        };
+        assert_eq!(
+            can_i(&["patch", "ci/host-b", "--subresource=status"]),
+            "yes"
+        );
+        assert_eq!(can_i(&["patch", "ci/host-a", "--subresource=status"]), "no");
+        let on_b = format!("tasks.gantry.dev/{}", on("host-b"));
+        let on_a = format!("tasks.gantry.dev/{}", on("host-a"));
+        assert_eq!(can_i(&["patch", &on_b, "--subresource=status"]), "yes");
+        assert_eq!(can_i(&["patch", &on_a, "--subresource=status"]), "no");
+        assert_eq!(can_i(&["get", "secrets"]), "no");
+        let whoami = cli.ok(&[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ]);
+        assert_eq!(whoami, "gantry:agent:tokens:host-b");
+    } else {
+        assert!(std::env::var_os("CI").is_none(), "kubectl is missing");
+        eprintln!("SKIPPED the kubectl part: no kubectl");
+    }
+
+    // Tokens are listed, and a revoked one is refused at once.
+    let listed = g.ok("agent-token", &["list", "--cluster", ns]);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let mut instances: Vec<&str> = rows.iter().map(|r| r[2]).collect();
+    instances.sort_unstable();
+    assert_eq!(
+        instances,
+        ["host-a", "host-b", "host-c", "host-d"],
+        "{listed}"
+    );
+    let d_id = rows.iter().find(|r| r[2] == "host-d").expect("host-d's")[0];
+    assert!(g.ok("agent-token", &["revoke", d_id]).contains("revoked"));
+    assert_eq!(code(&d_instances.get("host-d").await), 401);
+    assert_eq!(code(&b_instances.get("host-b").await), 0, "the others stay");
+    // The agents kept working under their tokens all along.
+    g.service_until(ns, "web", "still 6 running", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 6)
     })
     .await;
 }

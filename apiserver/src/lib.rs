@@ -12,6 +12,7 @@
 //! - [`storage`]: the durable, revisioned object store with
 //!   compare-and-swap writes, group commit and resumable watches.
 
+pub mod agent_token;
 pub mod private;
 pub mod server;
 pub mod storage;

@@ -3,7 +3,7 @@
 
 use std::{
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
 };
@@ -74,11 +74,17 @@ impl Gantry {
     }
 
     pub fn spawn(&mut self, name: &str, args: &[&str]) {
+        let kubeconfig = self.kubeconfig.clone();
+        self.spawn_as(name, args, &kubeconfig);
+    }
+
+    /// [`Self::spawn`] with another identity's kubeconfig.
+    pub fn spawn_as(&mut self, name: &str, args: &[&str], kubeconfig: &Path) {
         let log = self.dir.path().join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(args)
             .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+            .arg(kubeconfig)
             .env("RUST_LOG", "info,controller=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
@@ -87,14 +93,62 @@ impl Gantry {
         self.processes.push((name.to_owned(), child));
     }
 
-    /// Start `gantry controller`; its metrics port.
+    /// Start `gantry controller` with the controller's own token; its
+    /// metrics port.
     pub fn controller(&mut self, name: &str, flags: &[&str]) -> u16 {
         let port = free_port();
         let metrics = format!("127.0.0.1:{port}");
         let mut args = vec!["controller", "--identity", name, "--metrics-addr", &metrics];
         args.extend_from_slice(flags);
-        self.spawn(name, &args);
+        let kubeconfig = self
+            .server
+            .as_ref()
+            .expect("the server runs")
+            .controller_kubeconfig
+            .clone();
+        self.spawn_as(name, &args, &kubeconfig);
         port
+    }
+
+    /// Run `gantry SUBCOMMAND ARGS… --kubeconfig ADMIN` to its end: whether
+    /// it succeeded, its stdout and its stderr.
+    pub fn run(&self, subcommand: &str, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg(subcommand)
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .output()
+            .expect("gantry runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// [`Self::run`], which must succeed; its stdout.
+    pub fn ok(&self, subcommand: &str, args: &[&str]) -> String {
+        let (ok, stdout, stderr) = self.run(subcommand, args);
+        assert!(ok, "gantry {subcommand} {args:?}: {stderr}");
+        stdout
+    }
+
+    /// A kubeconfig with a new agent token for instance `name` of
+    /// `namespace`, issued by `gantry agent-token create`.
+    pub fn agent_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let file = path.to_string_lossy();
+        let args = [
+            "create",
+            name,
+            "--cluster",
+            namespace,
+            "--write-kubeconfig",
+            &file,
+        ];
+        self.ok("agent-token", &args);
+        path
     }
 
     /// Start `count` simulated instances `<name>-<i>` (or one named
@@ -133,7 +187,15 @@ impl Gantry {
             "5",
         ];
         args.extend_from_slice(flags);
-        self.spawn(name, &args);
+        // One instance acts under its own agent token; several in one
+        // process share the admin's, as no agent token covers more than
+        // one instance.
+        if count == "1" {
+            let kubeconfig = self.agent_kubeconfig(namespace, name);
+            self.spawn_as(name, &args, &kubeconfig);
+        } else {
+            self.spawn(name, &args);
+        }
     }
 
     /// Wait for a started process to exit on its own; its exit status.
@@ -150,7 +212,8 @@ impl Gantry {
     /// renewing its Lease every second.
     pub fn docker_agents(&mut self, namespace: &str, hosts: &[(&str, &str)]) {
         for (host, ip) in hosts {
-            self.spawn(
+            let kubeconfig = self.agent_kubeconfig(namespace, host);
+            self.spawn_as(
                 host,
                 &[
                     "agent",
@@ -165,6 +228,7 @@ impl Gantry {
                     "--lease-renew-seconds",
                     "1",
                 ],
+                &kubeconfig,
             );
         }
     }

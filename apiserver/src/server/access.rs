@@ -1,153 +1,230 @@
-//! Who a request comes from and what it may do: the admin token may do
-//! anything; the read-only token may get, list and watch everything but
-//! Secrets, as Kubernetes' `view` role may (Secrets hold credentials, and
-//! reading a ServiceAccount's token is acting as it). Clients ask
-//! through SelfSubjectAccessReview (`kubectl auth can-i`) and
-//! SelfSubjectReview (`kubectl auth whoami`), answered here from the
-//! same rule the authentication layer enforces, never stored.
+//! Who a request comes from and what it may do:
+//! - the admin token may do anything;
+//! - the read-only token may get, list and watch everything but Secrets,
+//!   as Kubernetes' `view` role may (Secrets hold credentials, and reading
+//!   a ServiceAccount's token is acting as it);
+//! - the controller's token may do anything but touch Secrets;
+//! - an agent's token (`crate::agent_token`) may do what Kubernetes' Node
+//!   authorizer lets a kubelet do, in Gantry's terms: read its cluster
+//!   (its namespace, not Secrets or ConfigMaps: no task references one
+//!   yet), write its own ContainerInstance and Lease, and write the status
+//!   of the Tasks bound to it, nothing else.
+//!
+//! Clients ask through SelfSubjectAccessReview (`kubectl auth can-i`) and
+//! SelfSubjectReview (`kubectl auth whoami`), answered here from the same
+//! rule the authentication layer enforces, never stored.
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{objects::meta::now, pki::Credentials};
+use super::{app::App, objects::meta::now, pki::Credentials};
+use crate::agent_token::{self, AgentToken, Grant};
 
 /// The identity a bearer token stands for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Identity {
     Admin,
     ReadOnly,
+    Controller,
+    Agent(Arc<Grant>),
 }
 
-/// The verbs the read-only token may use.
-const READ_VERBS: [&str; 3] = ["get", "list", "watch"];
+/// The label the scheduler binds a task to its instance with
+/// (crds/src/labels.rs, `CONTAINER_INSTANCE`).
+const BOUND_TO: &str = "gantry.dev/container-instance";
 
-/// What a request acts on: an API group (`""` for the core group) and a
-/// resource (`*` for all).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Resource<'a> {
+/// What a request asks to do, as Kubernetes' authorizers see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Attributes<'a> {
+    /// get, list, watch, create, update, patch, delete, deletecollection
+    /// (or `*` in a review).
+    pub(crate) verb: &'a str,
+    /// The API group (`""` for the core group).
     pub(crate) group: &'a str,
-    pub(crate) resource: &'a str,
+    /// `None` for paths that are not resources (discovery, OpenAPI,
+    /// `/version`).
+    pub(crate) resource: Option<&'a str>,
+    pub(crate) subresource: Option<&'a str>,
+    pub(crate) namespace: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
 }
 
-impl Resource<'_> {
+/// The answer to "may it?".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Allow,
+    Deny,
+    /// A create, allowed only if the object created has this name (which
+    /// is in the body, not the path).
+    IfNamed(String),
+}
+
+impl Attributes<'_> {
+    fn is_read(&self) -> bool {
+        matches!(self.verb, "get" | "list" | "watch")
+    }
+
     /// Whether this is, or takes in, the core group's Secrets.
-    fn holds_secrets(self) -> bool {
-        matches!(self.group, "" | "*") && matches!(self.resource, "secrets" | "*")
+    fn holds_secrets(&self) -> bool {
+        matches!(self.group, "" | "*") && matches!(self.resource, Some("secrets" | "*"))
     }
 }
 
-/// The resource a REST path acts on: `/api/v1/[watch/][namespaces/NS/]R…`
-/// or `/apis/G/V/…` alike. `None` for paths that are not resources
-/// (discovery, OpenAPI, `/version`).
-pub(crate) fn resource_of(path: &str) -> Option<Resource<'_>> {
+/// What a request on `path` asks: `/api/v1/[watch/][namespaces/NS/]R[/N[/S]]`
+/// or `/apis/G/V/…` alike; the verb follows from the method, whether a
+/// name is given, and `watch` in the path or `query`.
+pub(crate) fn attributes_of<'a>(
+    method: &axum::http::Method,
+    path: &'a str,
+    query: Option<&str>,
+) -> Attributes<'a> {
+    use axum::http::Method;
+    let mut attributes = Attributes::default();
     let mut segments = path.trim_matches('/').split('/');
-    let group = match segments.next()? {
-        "api" => "",
-        "apis" => segments.next()?,
-        _ => return None,
+    let group = match segments.next() {
+        Some("api") => Some(""),
+        Some("apis") => segments.next(),
+        _ => None,
     };
-    segments.next()?; // the version
-    let mut rest: Vec<&str> = segments.collect();
+    let mut rest: Vec<&str> = Vec::new();
+    if let Some(group) = group
+        && segments.next().is_some()
+    {
+        attributes.group = group;
+        rest = segments.filter(|s| !s.is_empty()).collect();
+    }
+    let watch = rest.first() == Some(&"watch")
+        || query.is_some_and(|q| q.split('&').any(|p| matches!(p, "watch=true" | "watch=1")));
     if rest.first() == Some(&"watch") {
         rest.remove(0);
     }
-    // `namespaces/NS` is a namespace itself unless something follows it.
-    if rest.len() >= 3 && rest[0] == "namespaces" {
+    // `namespaces/NS/R…` is in NS; `namespaces/NS[/status|/finalize]` is
+    // the namespace itself.
+    if rest.len() >= 3 && rest[0] == "namespaces" && !matches!(rest[2], "status" | "finalize") {
+        attributes.namespace = Some(rest[1]);
         rest.drain(..2);
     }
-    rest.first().map(|&resource| Resource { group, resource })
-}
-
-/// The Kubernetes verb an HTTP method is, for the rule above (a GET may
-/// be a get, list or watch: all reads).
-pub(crate) fn verb_of(method: &axum::http::Method) -> &'static str {
-    match *method {
-        axum::http::Method::GET | axum::http::Method::HEAD => "get",
-        axum::http::Method::POST => "create",
-        axum::http::Method::PUT => "update",
-        axum::http::Method::PATCH => "patch",
-        axum::http::Method::DELETE => "delete",
+    attributes.resource = rest.first().copied();
+    attributes.name = rest.get(1).copied();
+    attributes.subresource = rest.get(2).copied();
+    attributes.verb = match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if attributes.name.is_none() => "list",
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if attributes.name.is_none() => "deletecollection",
+        Method::DELETE => "delete",
         _ => "*",
-    }
+    };
+    attributes
 }
 
-/// Who `token` is. Compared in constant time, so that how long a refusal
-/// takes says nothing about how much of a token was right.
+/// Who `token` is among the tokens made at first start. Compared in
+/// constant time, so that how long a refusal takes says nothing about
+/// how much of a token was right; every one is compared, whichever
+/// matches, for the same reason. Agent tokens are looked up apart.
 pub(crate) fn identify(token: &str, credentials: &Credentials) -> Option<Identity> {
     let is = |known: &str| bool::from(token.as_bytes().ct_eq(known.as_bytes()));
-    // Both are compared whichever matches, for the same reason.
-    let (admin, read_only) = (
+    let (admin, read_only, controller) = (
         is(&credentials.admin_token),
         is(&credentials.read_only_token),
+        is(&credentials.controller_token),
     );
     if admin {
         Some(Identity::Admin)
     } else if read_only {
         Some(Identity::ReadOnly)
+    } else if controller {
+        Some(Identity::Controller)
     } else {
         None
     }
 }
 
 impl Identity {
-    pub(crate) fn username(self) -> &'static str {
+    pub(crate) fn username(&self) -> String {
         match self {
-            Self::Admin => "gantry:admin",
-            Self::ReadOnly => "gantry:read-only",
+            Self::Admin => "gantry:admin".into(),
+            Self::ReadOnly => "gantry:read-only".into(),
+            Self::Controller => "gantry:controller".into(),
+            Self::Agent(grant) => format!("gantry:agent:{}:{}", grant.cluster, grant.instance),
         }
     }
 
-    fn groups(self) -> &'static [&'static str] {
+    fn groups(&self) -> &'static [&'static str] {
         match self {
             Self::Admin => &["system:masters", "system:authenticated"],
-            Self::ReadOnly => &["system:authenticated"],
+            Self::Agent(_) => &["gantry:agents", "system:authenticated"],
+            Self::ReadOnly | Self::Controller => &["system:authenticated"],
         }
     }
 
-    /// What this identity may not do, for refusals.
-    pub(crate) fn limit(self) -> &'static str {
+    /// What this identity may do, for refusals.
+    pub(crate) fn limit(&self) -> String {
         match self {
-            Self::Admin => "the admin token may do anything",
-            Self::ReadOnly => "the read-only token may only get, list and watch, and not Secrets",
-        }
-    }
-
-    /// Whether this identity may use `verb` (Kubernetes' verbs: get,
-    /// list, create, …; `*` for all) on `resource` (`None` for a path
-    /// that is not a resource).
-    pub(crate) fn may(self, verb: &str, resource: Option<Resource<'_>>) -> bool {
-        match self {
-            Self::Admin => true,
+            Self::Admin => "the admin token may do anything".into(),
             Self::ReadOnly => {
-                READ_VERBS.contains(&verb) && !resource.is_some_and(Resource::holds_secrets)
+                "the read-only token may only get, list and watch, and not Secrets".into()
             }
+            Self::Controller => "the controller's token may do anything but touch Secrets".into(),
+            Self::Agent(grant) => format!(
+                "an agent's token may read namespace {cluster} (not its Secrets or ConfigMaps), \
+                 write ContainerInstance and Lease {instance} there, and write the status of \
+                 the Tasks bound to {instance}",
+                cluster = grant.cluster,
+                instance = grant.instance
+            ),
+        }
+    }
+
+    /// Whether this identity may do what `asked` says. `bound(namespace,
+    /// task)` tells whether a task is bound to `instance`, for agents.
+    pub(crate) fn may(
+        &self,
+        asked: &Attributes<'_>,
+        bound: impl Fn(&str, &str, &str) -> bool,
+    ) -> Decision {
+        let allow = |yes: bool| if yes { Decision::Allow } else { Decision::Deny };
+        match self {
+            Self::Admin => Decision::Allow,
+            Self::ReadOnly => allow(asked.is_read() && !asked.holds_secrets()),
+            Self::Controller => allow(!asked.holds_secrets()),
+            Self::Agent(grant) => agent_may(grant, asked, bound),
         }
     }
 
     /// The answer to a SelfSubjectAccessReview: the review with its
     /// status filled in.
-    pub(crate) fn access_review(self, mut review: Value) -> Value {
+    pub(crate) fn access_review(
+        &self,
+        mut review: Value,
+        bound: impl Fn(&str, &str, &str) -> bool,
+    ) -> Value {
         let spec = review.get("spec").cloned().unwrap_or(Value::Null);
-        let verb = spec
-            .pointer("/resourceAttributes/verb")
-            .or_else(|| spec.pointer("/nonResourceAttributes/verb"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let resource = spec.get("resourceAttributes").map(|attributes| Resource {
-            group: attributes
-                .get("group")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-            resource: attributes
-                .get("resource")
-                .and_then(Value::as_str)
-                .unwrap_or_default(),
-        });
-        let allowed = self.may(verb, resource);
-        let reason = match (self, allowed) {
-            (Self::ReadOnly, true) => format!("the read-only token may {verb}"),
-            (Self::ReadOnly, false) => self.limit().to_owned(),
-            (Self::Admin, _) => self.limit().to_owned(),
+        let text = |pointer: &str| spec.pointer(pointer).and_then(Value::as_str);
+        let given = |pointer: &str| text(pointer).filter(|s| !s.is_empty());
+        let asked = match spec.get("resourceAttributes") {
+            Some(_) => Attributes {
+                verb: text("/resourceAttributes/verb").unwrap_or_default(),
+                group: text("/resourceAttributes/group").unwrap_or_default(),
+                resource: Some(text("/resourceAttributes/resource").unwrap_or_default()),
+                subresource: given("/resourceAttributes/subresource"),
+                namespace: given("/resourceAttributes/namespace"),
+                name: given("/resourceAttributes/name"),
+            },
+            None => Attributes {
+                verb: text("/nonResourceAttributes/verb").unwrap_or_default(),
+                ..Attributes::default()
+            },
+        };
+        let (allowed, reason) = match self.may(&asked, bound) {
+            Decision::Allow => (true, format!("{} may {}", self.username(), asked.verb)),
+            Decision::Deny => (false, self.limit()),
+            Decision::IfNamed(name) => (false, format!("only an object named {name}")),
         };
         if let Some(map) = review.as_object_mut() {
             map.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
@@ -162,7 +239,7 @@ impl Identity {
     }
 
     /// The answer to a SelfSubjectReview: who the caller is.
-    pub(crate) fn self_review(self) -> Value {
+    pub(crate) fn self_review(&self) -> Value {
         json!({
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "SelfSubjectReview",
@@ -172,9 +249,93 @@ impl Identity {
     }
 }
 
+/// The Node authorizer's rule, for an agent (see the top of this file).
+fn agent_may(
+    grant: &Grant,
+    asked: &Attributes<'_>,
+    bound: impl Fn(&str, &str, &str) -> bool,
+) -> Decision {
+    let Some(resource) = asked.resource else {
+        // Discovery, OpenAPI, `/version`.
+        return if asked.is_read() {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        };
+    };
+    let cluster = grant.cluster.as_str();
+    let instance = grant.instance.as_str();
+    let own = || match (asked.verb, asked.name) {
+        ("create", None) => Decision::IfNamed(instance.to_owned()),
+        ("get" | "create" | "update" | "patch" | "delete", Some(name)) if name == instance => {
+            Decision::Allow
+        }
+        _ => Decision::Deny,
+    };
+    let yes = match (asked.group, resource) {
+        ("", "namespaces") if asked.namespace.is_none() => {
+            asked.verb == "get" && asked.name == Some(cluster)
+        }
+        _ if asked.namespace != Some(cluster) => false,
+        ("", "secrets" | "configmaps") => false,
+        _ if asked.is_read() => true,
+        ("gantry.dev", "containerinstances") | ("coordination.k8s.io", "leases") => return own(),
+        ("gantry.dev", "tasks") => {
+            asked.subresource == Some("status")
+                && matches!(asked.verb, "update" | "patch")
+                && asked
+                    .name
+                    .is_some_and(|task| bound(cluster, task, instance))
+        }
+        _ => false,
+    };
+    if yes { Decision::Allow } else { Decision::Deny }
+}
+
+/// Who an agent token is, if its Secret is stored and holds it.
+pub(crate) fn identify_agent(token: &str, app: &App) -> Option<Identity> {
+    let token = AgentToken::parse(token)?;
+    let secrets = app.registry.get("", "v1", "secrets")?;
+    let (_, secret) = app
+        .store
+        .get(&secrets.key(Some(agent_token::NAMESPACE), &token.secret_name()))?;
+    token
+        .granted_by(&secret)
+        .map(|grant| Identity::Agent(Arc::new(grant)))
+}
+
+/// Whether the stored Task `namespace/name` is bound to `instance`.
+pub(crate) fn task_bound(app: &App) -> impl Fn(&str, &str, &str) -> bool + '_ {
+    move |namespace, name, instance| {
+        let Some(tasks) = app.registry.get("gantry.dev", "v1alpha1", "tasks") else {
+            return false;
+        };
+        app.store
+            .get(&tasks.key(Some(namespace), name))
+            .is_some_and(|(_, task)| {
+                task.pointer(&format!("/metadata/labels/{}", BOUND_TO.replace('/', "~1")))
+                    .and_then(Value::as_str)
+                    == Some(instance)
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use axum::http::Method;
+
     use super::*;
+
+    fn nobody_bound(_: &str, _: &str, _: &str) -> bool {
+        false
+    }
+
+    fn agent() -> Identity {
+        Identity::Agent(Arc::new(Grant {
+            cluster: "prod".into(),
+            instance: "host-a".into(),
+        }))
+    }
 
     #[test]
     fn tokens_are_known_whole_or_not_at_all() {
@@ -184,10 +345,12 @@ mod tests {
             key_pem: String::new(),
             admin_token: "admin-secret".into(),
             read_only_token: "reader-secret".into(),
+            controller_token: "controller-secret".into(),
         };
         for (token, identity) in [
             ("admin-secret", Some(Identity::Admin)),
             ("reader-secret", Some(Identity::ReadOnly)),
+            ("controller-secret", Some(Identity::Controller)),
             ("admin-secre", None),
             ("admin-secret2", None),
             ("", None),
@@ -197,34 +360,110 @@ mod tests {
     }
 
     #[test]
-    fn paths_name_their_group_and_resource() {
-        for (path, expected) in [
-            ("/api/v1/secrets", Some(("", "secrets"))),
-            ("/api/v1/namespaces/default/secrets", Some(("", "secrets"))),
+    fn paths_name_what_they_act_on() {
+        let get = Method::GET;
+        for (method, path, query, expected) in [
             (
+                &get,
+                "/api/v1/secrets",
+                None,
+                ("list", "", Some("secrets"), None, None, None),
+            ),
+            (
+                &get,
+                "/api/v1/namespaces/default/secrets",
+                None,
+                ("list", "", Some("secrets"), Some("default"), None, None),
+            ),
+            (
+                &get,
                 "/api/v1/namespaces/default/secrets/s",
-                Some(("", "secrets")),
+                None,
+                ("get", "", Some("secrets"), Some("default"), Some("s"), None),
             ),
             (
+                &get,
                 "/api/v1/watch/namespaces/default/secrets",
-                Some(("", "secrets")),
+                None,
+                ("watch", "", Some("secrets"), Some("default"), None, None),
             ),
-            ("/api/v1/namespaces/secrets", Some(("", "namespaces"))),
-            ("/api/v1/namespaces", Some(("", "namespaces"))),
             (
+                &get,
+                "/api/v1/namespaces/default/secrets",
+                Some("watch=true&resourceVersion=3"),
+                ("watch", "", Some("secrets"), Some("default"), None, None),
+            ),
+            (
+                &get,
+                "/api/v1/namespaces/secrets",
+                None,
+                ("get", "", Some("namespaces"), None, Some("secrets"), None),
+            ),
+            (
+                &Method::PUT,
+                "/api/v1/namespaces/prod/finalize",
+                None,
+                (
+                    "update",
+                    "",
+                    Some("namespaces"),
+                    None,
+                    Some("prod"),
+                    Some("finalize"),
+                ),
+            ),
+            (
+                &get,
+                "/api/v1/namespaces",
+                None,
+                ("list", "", Some("namespaces"), None, None, None),
+            ),
+            (
+                &Method::POST,
                 "/apis/apps/v1/namespaces/x/deployments",
-                Some(("apps", "deployments")),
+                None,
+                ("create", "apps", Some("deployments"), Some("x"), None, None),
             ),
             (
-                "/apis/gantry.dev/v1alpha1/secrets",
-                Some(("gantry.dev", "secrets")),
+                &Method::PATCH,
+                "/apis/gantry.dev/v1alpha1/namespaces/x/tasks/t/status",
+                None,
+                (
+                    "patch",
+                    "gantry.dev",
+                    Some("tasks"),
+                    Some("x"),
+                    Some("t"),
+                    Some("status"),
+                ),
             ),
-            ("/api/v1", None),
-            ("/apis", None),
-            ("/version", None),
+            (
+                &Method::DELETE,
+                "/apis/gantry.dev/v1alpha1/namespaces/x/tasks",
+                None,
+                (
+                    "deletecollection",
+                    "gantry.dev",
+                    Some("tasks"),
+                    Some("x"),
+                    None,
+                    None,
+                ),
+            ),
+            (&get, "/api/v1", None, ("list", "", None, None, None, None)),
+            (&get, "/apis", None, ("list", "", None, None, None, None)),
+            (&get, "/version", None, ("list", "", None, None, None, None)),
         ] {
-            let found = resource_of(path).map(|r| (r.group, r.resource));
-            assert_eq!(found, expected, "{path}");
+            let a = attributes_of(method, path, query);
+            let found = (
+                a.verb,
+                a.group,
+                a.resource,
+                a.namespace,
+                a.name,
+                a.subresource,
+            );
+            assert_eq!(found, expected, "{method} {path}");
         }
     }
 
@@ -238,12 +477,15 @@ mod tests {
             ("", "configmaps", true),
             ("gantry.dev", "secrets", true),
         ] {
-            let answer = Identity::ReadOnly.access_review(review(group, resource));
+            let answer = Identity::ReadOnly.access_review(review(group, resource), nobody_bound);
             assert_eq!(answer["status"]["allowed"], allowed, "{group}/{resource}");
         }
-        let secrets = resource_of("/api/v1/namespaces/default/secrets");
-        assert!(!Identity::ReadOnly.may("list", secrets));
-        assert!(Identity::Admin.may("list", secrets));
+        let secrets = attributes_of(&Method::GET, "/api/v1/namespaces/default/secrets", None);
+        assert_eq!(
+            Identity::ReadOnly.may(&secrets, nobody_bound),
+            Decision::Deny
+        );
+        assert_eq!(Identity::Admin.may(&secrets, nobody_bound), Decision::Allow);
     }
 
     #[test]
@@ -256,19 +498,148 @@ mod tests {
             (Identity::ReadOnly, "watch", true),
             (Identity::ReadOnly, "delete", false),
             (Identity::ReadOnly, "*", false),
+            (Identity::Controller, "*", true),
         ] {
-            let answer = identity.access_review(review(verb));
+            let answer = identity.access_review(review(verb), nobody_bound);
             assert_eq!(answer["status"]["allowed"], allowed, "{identity:?} {verb}");
             assert_eq!(answer["spec"], review(verb)["spec"], "the question is kept");
         }
         let path = json!({"spec": {"nonResourceAttributes": {"path": "/healthz", "verb": "get"}}});
         assert_eq!(
-            Identity::ReadOnly.access_review(path)["status"]["allowed"],
+            Identity::ReadOnly.access_review(path, nobody_bound)["status"]["allowed"],
             true
         );
         assert_eq!(
             Identity::ReadOnly.self_review()["status"]["userInfo"]["username"],
             "gantry:read-only"
+        );
+    }
+
+    #[test]
+    fn the_controller_may_do_anything_but_touch_secrets() {
+        let may = |method: &Method, path: &str| {
+            Identity::Controller.may(&attributes_of(method, path, None), nobody_bound)
+        };
+        assert_eq!(
+            may(
+                &Method::DELETE,
+                "/apis/gantry.dev/v1alpha1/namespaces/p/tasks/t"
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            may(
+                &Method::POST,
+                "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            may(&Method::GET, "/api/v1/namespaces/kube-system/secrets"),
+            Decision::Deny
+        );
+        assert_eq!(
+            may(&Method::POST, "/api/v1/namespaces/p/secrets"),
+            Decision::Deny
+        );
+    }
+
+    #[test]
+    fn an_agent_writes_only_its_own_instance_lease_and_bound_tasks() {
+        // Task t1 is bound to host-a, t2 to host-b.
+        let bound = |namespace: &str, task: &str, instance: &str| {
+            namespace == "prod" && matches!((task, instance), ("t1", "host-a") | ("t2", "host-b"))
+        };
+        let ci = "/apis/gantry.dev/v1alpha1/namespaces/prod/containerinstances";
+        let tasks = "/apis/gantry.dev/v1alpha1/namespaces/prod/tasks";
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/prod/leases";
+        let get = Method::GET;
+        for (method, path, decision) in [
+            // Reads in its cluster, but not Secrets or ConfigMaps.
+            (&get, "/api/v1/namespaces/prod", Decision::Allow),
+            (&get, "/api/v1/namespaces/other", Decision::Deny),
+            (&get, "/api/v1/namespaces", Decision::Deny),
+            (&get, tasks, Decision::Allow),
+            (&get, &format!("{tasks}/t2"), Decision::Allow),
+            (
+                &get,
+                "/apis/gantry.dev/v1alpha1/namespaces/other/tasks",
+                Decision::Deny,
+            ),
+            (&get, "/apis/gantry.dev/v1alpha1/tasks", Decision::Deny),
+            (&get, "/api/v1/namespaces/prod/secrets/db", Decision::Deny),
+            (&get, "/api/v1/namespaces/prod/configmaps", Decision::Deny),
+            (
+                &get,
+                "/api/v1/namespaces/kube-system/secrets",
+                Decision::Deny,
+            ),
+            (&get, "/apis", Decision::Allow),
+            // Its own instance and Lease, and no other.
+            (&Method::POST, ci, Decision::IfNamed("host-a".into())),
+            (
+                &Method::PATCH,
+                &format!("{ci}/host-a/status"),
+                Decision::Allow,
+            ),
+            (&Method::PUT, &format!("{ci}/host-a"), Decision::Allow),
+            (&Method::DELETE, &format!("{ci}/host-a"), Decision::Allow),
+            (
+                &Method::PATCH,
+                &format!("{ci}/host-b/status"),
+                Decision::Deny,
+            ),
+            (&Method::DELETE, &format!("{ci}/host-b"), Decision::Deny),
+            (&Method::DELETE, ci, Decision::Deny),
+            (&Method::PUT, &format!("{lease}/host-a"), Decision::Allow),
+            (&Method::POST, lease, Decision::IfNamed("host-a".into())),
+            (&Method::PUT, &format!("{lease}/host-b"), Decision::Deny),
+            (
+                &Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/host-a",
+                Decision::Deny,
+            ),
+            // The status of its own tasks, never their spec.
+            (
+                &Method::PATCH,
+                &format!("{tasks}/t1/status"),
+                Decision::Allow,
+            ),
+            (&Method::PUT, &format!("{tasks}/t1/status"), Decision::Allow),
+            (
+                &Method::PATCH,
+                &format!("{tasks}/t2/status"),
+                Decision::Deny,
+            ),
+            (&Method::PATCH, &format!("{tasks}/t1"), Decision::Deny),
+            (&Method::DELETE, &format!("{tasks}/t1"), Decision::Deny),
+            (&Method::POST, tasks, Decision::Deny),
+            // Nothing else.
+            (
+                &Method::POST,
+                "/api/v1/namespaces/prod/events",
+                Decision::Deny,
+            ),
+            (
+                &Method::PATCH,
+                "/apis/gantry.dev/v1alpha1/namespaces/prod/services/web",
+                Decision::Deny,
+            ),
+            (&Method::POST, "/api/v1/namespaces", Decision::Deny),
+        ] {
+            let asked = attributes_of(method, path, None);
+            assert_eq!(agent().may(&asked, bound), decision, "{method} {path}");
+        }
+        let can_i = |verb: &str, resource: &str, name: &str| {
+            let review = json!({"spec": {"resourceAttributes": {"verb": verb, "group": "gantry.dev", "resource": resource, "namespace": "prod", "name": name}}});
+            agent().access_review(review, bound)["status"]["allowed"].clone()
+        };
+        assert_eq!(can_i("create", "containerinstances", "host-a"), true);
+        assert_eq!(can_i("create", "containerinstances", "host-b"), false);
+        assert_eq!(can_i("create", "containerinstances", ""), false);
+        assert_eq!(
+            agent().self_review()["status"]["userInfo"]["username"],
+            "gantry:agent:prod:host-a"
         );
     }
 }

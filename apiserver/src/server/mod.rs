@@ -40,7 +40,11 @@ pub use pki::Credentials;
 pub use registry::Registry;
 pub use status::ApiError;
 
-use self::{access::Identity, app::App, http::Review};
+use self::{
+    access::{Decision, Identity},
+    app::App,
+    http::Review,
+};
 
 use self::objects::meta::{now, uid};
 use crate::storage::{Options, Store, StoreError};
@@ -101,6 +105,9 @@ pub struct Server {
     pub credentials: Credentials,
     /// The kubeconfig written for the admin token.
     pub kubeconfig: PathBuf,
+    /// The kubeconfig written for the controller's token
+    /// (`<data_dir>/controller.kubeconfig`).
+    pub controller_kubeconfig: PathBuf,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -176,11 +183,24 @@ impl Server {
             .kubeconfig
             .clone()
             .unwrap_or_else(|| config.data_dir.join("kubeconfig"));
-        write_kubeconfig(&kubeconfig, addr, &credentials)?;
+        write_kubeconfig(
+            &kubeconfig,
+            addr,
+            &credentials.ca_pem,
+            &credentials.admin_token,
+        )?;
+        let controller_kubeconfig = config.data_dir.join("controller.kubeconfig");
+        write_kubeconfig(
+            &controller_kubeconfig,
+            addr,
+            &credentials.ca_pem,
+            &credentials.controller_token,
+        )?;
         Ok(Self {
             addr,
             credentials,
             kubeconfig,
+            controller_kubeconfig,
             handle,
             task,
         })
@@ -243,20 +263,18 @@ current-context: gantry
     )
 }
 
-fn write_kubeconfig(path: &Path, addr: SocketAddr, credentials: &Credentials) -> Result<(), Error> {
+fn write_kubeconfig(path: &Path, addr: SocketAddr, ca_pem: &str, token: &str) -> Result<(), Error> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
     }
-    // The admin token is in it.
-    crate::private::write(
-        path,
-        kubeconfig_yaml(addr, &credentials.ca_pem, &credentials.admin_token).as_bytes(),
-    )
-    .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
+    // A token is in it.
+    crate::private::write(path, kubeconfig_yaml(addr, ca_pem, token).as_bytes())
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
-/// Bearer tokens: none or an unknown one is 401; the read-only token may
-/// only read. Health checks need no token.
+/// Bearer tokens: none or an unknown one is 401; what the identity may
+/// not do is 403 (`access.rs` holds the rules). Health checks need no
+/// token.
 async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if matches!(path, "/healthz" | "/livez" | "/readyz") {
@@ -268,25 +286,45 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let Some(identity) = token.and_then(|token| access::identify(token, &app.credentials)) else {
+    let Some(identity) = token.and_then(|token| {
+        access::identify(token, &app.credentials).or_else(|| access::identify_agent(token, &app))
+    }) else {
         return ApiError::Unauthorized.into_response();
     };
     // Reviews only ask, so anyone may ask them; everything else is the
     // verb the method is, under the identity's rule.
     let review = *request.method() == Method::POST && review_of(path).is_some();
-    let verb = access::verb_of(request.method());
-    if !review && !identity.may(verb, access::resource_of(path)) {
-        return ApiError::Forbidden(format!(
-            "User \"{}\" cannot {} {path}: {}",
-            identity.username(),
-            request.method().as_str().to_lowercase(),
-            identity.limit()
-        ))
-        .into_response();
-    }
-    let mut request = request;
+    let decision = if review {
+        Decision::Allow
+    } else {
+        let asked = access::attributes_of(request.method(), path, request.uri().query());
+        identity.may(&asked, access::task_bound(&app))
+    };
+    let mut request = match decision {
+        Decision::Deny => return forbidden(&identity, request.method(), path).into_response(),
+        Decision::Allow => request,
+        Decision::IfNamed(name) => {
+            let mut request = request;
+            request.extensions_mut().insert(NameRequired(name));
+            request
+        }
+    };
     request.extensions_mut().insert(identity);
     next.run(request).await
+}
+
+/// A create the caller may make only of an object with this name, which
+/// `dispatch` checks once the body is read.
+#[derive(Clone, Debug)]
+struct NameRequired(String);
+
+fn forbidden(identity: &Identity, method: &Method, path: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "User \"{}\" cannot {} {path}: {}",
+        identity.username(),
+        method.as_str().to_lowercase(),
+        identity.limit()
+    ))
 }
 
 /// Whether the client takes JSON: no `Accept`, or one naming JSON or
@@ -321,11 +359,19 @@ async fn dispatch(
     request: Request<Body>,
 ) -> Response {
     let path = request.uri().path().to_owned();
-    let identity = request.extensions().get::<Identity>().copied();
+    let identity = request.extensions().get::<Identity>().cloned();
+    let required = request.extensions().get::<NameRequired>().cloned();
     let body = match to_bytes(request.into_body(), http::MAX_BODY).await {
         Ok(body) => body,
         Err(_) => return ApiError::TooLarge(http::MAX_BODY).into_response(),
     };
+    if let (Some(NameRequired(name)), Some(identity)) = (required, &identity) {
+        match http::name_in_body(&query, &headers, &body) {
+            Ok(named) if named.as_deref() == Some(name.as_str()) => {}
+            Ok(_) => return forbidden(identity, &method, &path).into_response(),
+            Err(e) => return e.into_response(),
+        }
+    }
     let segments: Vec<&str> = path
         .trim_matches('/')
         .split('/')
@@ -335,7 +381,7 @@ async fn dispatch(
     if let (Some(review), Some(identity)) = (review_of(&path), identity)
         && method == Method::POST
     {
-        return match http::review(identity, review, &query, &headers, &body) {
+        return match http::review(&app, &identity, review, &query, &headers, &body) {
             Ok(answer) => (axum::http::StatusCode::CREATED, axum::Json(answer)).into_response(),
             Err(e) => e.into_response(),
         };

@@ -19,9 +19,14 @@ pub struct Credentials {
     pub key_pem: String,
     /// May do anything.
     pub admin_token: String,
-    /// May only read (get, list, watch).
+    /// May only read (get, list, watch), and not Secrets.
     pub read_only_token: String,
+    /// The controller's: anything but Secrets.
+    pub controller_token: String,
 }
+
+/// The token files, in the order of [`Credentials`]' fields.
+const TOKENS: [&str; 3] = ["admin.token", "read-only.token", "controller.token"];
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Io(format!("{}: {e}", path.display()))
@@ -47,7 +52,7 @@ fn token() -> String {
 pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, Error> {
     crate::private::create_dir(dir).map_err(io(dir))?;
     let file = |name: &str| -> PathBuf { dir.join(name) };
-    for secret in ["ca.key", "server.key", "admin.token", "read-only.token"] {
+    for secret in TOKENS.iter().chain(&["ca.key", "server.key"]) {
         crate::private::restrict_file(&file(secret)).map_err(io(&file(secret)))?;
     }
     let tls = |e: rcgen::Error| Error::Tls(e.to_string());
@@ -90,7 +95,7 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, Error> {
     }
 
     let mut tokens = Vec::new();
-    for name in ["admin.token", "read-only.token"] {
+    for name in TOKENS {
         let path = file(name);
         if !path.exists() {
             write_private(&path, &token())?;
@@ -102,14 +107,15 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, Error> {
                 .to_owned(),
         );
     }
-    let read_only_token = tokens.pop().expect("two tokens");
-    let admin_token = tokens.pop().expect("two tokens");
+    let [admin_token, read_only_token, controller_token] =
+        <[String; 3]>::try_from(tokens).expect("one per file");
     Ok(Credentials {
         ca_pem,
         cert_pem: fs::read_to_string(file("server.crt")).map_err(io(&file("server.crt")))?,
         key_pem: fs::read_to_string(file("server.key")).map_err(io(&file("server.key")))?,
         admin_token,
         read_only_token,
+        controller_token,
     })
 }
 

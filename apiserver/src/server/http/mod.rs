@@ -26,7 +26,7 @@ use self::response::{json_body, with_warnings};
 use self::route::Route;
 pub(crate) use self::route::resolve;
 use super::{
-    access::Identity,
+    access::{self, Identity},
     app::App,
     objects::{self, Written, meta::meta},
     registry::Resource,
@@ -256,10 +256,33 @@ pub(crate) enum Review {
     SelfSubject,
 }
 
+/// The `metadata.name` of the object in a request's body (JSON or
+/// protobuf), for rules that depend on it.
+///
+/// # Errors
+/// 400 or 415 for a body that is not an object.
+pub(crate) fn name_in_body(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<String>, ApiError> {
+    let request = Request {
+        query,
+        headers,
+        body,
+    };
+    Ok(request
+        .object()?
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_owned))
+}
+
 /// Answer a review from the caller's identity; the body (JSON or
 /// protobuf) holds the question.
 pub(crate) fn review(
-    identity: Identity,
+    app: &App,
+    identity: &Identity,
     review: Review,
     query: &HashMap<String, String>,
     headers: &HeaderMap,
@@ -272,7 +295,7 @@ pub(crate) fn review(
     };
     let asked = request.object()?;
     Ok(match review {
-        Review::Access => identity.access_review(asked),
+        Review::Access => identity.access_review(asked, access::task_bound(app)),
         Review::SelfSubject => identity.self_review(),
     })
 }
