@@ -73,6 +73,12 @@ pub struct AgentArgs {
     /// Delete the ContainerInstance on Ctrl-C or SIGTERM.
     #[arg(long)]
     deregister_on_exit: bool,
+    /// Stop every task once the control plane has not answered for this
+    /// many seconds, for workloads that must never run twice: keep it
+    /// below the controller's --instance-loss-timeout-seconds, after which
+    /// the tasks are started elsewhere. Off by default, as in ECS.
+    #[arg(long, value_name = "SECONDS")]
+    stop_tasks_when_disconnected: Option<u64>,
     /// With --runtime sim: run this many instances, named <name>-<i>.
     #[arg(long, value_name = "N", default_value_t = 1)]
     count: usize,
@@ -109,11 +115,22 @@ impl AgentArgs {
         config.lease_duration = config.lease_renew * 4;
         config.container_retention = Duration::from_secs(self.container_retention_seconds);
         config.deregister_on_exit = self.deregister_on_exit;
+        config.stop_tasks_when_disconnected =
+            self.stop_tasks_when_disconnected.map(Duration::from_secs);
         config
     }
 }
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
+    if let Some(limit) = args.stop_tasks_when_disconnected
+        && limit <= args.lease_renew_seconds.max(1)
+    {
+        bail!(
+            "--stop-tasks-when-disconnected {limit} must be longer than \
+             --lease-renew-seconds {}: the control plane is heard from once a renewal",
+            args.lease_renew_seconds
+        );
+    }
     if args.count == 0 || (args.count > 1 && args.runtime != RuntimeKind::Sim) {
         bail!("--count N runs N simulated instances: it needs --runtime sim and N ≥ 1");
     }

@@ -343,6 +343,48 @@ async fn reapplying_changes_nothing(g: &Gantry, cli: &common::Cli, ns: &str, man
 }
 
 /// Running healthy and live tasks of a service, as a watcher sees them.
+/// The fewest healthy and the most live tasks, and how many events, seen
+/// so far by [`sample_bounds`].
+type Bounds = Arc<Mutex<(usize, usize, usize)>>;
+
+/// Follow every Task event of `service` from now on, counting its healthy
+/// and live tasks after each; abort the handle when done.
+fn sample_bounds(g: &Gantry, ns: &str, service: &str) -> (Bounds, tokio::task::JoinHandle<()>) {
+    let seen: Bounds = Arc::new(Mutex::new((usize::MAX, 0, 0)));
+    let api = g.api::<Task>(ns);
+    let selector = format!("gantry.dev/service={service}");
+    let sampler = {
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let mut tasks: HashMap<String, Task> = HashMap::new();
+            let mut listed = false;
+            let mut stream =
+                std::pin::pin!(watcher(api, watcher::Config::default().labels(&selector)));
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(watcher::Event::Apply(t) | watcher::Event::InitApply(t)) => {
+                        tasks.insert(t.name_any(), t);
+                    }
+                    Ok(watcher::Event::Delete(t)) => {
+                        tasks.remove(&t.name_any());
+                    }
+                    Ok(watcher::Event::InitDone) => listed = true,
+                    _ => continue,
+                }
+                if !listed {
+                    continue;
+                }
+                let (healthy, live) = counts(&tasks);
+                let mut s = seen.lock().expect("lock");
+                s.0 = s.0.min(healthy);
+                s.1 = s.1.max(live);
+                s.2 += 1;
+            }
+        })
+    };
+    (seen, sampler)
+}
+
 fn counts(tasks: &HashMap<String, Task>) -> (usize, usize) {
     let live = tasks
         .values()
@@ -383,39 +425,7 @@ async fn a_rolling_deployment_stays_in_bounds_and_a_failing_one_rolls_back() {
 
     // Sample every Task event from here on: min 50% of 6 = 3 healthy,
     // max 150% of 6 = 9 live.
-    let seen: Arc<Mutex<(usize, usize, usize)>> = Arc::new(Mutex::new((usize::MAX, 0, 0)));
-    let sampler = {
-        let api = g.api::<Task>(ns);
-        let seen = Arc::clone(&seen);
-        tokio::spawn(async move {
-            let mut tasks: HashMap<String, Task> = HashMap::new();
-            let mut listed = false;
-            let mut stream = std::pin::pin!(watcher(
-                api,
-                watcher::Config::default().labels("gantry.dev/service=api")
-            ));
-            while let Some(event) = stream.next().await {
-                match event {
-                    Ok(watcher::Event::Apply(t) | watcher::Event::InitApply(t)) => {
-                        tasks.insert(t.name_any(), t);
-                    }
-                    Ok(watcher::Event::Delete(t)) => {
-                        tasks.remove(&t.name_any());
-                    }
-                    Ok(watcher::Event::InitDone) => listed = true,
-                    _ => continue,
-                }
-                if !listed {
-                    continue;
-                }
-                let (healthy, live) = counts(&tasks);
-                let mut s = seen.lock().expect("lock");
-                s.0 = s.0.min(healthy);
-                s.1 = s.1.max(live);
-                s.2 += 1;
-            }
-        })
-    };
+    let (seen, sampler) = sample_bounds(&g, ns, "api");
     tokio::time::sleep(Duration::from_millis(500)).await;
     g.apply(ns, &[task_definition("api", 64, &["httpd"], "2")])
         .await;
@@ -930,6 +940,30 @@ async fn two_controllers_without_leader_election_start_and_stop_exactly_what_is_
         .count();
     let names: Vec<String> = tasks.iter().map(ResourceExt::name_any).collect();
     assert_eq!((tasks.len(), stopping), (60, 40), "{names:?}");
+
+    // A rollout, both reconciling: within 100% healthy and 120% live of
+    // 20 throughout, as with one.
+    let bounds = json!({"minimumHealthyPercent": 100, "maximumPercent": 120});
+    g.apply(ns, &[service("web", "web", 20, bounds)]).await;
+    let (seen, sampler) = sample_bounds(&g, ns, "web");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    g.apply(ns, &[task_definition("web", 128, &["httpd"], "2")])
+        .await;
+    g.service_until(ns, "web", "rolled to revision 2", |s| {
+        ready(s)
+            && s.status.as_ref().is_some_and(|st| {
+                st.running_count == 20
+                    && st.deployments.len() == 1
+                    && st.deployments[0].task_definition_revision == 2
+            })
+    })
+    .await;
+    sampler.abort();
+    let s = *seen.lock().expect("lock");
+    assert!(s.2 > 40, "the rollout was sampled ({} events)", s.2);
+    assert!(s.0 >= 20, "healthy never below 20: min seen {}", s.0);
+    assert!(s.1 <= 24, "live never above 24: max seen {}", s.1);
+    assert_eq!(g.live_tasks(ns, "web").await.len(), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -394,3 +394,192 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
     );
     server.shutdown().await;
 }
+
+/// The chart's policy for agents (charts/gantry/templates/agent-policy.yaml),
+/// rendered for a cluster that serves ValidatingAdmissionPolicies, its
+/// CEL evaluated on the admission requests an agent's writes make. The
+/// embedded control plane does not serve such policies (each agent has
+/// its own token there instead), so the chart leaves it out, and the CEL
+/// is run here with the `cel` crate, kube's own CEL engine.
+#[test]
+fn the_chart_lets_a_node_agent_write_only_its_own_objects() {
+    let Some(binary) = common::tool("GANTRY_HELM", "helm") else {
+        assert!(std::env::var_os("CI").is_none(), "helm is missing");
+        eprintln!("SKIPPED: no helm");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let helm = Cli {
+        binary,
+        kubeconfig: dir.path().join("kubeconfig"),
+    };
+    let render = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            "template",
+            "gantry",
+            "charts/gantry",
+            "--namespace",
+            "gantry-system",
+            "--set",
+            "agent.enabled=true",
+        ];
+        args.extend_from_slice(extra);
+        serde_yaml::Deserializer::from_str(&helm.ok(&args))
+            .map(|doc| serde::Deserialize::deserialize(doc).expect("YAML"))
+            .filter(|doc: &serde_json::Value| !doc.is_null())
+            .collect()
+    };
+    let kind = |docs: &[serde_json::Value], kind: &str| {
+        docs.iter()
+            .filter(|d| d["kind"] == kind)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let serves = "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy";
+    assert!(
+        kind(&render(&[]), "ValidatingAdmissionPolicy").is_empty(),
+        "made only where the cluster serves it"
+    );
+    let docs = render(&["--api-versions", serves]);
+    let [policy] = &kind(&docs, "ValidatingAdmissionPolicy")[..] else {
+        panic!("one policy: {docs:?}")
+    };
+    let [binding] = &kind(&docs, "ValidatingAdmissionPolicyBinding")[..] else {
+        panic!("one binding")
+    };
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(
+        binding["spec"]["validationActions"],
+        serde_json::json!(["Deny"])
+    );
+    assert!(
+        kind(
+            &render(&[
+                "--api-versions",
+                serves,
+                "--set",
+                "agent.ownObjectsOnly=false"
+            ]),
+            "ValidatingAdmissionPolicy"
+        )
+        .is_empty()
+    );
+    let policy = Policy(policy["spec"].clone());
+
+    let agent = "system:serviceaccount:gantry-system:gantry-agent";
+    let ci = |name: &str| serde_json::json!({"metadata": {"name": name}});
+    let task = |bound: Option<&str>| match bound {
+        Some(node) => {
+            serde_json::json!({"metadata": {"name": "web-1", "labels": {"gantry.dev/container-instance": node}}})
+        }
+        None => serde_json::json!({"metadata": {"name": "web-1"}}),
+    };
+    let null = serde_json::Value::Null;
+    #[rustfmt::skip]
+    let cases = [
+        ("its instance", agent, Some("n1"), ("UPDATE", "containerinstances", ""), ci("n1"), ci("n1"), true),
+        ("its instance's status", agent, Some("n1"), ("UPDATE", "containerinstances", "status"), ci("n1"), ci("n1"), true),
+        ("registering", agent, Some("n1"), ("CREATE", "containerinstances", ""), ci("n1"), null.clone(), true),
+        ("deregistering", agent, Some("n1"), ("DELETE", "containerinstances", ""), null.clone(), ci("n1"), true),
+        ("its Lease", agent, Some("n1"), ("UPDATE", "leases", ""), ci("n1"), ci("n1"), true),
+        ("its task's status", agent, Some("n1"), ("UPDATE", "tasks", "status"), task(Some("n1")), task(Some("n1")), true),
+        ("another's instance", agent, Some("n1"), ("UPDATE", "containerinstances", "status"), ci("n2"), ci("n2"), false),
+        ("registering as another", agent, Some("n1"), ("CREATE", "containerinstances", ""), ci("n2"), null.clone(), false),
+        ("another's Lease", agent, Some("n1"), ("DELETE", "leases", ""), null.clone(), ci("n2"), false),
+        ("another's task", agent, Some("n1"), ("UPDATE", "tasks", "status"), task(Some("n2")), task(Some("n2")), false),
+        ("an unbound task", agent, Some("n1"), ("UPDATE", "tasks", "status"), task(None), task(None), false),
+        ("its task's spec", agent, Some("n1"), ("UPDATE", "tasks", ""), task(Some("n1")), task(Some("n1")), false),
+        ("a token with no node", agent, None, ("UPDATE", "containerinstances", ""), ci("n1"), ci("n1"), false),
+        ("the controller, anything", "system:serviceaccount:gantry-system:gantry-controller", None, ("UPDATE", "tasks", ""), task(Some("n2")), task(Some("n2")), true),
+    ];
+    for (what, user, node, (operation, resource, sub), object, old, admitted) in cases {
+        let extra = match node {
+            Some(node) => serde_json::json!({"authentication.kubernetes.io/node-name": [node]}),
+            None => serde_json::json!({}),
+        };
+        let request = serde_json::json!({
+            "operation": operation,
+            "resource": {"group": "gantry.dev", "version": "v1alpha1", "resource": resource},
+            "subResource": sub,
+            "userInfo": {"username": user, "extra": extra},
+        });
+        let refusals = policy.refusals(&request, &object, &old);
+        assert_eq!(refusals.is_empty(), admitted, "{what}: {refusals:?}");
+    }
+}
+
+/// A ValidatingAdmissionPolicy's spec, evaluated as the API server does:
+/// match conditions, then variables, then validations.
+struct Policy(serde_json::Value);
+
+impl Policy {
+    fn evaluate(expression: &str, context: &cel::Context) -> cel::Value {
+        let program = cel::Program::compile(expression)
+            .unwrap_or_else(|e| panic!("{expression} does not compile: {e:?}"));
+        program
+            .execute(context)
+            .unwrap_or_else(|e| panic!("{expression}: {e:?}"))
+    }
+
+    /// The messages of the validations that refuse this request (none
+    /// when the policy does not match it, or admits it).
+    fn refusals(
+        &self,
+        request: &serde_json::Value,
+        object: &serde_json::Value,
+        old: &serde_json::Value,
+    ) -> Vec<String> {
+        let mut context = cel::Context::default();
+        for (name, value) in [("request", request), ("object", object), ("oldObject", old)] {
+            context
+                .add_variable(name, value.clone())
+                .expect("a CEL value");
+        }
+        let list = |field: &str| self.0[field].as_array().cloned().unwrap_or_default();
+        let text = |item: &serde_json::Value, field: &str| {
+            item[field].as_str().unwrap_or_default().to_owned()
+        };
+        for condition in list("matchConditions") {
+            if Self::evaluate(&text(&condition, "expression"), &context) != cel::Value::Bool(true) {
+                return Vec::new();
+            }
+        }
+        let mut variables = serde_json::Map::new();
+        for variable in list("variables") {
+            let mut scoped = cel::Context::default();
+            for (name, value) in [("request", request), ("object", object), ("oldObject", old)] {
+                scoped
+                    .add_variable(name, value.clone())
+                    .expect("a CEL value");
+            }
+            scoped
+                .add_variable("variables", serde_json::Value::Object(variables.clone()))
+                .expect("a CEL value");
+            let value = Self::evaluate(&text(&variable, "expression"), &scoped)
+                .json()
+                .expect("a JSON value");
+            variables.insert(text(&variable, "name"), value);
+        }
+        context
+            .add_variable("variables", serde_json::Value::Object(variables))
+            .expect("a CEL value");
+        let mut refusals = Vec::new();
+        for validation in list("validations") {
+            if Self::evaluate(&text(&validation, "expression"), &context) == cel::Value::Bool(true)
+            {
+                continue;
+            }
+            let message = match validation.get("messageExpression") {
+                Some(expression) => {
+                    match Self::evaluate(expression.as_str().unwrap_or_default(), &context) {
+                        cel::Value::String(s) => s.to_string(),
+                        other => panic!("a message that is not a string: {other:?}"),
+                    }
+                }
+                None => text(&validation, "message"),
+            };
+            refusals.push(message);
+        }
+        refusals
+    }
+}

@@ -3,7 +3,7 @@
 //! watch of this instance's allocations (the fence), and the runtime's
 //! events — plus a periodic resync.
 
-use std::{collections::BTreeSet, future::Future, sync::Arc};
+use std::{collections::BTreeSet, future::Future, sync::Arc, time::Duration};
 
 use crds::v1alpha1::{ContainerInstance, Task};
 use futures::{StreamExt, TryStreamExt};
@@ -63,7 +63,13 @@ async fn run_inner<R: Runtime>(
         shared: Arc::new(Shared::default()),
     });
     let leases: Api<Lease> = Api::namespaced(client.clone(), &config.cluster);
-    let lease = registration::keep_lease(leases.clone(), instance, &config);
+    context.shared.contact();
+    let lease = registration::keep_lease(leases.clone(), instance, &config, || {
+        context.shared.contact();
+    });
+    // How often to look whether the control plane has been silent too
+    // long (`--stop-tasks-when-disconnected`).
+    let mut silence = tokio::time::interval(Duration::from_secs(1));
 
     let tasks: Api<Task> = Api::namespaced(client.clone(), &config.cluster);
     let selector = format!("{}={}", crds::labels::CONTAINER_INSTANCE, config.name);
@@ -134,6 +140,17 @@ async fn run_inner<R: Runtime>(
                 // task of ours; the adoption after the list settles it.
                 if synced || context.shared.task_uids().contains(&uid) {
                     supervisor::notify(&context, &uid);
+                }
+            }
+            _ = silence.tick() => {
+                if let Some(limit) = config.stop_tasks_when_disconnected
+                    && context.shared.cut_off_after(limit)
+                {
+                    tracing::warn!(
+                        seconds = limit.as_secs(),
+                        "the control plane has not answered; stopping every task"
+                    );
+                    supervisor::notify_all(&context);
                 }
             }
             _ = resync.tick() => {

@@ -54,6 +54,10 @@ pub struct Config {
     /// The uid of the cluster's namespace, labelled on every container;
     /// read from the API at start when not given.
     pub cluster_uid: Option<String>,
+    /// Stop every task once the control plane has not answered for this
+    /// long, for workloads that must never run twice (off by default, as
+    /// in ECS, whose agent keeps tasks running while disconnected).
+    pub stop_tasks_when_disconnected: Option<Duration>,
 }
 
 impl Config {
@@ -77,6 +81,7 @@ impl Config {
             container_retention: Duration::from_secs(3 * 60 * 60),
             deregister_on_exit: false,
             cluster_uid: None,
+            stop_tasks_when_disconnected: None,
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Input<'a> {
     pub observed: &'a BTreeMap<String, Observed>,
     /// A launch that failed since the status was recorded.
     pub failure: Option<&'a Failure>,
+    /// Why the agent stopped the task while cut off from the control
+    /// plane (`--stop-tasks-when-disconnected`), until the status says so.
+    pub cut_off: Option<&'a str>,
 }
 
 /// A container that could not be launched, and why.
@@ -131,6 +134,9 @@ fn stop_cause(input: &Input<'_>) -> Option<(StopCode, String)> {
     }
     if let Some(failure) = input.failure {
         return Some((StopCode::TaskFailedToStart, failure.reason.clone()));
+    }
+    if let Some(reason) = input.cut_off {
+        return Some((StopCode::TerminationNotice, reason.to_owned()));
     }
     if input.desired == DesiredStatus::Stopped {
         return Some((StopCode::UserInitiated, STOPPED_BY_USER.to_owned()));
@@ -402,6 +408,7 @@ mod tests {
                 recorded,
                 observed: &observed,
                 failure: None,
+                cut_off: None,
             },
             Timestamp::UNIX_EPOCH,
         )
@@ -588,6 +595,57 @@ mod tests {
         let gone = run(&def, &[], &recorded, DesiredStatus::Running, true);
         assert!(gone.actions.is_empty(), "a stopped task never starts again");
         assert!(gone.finished());
+    }
+
+    #[test]
+    fn a_task_cut_off_from_the_control_plane_stops_and_says_why() {
+        let def = two_with("START");
+        let reason = "the agent could not reach the control plane for 30 s";
+        let cut_off = |observed: &[(String, Observed)]| {
+            let observed: BTreeMap<String, Observed> = observed.iter().cloned().collect();
+            plan(
+                &Input {
+                    definition: &def,
+                    desired: DesiredStatus::Running,
+                    fenced: true,
+                    recorded: &TaskStatus::default(),
+                    observed: &observed,
+                    failure: None,
+                    cut_off: Some(reason),
+                },
+                Timestamp::UNIX_EPOCH,
+            )
+        };
+        let running = cut_off(&[
+            observed("db", State::Running, None, None),
+            observed("app", State::Running, None, None),
+        ]);
+        assert_eq!(running.actions.len(), 2, "both stop: {:?}", running.actions);
+        assert_eq!(running.status.stop_code, Some(StopCode::TerminationNotice));
+        // Once stopped, it is the cut-off that is reported, not the exit of
+        // an essential container.
+        let stopped = cut_off(&[
+            observed("db", State::Exited, Some(143), None),
+            observed("app", State::Exited, Some(143), None),
+        ]);
+        assert!(stopped.finished());
+        assert_eq!(stopped.status.stop_code, Some(StopCode::TerminationNotice));
+        assert_eq!(stopped.status.stopped_reason.as_deref(), Some(reason));
+        // Without it, the same exits are an essential container's.
+        let plain = run(
+            &def,
+            &[
+                observed("db", State::Exited, Some(143), None),
+                observed("app", State::Exited, Some(143), None),
+            ],
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert_eq!(
+            plain.status.stop_code,
+            Some(StopCode::EssentialContainerExited)
+        );
     }
 
     #[test]

@@ -144,15 +144,22 @@ pub async fn register(
         .map_err(refused)
 }
 
-/// Renew the instance's Lease every `renew` until the future is dropped.
-/// A failed renewal is logged and retried; the controller decides what a
-/// lapsed lease means.
-pub async fn keep_lease(api: Api<Lease>, instance: ContainerInstance, config: &Config) {
+/// Renew the instance's Lease every `renew` until the future is dropped,
+/// calling `renewed` after each renewal the control plane took. A failed
+/// renewal is logged and retried; the controller decides what a lapsed
+/// lease means.
+pub async fn keep_lease(
+    api: Api<Lease>,
+    instance: ContainerInstance,
+    config: &Config,
+    renewed: impl Fn(),
+) {
     let mut tick = tokio::time::interval(config.lease_renew);
     loop {
         tick.tick().await;
-        if let Err(e) = renew(&api, &instance, config.lease_duration).await {
-            tracing::warn!(error = %e, "lease renewal failed");
+        match renew(&api, &instance, config.lease_duration).await {
+            Ok(()) => renewed(),
+            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crds::v1alpha1::{Task, TaskStatus};
+use crds::v1alpha1::{DesiredStatus, Task, TaskStatus};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
@@ -33,6 +33,20 @@ pub struct Shared {
     tasks: Mutex<HashMap<String, Arc<Task>>>,
     allocated: Mutex<BTreeSet<String>>,
     supervisors: Mutex<HashMap<String, Supervised>>,
+    cut_off: Mutex<CutOff>,
+}
+
+/// What `--stop-tasks-when-disconnected` needs to know: when the control
+/// plane last answered, and the tasks stopped because it did not, each
+/// with its reason, kept here until their status records it (the status
+/// cannot be written while the control plane is out of reach, and it is
+/// the agent's only other memory).
+#[derive(Debug, Default)]
+struct CutOff {
+    contact: Option<std::time::Instant>,
+    /// This disconnection already stopped what ran.
+    acted: bool,
+    stopped: HashMap<String, String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -80,6 +94,44 @@ impl Shared {
 
     fn is_allocated(&self, uid: &str) -> bool {
         lock(&self.allocated).contains(uid)
+    }
+
+    /// The control plane answered.
+    pub fn contact(&self) {
+        let mut cut_off = lock(&self.cut_off);
+        cut_off.contact = Some(std::time::Instant::now());
+        cut_off.acted = false;
+    }
+
+    /// If the control plane has not answered for `limit` (and this
+    /// disconnection has not already acted), mark every task desired
+    /// RUNNING to be stopped, saying why; whether it did.
+    pub fn cut_off_after(&self, limit: Duration) -> bool {
+        let mut cut_off = lock(&self.cut_off);
+        let silent = cut_off.contact.is_some_and(|at| at.elapsed() >= limit);
+        if !silent || cut_off.acted {
+            return false;
+        }
+        cut_off.acted = true;
+        let reason = format!(
+            "the agent could not reach the control plane for {} s \
+             (--stop-tasks-when-disconnected)",
+            limit.as_secs()
+        );
+        for (uid, task) in lock(&self.tasks).iter() {
+            if task.spec.desired_status == DesiredStatus::Running {
+                cut_off.stopped.insert(uid.clone(), reason.clone());
+            }
+        }
+        true
+    }
+
+    fn cut_off_reason(&self, uid: &str) -> Option<String> {
+        lock(&self.cut_off).stopped.get(uid).cloned()
+    }
+
+    fn forget_cut_off(&self, uid: &str) {
+        lock(&self.cut_off).stopped.remove(uid);
     }
 }
 
@@ -231,6 +283,7 @@ impl<R: Runtime> Supervisor<R> {
     async fn step(&mut self) -> Result<Next, StepError> {
         let observed = self.observed().await?;
         let Some(task) = self.context.shared.task(&self.uid) else {
+            self.context.shared.forget_cut_off(&self.uid);
             // Deleted (or never ours): stop and remove what runs for it.
             for o in observed.values() {
                 self.context
@@ -260,6 +313,10 @@ impl<R: Runtime> Supervisor<R> {
         let definition = &definition;
         let recorded = task.status.clone().unwrap_or_default();
         let fenced = self.context.shared.is_allocated(&self.uid);
+        if recorded.stop_code.is_some() {
+            self.context.shared.forget_cut_off(&self.uid);
+        }
+        let cut_off = self.context.shared.cut_off_reason(&self.uid);
         let plan = plan::plan(
             &Input {
                 definition,
@@ -268,6 +325,7 @@ impl<R: Runtime> Supervisor<R> {
                 recorded: &recorded,
                 observed: &observed,
                 failure: self.failure.as_ref(),
+                cut_off: cut_off.as_deref(),
             },
             Timestamp::now(),
         );

@@ -421,3 +421,71 @@ fn kill_9_during_a_write_storm_loses_no_acknowledged_write() {
     let highest = acked.iter().map(|(_, r)| *r).max().expect("some");
     assert!(store.revision() >= highest);
 }
+
+#[tokio::test]
+async fn an_undecodable_row_is_quarantined_and_the_store_starts_without_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path());
+        for name in ["a", "b", "c", "d", "e"] {
+            store
+                .create(&format!("/k/{name}"), object(name, 1))
+                .await
+                .expect("created");
+        }
+    }
+    // Damage two rows as a bug or a stray write could: nesting deeper than
+    // any decoder takes, and a value that is not an object.
+    let database = dir.path().join("gantry.db");
+    {
+        let conn = rusqlite::Connection::open(&database).expect("opens");
+        let deep = format!("{}{}", "[".repeat(300), "]".repeat(300));
+        for (key, value) in [("/k/b", deep.as_str()), ("/k/d", "[1, 2]")] {
+            conn.execute(
+                "UPDATE objects SET value = ?1 WHERE key = ?2",
+                rusqlite::params![value.as_bytes(), key],
+            )
+            .expect("damaged");
+        }
+    }
+    let store = open(dir.path());
+    assert_eq!(store.revision(), 5, "the counter stays");
+    let listed: Vec<String> = store
+        .list("/k/")
+        .1
+        .iter()
+        .map(|o| {
+            o["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(listed, ["a", "c", "e"]);
+    // The objects went without an event: watches must list again.
+    assert!(matches!(
+        store.watch("/k/", Some(2)),
+        Err(StoreError::Gone { .. })
+    ));
+    let next = store.create("/k/f", object("f", 1)).await.expect("writes");
+    assert_eq!(revision_of(&next), 6);
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(&database).expect("opens");
+        let kept: Vec<(String, String)> = conn
+            .prepare("SELECT key, reason FROM quarantine ORDER BY key")
+            .expect("a quarantine table")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("read");
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert_eq!(kept[0].0, "/k/b");
+        assert!(kept[0].1.contains("recursion limit"), "{kept:?}");
+        assert_eq!(kept[1], ("/k/d".into(), "not a JSON object".into()));
+    }
+    // Once moved aside, the store opens clean and the rest stays.
+    let store = open(dir.path());
+    assert_eq!(store.list("/k/").1.len(), 4);
+    assert_eq!(store.revision(), 6);
+}

@@ -65,30 +65,45 @@ impl Log {
         revision: Revision,
         event_window: usize,
     ) -> rusqlite::Result<(Self, Loaded)> {
-        let objects = conn
-            .prepare("SELECT key, revision, value FROM objects")?
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)? as Revision,
-                    decode(&row.get::<_, Vec<u8>>(2)?)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut events = conn
-            .prepare(
-                "SELECT revision, kind, key, value FROM events ORDER BY revision DESC LIMIT ?1",
-            )?
-            .query_map([event_window as i64], |row| {
-                Ok(Event::new(
-                    row.get::<_, i64>(0)? as Revision,
-                    kind_from(row.get(1)?),
-                    row.get(2)?,
-                    std::sync::Arc::new(decode(&row.get::<_, Vec<u8>>(3)?)?),
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut damaged = Vec::new();
+        let mut objects = Vec::new();
+        {
+            let mut statement = conn.prepare("SELECT key, revision, value FROM objects")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let row = Row::read(row, "objects")?;
+                match decode(&row.value) {
+                    Ok(object) => objects.push((row.key, row.revision, object)),
+                    Err(reason) => damaged.push((row, reason)),
+                }
+            }
+        }
+        let mut events = Vec::new();
+        {
+            let mut statement = conn.prepare(
+                "SELECT key, revision, value, kind FROM events ORDER BY revision DESC LIMIT ?1",
+            )?;
+            let mut rows = statement.query([event_window as i64])?;
+            while let Some(row) = rows.next()? {
+                let kind = kind_from(row.get(3)?);
+                let row = Row::read(row, "events")?;
+                match decode(&row.value) {
+                    Ok(object) => events.push(Event::new(
+                        row.revision,
+                        kind,
+                        row.key,
+                        std::sync::Arc::new(object),
+                    )),
+                    Err(reason) => damaged.push((row, reason)),
+                }
+            }
+        }
         events.reverse();
+        if !damaged.is_empty() {
+            quarantine(&conn, &damaged)?;
+            // Objects left without an event: every watch lists again.
+            events.clear();
+        }
         Ok((
             Self { conn },
             Loaded {
@@ -144,10 +159,69 @@ impl Log {
     }
 }
 
-fn decode(bytes: &[u8]) -> rusqlite::Result<Value> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(e))
-    })
+/// A stored row as it is, before it is decoded.
+struct Row {
+    table: &'static str,
+    key: String,
+    revision: Revision,
+    value: Vec<u8>,
+}
+
+impl Row {
+    /// The first three columns of `row`: key, revision, value.
+    fn read(row: &rusqlite::Row<'_>, table: &'static str) -> rusqlite::Result<Self> {
+        Ok(Self {
+            table,
+            key: row.get(0)?,
+            revision: row.get::<_, i64>(1)? as Revision,
+            value: row.get(2)?,
+        })
+    }
+}
+
+/// A stored object, or why it cannot be served.
+fn decode(bytes: &[u8]) -> Result<Value, String> {
+    match serde_json::from_slice(bytes) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        Ok(_) => Err("not a JSON object".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
+/// Move rows that cannot be decoded out of the way, into the `quarantine`
+/// table, so that the server starts without them and they are kept for
+/// whoever repairs them; drop the event log (objects went without an
+/// event, so every watch must list again).
+fn quarantine(conn: &Connection, damaged: &[(Row, String)]) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS quarantine (
+             source   TEXT NOT NULL,
+             key      TEXT NOT NULL,
+             revision INTEGER NOT NULL,
+             value    BLOB NOT NULL,
+             reason   TEXT NOT NULL,
+             at       TEXT NOT NULL DEFAULT (datetime('now'))
+         );",
+    )?;
+    for (row, reason) in damaged {
+        tx.execute(
+            "INSERT INTO quarantine (source, key, revision, value, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![row.table, row.key, row.revision as i64, row.value, reason],
+        )?;
+        if row.table == "objects" {
+            tx.execute("DELETE FROM objects WHERE key = ?1", [&row.key])?;
+        }
+        tracing::error!(
+            key = %row.key,
+            revision = row.revision,
+            table = row.table,
+            "a stored row cannot be decoded ({reason}): it is moved to the quarantine table \
+             of the database and the server starts without it"
+        );
+    }
+    tx.execute("DELETE FROM events", [])?;
+    tx.commit()
 }
 
 fn kind_code(kind: EventKind) -> i64 {
