@@ -155,11 +155,19 @@ pub async fn keep_lease(
     renewed: impl Fn(),
 ) {
     let mut tick = tokio::time::interval(config.lease_renew);
+    // A renewal sent on a connection the network has silently dropped
+    // would wait for the client's read timeout (minutes), missing every
+    // renewal meanwhile; given up on, its connection goes with it.
+    let patience = config.lease_renew * 2;
     loop {
         tick.tick().await;
-        match renew(&api, &instance, config.lease_duration).await {
-            Ok(()) => renewed(),
-            Err(e) => tracing::warn!(error = %e, "lease renewal failed"),
+        match tokio::time::timeout(patience, renew(&api, &instance, config.lease_duration)).await {
+            Ok(Ok(())) => renewed(),
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease renewal failed"),
+            Err(_) => tracing::warn!(
+                seconds = patience.as_secs(),
+                "lease renewal unanswered; giving up on it"
+            ),
         }
     }
 }

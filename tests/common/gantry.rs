@@ -45,8 +45,13 @@ fn free_port() -> u16 {
 
 impl Gantry {
     pub async fn start(namespace: &str) -> Self {
+        Self::start_on(namespace, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// [`Self::start`] with the control plane listening on `listen`.
+    pub async fn start_on(namespace: &str, listen: std::net::SocketAddr) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let server = super::server(dir.path()).await;
+        let server = super::server_on(dir.path(), listen).await;
         let kubeconfig = server.kubeconfig.clone();
         let client = super::client(&kubeconfig).await;
         super::install_crds(&client).await;
@@ -341,7 +346,7 @@ impl Gantry {
     /// Wait up to `timeout` until `check` holds for the object; the
     /// object then. Failing, it says what the object's status was and
     /// what the processes logged.
-    async fn until<K>(
+    pub async fn until<K>(
         &self,
         namespace: &str,
         name: &str,

@@ -52,9 +52,17 @@ pub fn fetched(
 
 /// The control plane on a free loopback port, in `dir`.
 pub async fn server(dir: &Path) -> Server {
-    Server::start(Config::local(dir))
-        .await
-        .expect("server starts")
+    server_on(dir, std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await
+}
+
+/// A server listening on `listen`.
+pub async fn server_on(dir: &Path, listen: std::net::SocketAddr) -> Server {
+    Server::start(Config {
+        listen,
+        ..Config::local(dir)
+    })
+    .await
+    .expect("server starts")
 }
 
 /// A CLI pointed at a server through its kubeconfig, run from the repo.
