@@ -110,10 +110,16 @@ impl Cluster {
     /// Start `gantry agent --name name` with more flags; its stderr goes to
     /// `<name>.log` for the failure messages.
     fn spawn(&mut self, name: &str, flags: &[&str]) {
+        let kubeconfig = self.kubeconfig.clone();
+        self.spawn_as(name, flags, &kubeconfig);
+    }
+
+    /// [`Self::spawn`] with another kubeconfig.
+    fn spawn_as(&mut self, name: &str, flags: &[&str], kubeconfig: &Path) {
         let log = self._dir.path().join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["agent", "--kubeconfig"])
-            .arg(&self.kubeconfig)
+            .arg(kubeconfig)
             .args(["--cluster", "default", "--name", name])
             .args(flags)
             .env("RUST_LOG", "info,agent=debug")
@@ -145,10 +151,30 @@ impl Cluster {
         Api::namespaced(self.client.clone(), "default")
     }
 
+    /// A kubeconfig with a new agent token for `instance`, from `gantry
+    /// agent-token create`.
+    fn agent_token(&self, instance: &str) -> PathBuf {
+        let path = self._dir.path().join(format!("{instance}.kubeconfig"));
+        common::succeeds(
+            Command::new(env!("CARGO_BIN_EXE_gantry"))
+                .args(["agent-token", "create", instance, "--write-kubeconfig"])
+                .arg(&path)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig),
+        );
+        path
+    }
+
     /// Create a task bound to `instance` running `containers`, and reserve
     /// its allocation there as a scheduler would (allocation first, then
     /// the binding).
     async fn run(&self, instance: &str, name: &str, containers: Value) -> Task {
+        let definition = json!({"containerDefinitions": containers, "memory": 64});
+        self.run_definition(instance, name, definition).await
+    }
+
+    /// [`Self::run`] with a whole definition snapshot.
+    async fn run_definition(&self, instance: &str, name: &str, definition: Value) -> Task {
         let task: Task = serde_json::from_value(json!({
             "apiVersion": "gantry.dev/v1alpha1",
             "kind": "Task",
@@ -156,7 +182,7 @@ impl Cluster {
             "spec": {
                 "taskDefinition": name,
                 "taskDefinitionRevision": 1,
-                "definition": {"containerDefinitions": containers, "memory": 64},
+                "definition": definition,
             },
         }))
         .expect("a task");
@@ -665,5 +691,214 @@ async fn simulated_instances_register_by_count_and_run_what_is_bound_to_them() {
         .until_last("simulated", TaskLastStatus::Stopped)
         .await;
     assert_eq!(container(&task, "app").exit_code, Some(143));
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_reach_the_container_and_nowhere_else() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("secrets");
+    // The agent acts under its own token: it may read a Secret only while
+    // a task bound to it names it.
+    let kubeconfig = cluster.agent_token(&instance);
+    cluster.spawn_as(&instance, &["--host-ip", "127.0.0.1"], &kubeconfig);
+    cluster.registered(&instance).await;
+    let value = format!("s3cr3t-{}", std::process::id());
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "default");
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), "default");
+    for (name, data) in [
+        ("a-first", "x"),
+        ("db-credentials", value.as_str()),
+        ("unrelated", "y"),
+    ] {
+        let secret = json!({"metadata": {"name": name}, "stringData": {"password": data}});
+        secrets
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(secret).expect("a Secret"),
+            )
+            .await
+            .expect("created");
+    }
+    let app = json!({"metadata": {"name": "app"}, "data": {"LOG_LEVEL": "debug"}});
+    config_maps
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(app).expect("a ConfigMap"),
+        )
+        .await
+        .expect("created");
+
+    let out = tempfile::tempdir().expect("tempdir");
+    let definition = |secrets: Value| {
+        json!({
+            "memory": 64,
+            "volumes": [{"name": "out", "host": {"sourcePath": out.path()}}],
+            "containerDefinitions": [{
+                "name": "app", "image": cluster.image, "stopTimeout": 1,
+                "command": ["sh", "-c", "echo \"$DB_PASSWORD\" > /out/password; echo \"$LOG_LEVEL\" > /out/level; sleep 3600"],
+                "mountPoints": [{"sourceVolume": "out", "containerPath": "/out"}],
+                "secrets": secrets,
+            }],
+        })
+    };
+    cluster
+        .run_definition(
+            &instance,
+            "uses-secrets",
+            definition(json!([
+                {"name": "DB_PASSWORD", "valueFrom": "secret:db-credentials:password"},
+                {"name": "LOG_LEVEL", "valueFrom": "configmap:app:LOG_LEVEL"},
+            ])),
+        )
+        .await;
+    cluster
+        .until_last("uses-secrets", TaskLastStatus::Running)
+        .await;
+    let read = |file: &str| std::fs::read_to_string(out.path().join(file)).unwrap_or_default();
+    for _ in 0..100 {
+        if !read("level").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        read("password").trim(),
+        value,
+        "the container got the Secret's value"
+    );
+    assert_eq!(read("level").trim(), "debug", "and the ConfigMap's");
+
+    // The value is nowhere else: not the Task, not an Event, not a log.
+    let task = serde_json::to_string(&cluster.tasks().get("uses-secrets").await.expect("task"))
+        .expect("JSON");
+    assert!(task.contains("secret:db-credentials:password") && !task.contains(&value));
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client.clone(), "default");
+    let events = serde_json::to_string(&events.list(&Default::default()).await.expect("events"))
+        .expect("JSON");
+    assert!(!events.contains(&value));
+    assert!(!cluster.logs().contains(&value), "the agent never logs it");
+    if let Some(kubectl) = common::tool("GANTRY_KUBECTL", "kubectl") {
+        let cli = common::Cli {
+            binary: kubectl,
+            kubeconfig: cluster.kubeconfig.clone(),
+        };
+        let yaml = cli.ok(&["get", "gtask", "uses-secrets", "-o", "yaml"]);
+        assert!(
+            yaml.contains("valueFrom: secret:db-credentials:password") && !yaml.contains(&value)
+        );
+    }
+
+    // The agent's token reads what its running task names, and only that.
+    let agent = common::client(&kubeconfig).await;
+    let its: Api<Secret> = Api::namespaced(agent.clone(), "default");
+    let code = |r: Result<Secret, kube::Error>| match r {
+        Ok(_) => 0,
+        Err(kube::Error::Api(e)) => e.code,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code(its.get("db-credentials").await), 0);
+    assert_eq!(code(its.get("unrelated").await), 403);
+    assert_eq!(code(its.get("a-first").await), 403);
+
+    // A key that is not there stops the task, naming the key, not a value.
+    cluster
+        .run_definition(
+            &instance,
+            "missing-key",
+            definition(json!([{"name": "DB_PASSWORD", "valueFrom": "secret:db-credentials:nope"}])),
+        )
+        .await;
+    let task = cluster
+        .until_last("missing-key", TaskLastStatus::Stopped)
+        .await;
+    let status = task.status.as_ref().expect("status");
+    assert_eq!(status.stop_code, Some(StopCode::TaskFailedToStart));
+    let reason = status.stopped_reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.starts_with("ResourceInitializationError")
+            && reason.contains("\"db-credentials\" has no key \"nope\""),
+        "{reason}"
+    );
+    assert!(!reason.contains(&value));
+    assert!(containers_of(&task).is_empty(), "nothing was created");
+
+    // Once the task that named it has stopped, the Secret is closed again.
+    cluster.stop("uses-secrets").await;
+    cluster
+        .until_last("uses-secrets", TaskLastStatus::Stopped)
+        .await;
+    assert_eq!(code(its.get("db-credentials").await), 403);
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_gets_the_docker_settings_of_its_definition() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("settings");
+    cluster.agent(&instance, "127.0.0.1", 3600).await;
+    let image = cluster.image.clone();
+    cluster
+        .run(
+            &instance,
+            "settings",
+            json!([{
+                "name": "app", "image": image, "command": ["sleep", "3600"], "stopTimeout": 1,
+                "user": "1000:1000", "workingDirectory": "/tmp", "hostname": "web-1",
+                "readonlyRootFilesystem": true,
+                "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+                "linuxParameters": {
+                    "initProcessEnabled": true, "sharedMemorySize": 32,
+                    "capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD"]},
+                    "tmpfs": [{"containerPath": "/scratch", "size": 16, "mountOptions": ["noexec"]}],
+                },
+                "dockerLabels": {"team": "web"},
+                "dnsServers": ["10.0.0.10"], "dnsSearchDomains": ["svc.example"],
+                "extraHosts": [{"hostname": "db.internal", "ipAddress": "10.0.0.5"}],
+            }]),
+        )
+        .await;
+    let task = cluster
+        .until_last("settings", TaskLastStatus::Running)
+        .await;
+    let [id] = &containers_of(&task)[..] else {
+        panic!("one container")
+    };
+    let inspected: Value =
+        serde_json::from_str(&docker_stdout(&["inspect", id])).expect("docker inspect");
+    let c = &inspected[0];
+    for (pointer, expected) in [
+        ("/Config/User", json!("1000:1000")),
+        ("/Config/WorkingDir", json!("/tmp")),
+        ("/Config/Hostname", json!("web-1")),
+        ("/Config/Labels/team", json!("web")),
+        ("/HostConfig/ReadonlyRootfs", json!(true)),
+        ("/HostConfig/Privileged", json!(false)),
+        ("/HostConfig/Init", json!(true)),
+        ("/HostConfig/ShmSize", json!(32 * 1024 * 1024)),
+        ("/HostConfig/CapAdd", json!(["NET_ADMIN"])),
+        ("/HostConfig/CapDrop", json!(["MKNOD"])),
+        ("/HostConfig/Tmpfs", json!({"/scratch": "size=16m,noexec"})),
+        ("/HostConfig/Dns", json!(["10.0.0.10"])),
+        ("/HostConfig/DnsSearch", json!(["svc.example"])),
+        ("/HostConfig/ExtraHosts", json!(["db.internal:10.0.0.5"])),
+        (
+            "/HostConfig/Ulimits",
+            json!([{"Name": "nofile", "Soft": 1024, "Hard": 4096}]),
+        ),
+    ] {
+        assert_eq!(c.pointer(pointer), Some(&expected), "{pointer}");
+    }
+    assert_eq!(
+        c.pointer("/Config/Labels/gantry.dev~1task-uid"),
+        Some(&json!(task.uid().expect("uid"))),
+        "the agent's own labels stay"
+    );
     cluster.server.take().expect("server").shutdown().await;
 }

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 
 use crate::{
     Config,
-    runtime::{ContainerConfig, Observed, PortSpec, labels},
+    runtime::{ContainerConfig, Observed, PortSpec, Settings, labels},
 };
 
 /// The runtime's name for a task's container: unique per task uid, so
@@ -71,6 +71,11 @@ pub fn config(
     if let Some(uid) = &agent.cluster_uid {
         labels.insert(labels::CLUSTER_UID.to_owned(), uid.clone());
     }
+    // The definition's own labels, under the agent's (which a schema rule
+    // keeps them from naming).
+    for (key, value) in &def.docker_labels {
+        labels.entry(key.clone()).or_insert_with(|| value.clone());
+    }
     ContainerConfig {
         runtime_name: runtime_name(task, &def.name),
         image: def.image.clone(),
@@ -95,6 +100,47 @@ pub fn config(
         binds,
         stop_timeout: Duration::from_secs(u64::from(def.stop_timeout)),
         labels,
+        settings: settings(def),
+    }
+}
+
+/// ECS's container settings in Docker's terms.
+fn settings(def: &ContainerDefinition) -> Settings {
+    let linux = def.linux_parameters.clone().unwrap_or_default();
+    let capabilities = linux.capabilities.unwrap_or_default();
+    let names =
+        |caps: &[crds::v1alpha1::Capability]| caps.iter().map(|c| c.docker_name()).collect();
+    Settings {
+        user: def.user.clone(),
+        working_dir: def.working_directory.clone(),
+        ulimits: def
+            .ulimits
+            .iter()
+            .map(|u| (u.name.as_str().to_owned(), u.soft_limit, u.hard_limit))
+            .collect(),
+        privileged: def.privileged,
+        readonly_rootfs: def.readonly_root_filesystem,
+        init: linux.init_process_enabled,
+        cap_add: names(&capabilities.add),
+        cap_drop: names(&capabilities.drop),
+        shm_size_mib: linux.shared_memory_size,
+        tmpfs: linux
+            .tmpfs
+            .iter()
+            .map(|t| {
+                let mut options = vec![format!("size={}m", t.size)];
+                options.extend(t.mount_options.iter().cloned());
+                (t.container_path.clone(), options.join(","))
+            })
+            .collect(),
+        dns: def.dns_servers.clone(),
+        dns_search: def.dns_search_domains.clone(),
+        extra_hosts: def
+            .extra_hosts
+            .iter()
+            .map(|h| format!("{}:{}", h.hostname, h.ip_address))
+            .collect(),
+        hostname: def.hostname.clone(),
     }
 }
 

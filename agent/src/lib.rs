@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod plan;
 pub mod registration;
 pub mod runtime;
+pub mod secrets;
 pub mod supervisor;
 
 use std::{collections::BTreeMap, time::Duration};

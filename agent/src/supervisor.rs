@@ -23,6 +23,7 @@ use crate::{
     Config, container,
     plan::{self, Action, Failure, Input},
     runtime::{Observed, Runtime, RuntimeError, labels},
+    secrets,
 };
 
 /// What the supervisors share: the tasks bound here as last watched, the
@@ -385,7 +386,15 @@ impl<R: Runtime> Supervisor<R> {
                 else {
                     return Ok(());
                 };
-                let config = container::config(task, definition, def, &self.context.config);
+                let mut config = container::config(task, definition, def, &self.context.config);
+                let namespace = task.namespace().unwrap_or_default();
+                let secrets = secrets::resolve(&self.context.client, &namespace, def)
+                    .await
+                    .map_err(|reason| Failure {
+                        container: name.clone(),
+                        reason,
+                    })?;
+                config.environment.extend(secrets);
                 status
                     .pull_started_at
                     .get_or_insert_with(|| Time(Timestamp::now()));

@@ -94,6 +94,7 @@ pub fn host_ports(definition: &TaskDefinitionSpec) -> Vec<HostPort> {
             let port = match definition.network_mode {
                 NetworkMode::Host => m.container_port,
                 NetworkMode::Bridge => m.host_port,
+                NetworkMode::None => 0,
             };
             (port != 0).then_some(HostPort {
                 port,

@@ -196,6 +196,119 @@ fn mount_points_refer_to_declared_volumes() {
 }
 
 #[test]
+fn secrets_name_a_secret_or_config_map_key() {
+    let with = |value_from: &str| {
+        task_definition(json!({"containerDefinitions": [container(
+            json!({"secrets": [{"name": "DB_PASSWORD", "valueFrom": value_from}]}),
+        )]}))
+    };
+    with("secret:db-credentials:password").expect("a Secret key");
+    with("configmap:app.config:LOG_LEVEL").expect("a ConfigMap key");
+    for bad in [
+        "arn:aws:secretsmanager:us-east-1:1:secret:db",
+        "secret:db",
+        "secret:DB:password",
+        "secret:db:pass word",
+        "vault:db:password",
+    ] {
+        refused(
+            with(bad),
+            "spec.containerDefinitions[0].secrets[0].valueFrom",
+            "should match",
+        );
+    }
+}
+
+#[test]
+fn docker_settings_take_ecs_values() {
+    let with = |extra: Value| task_definition(json!({"containerDefinitions": [container(extra)]}));
+    with(json!({
+        "user": "1000:1000", "workingDirectory": "/srv", "privileged": true,
+        "readonlyRootFilesystem": true, "hostname": "web-1",
+        "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+        "linuxParameters": {"initProcessEnabled": true, "sharedMemorySize": 64,
+            "capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD"]},
+            "tmpfs": [{"containerPath": "/scratch", "size": 16, "mountOptions": ["noexec", "mode=1777"]}]},
+        "dockerLabels": {"team": "web"},
+        "dnsServers": ["10.0.0.10", "fd00::53"], "dnsSearchDomains": ["svc.example"],
+        "extraHosts": [{"hostname": "db.internal", "ipAddress": "10.0.0.5"}],
+    }))
+    .expect("every setting");
+    let field = "spec.containerDefinitions[0]";
+    for (extra, at, detail) in [
+        (
+            json!({"workingDirectory": "srv"}),
+            ".workingDirectory",
+            "should match",
+        ),
+        (
+            json!({"ulimits": [{"name": "files", "softLimit": 1, "hardLimit": 1}]}),
+            ".ulimits[0].name",
+            "Unsupported value",
+        ),
+        (
+            json!({"ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 1}]}),
+            ".ulimits[0].softLimit",
+            "must not exceed hardLimit",
+        ),
+        (
+            json!({"linuxParameters": {"capabilities": {"add": ["NET_ADMIN", "CAP_CHOWN"]}}}),
+            ".linuxParameters.capabilities.add[1]",
+            "Unsupported value",
+        ),
+        (
+            json!({"linuxParameters": {"tmpfs": [{"containerPath": "/t", "size": 0}]}}),
+            ".linuxParameters.tmpfs[0].size",
+            "should be greater than or equal to 1",
+        ),
+        (
+            json!({"linuxParameters": {"tmpfs": [{"containerPath": "/t", "size": 1, "mountOptions": ["exec=yes"]}]}}),
+            ".linuxParameters.tmpfs[0].mountOptions[0]",
+            "should match",
+        ),
+        (
+            json!({"dockerLabels": {"gantry.dev/task-uid": "x"}}),
+            ".dockerLabels",
+            "not under gantry.dev/",
+        ),
+        (
+            json!({"dnsServers": ["dns.example"]}),
+            ".dnsServers[0]",
+            "should match",
+        ),
+        (
+            json!({"dnsServers": ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]}),
+            ".dnsServers",
+            "must have at most 3 items",
+        ),
+        (
+            json!({"extraHosts": [{"hostname": "db", "ipAddress": "not-an-ip"}]}),
+            ".extraHosts[0].ipAddress",
+            "should match",
+        ),
+        (json!({"hostname": "web_1"}), ".hostname", "should match"),
+    ] {
+        refused(with(extra), &format!("{field}{at}"), detail);
+    }
+    refused(
+        task_definition(
+            json!({"networkMode": "host", "containerDefinitions": [container(json!({"hostname": "web"}))]}),
+        ),
+        "spec.containerDefinitions",
+        "hostname cannot be set with networkMode host",
+    );
+    let none = |ports: Value| {
+        task_definition(json!({"networkMode": "none", "containerDefinitions": [container(ports)]}))
+    };
+    none(json!({})).expect("no network");
+    refused(
+        none(json!({"portMappings": [{"containerPort": 80}]})),
+        "spec.containerDefinitions",
+        "networkMode none takes no portMappings",
+    );
+}
+
+#[test]
 fn a_task_definition_allows_only_member_of_constraints() {
     let with = |c: Value| {
         task_definition(

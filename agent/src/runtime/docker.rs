@@ -5,7 +5,7 @@ use std::{collections::HashMap, time::Duration};
 use bollard::{
     models::{
         ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
-        PortBinding,
+        PortBinding, ResourcesUlimits,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -156,8 +156,13 @@ fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
         start_period: h.start_period.map(|s| i64::from(s) * NANOS_PER_SECOND),
         start_interval: None,
     });
+    let settings = &config.settings;
+    let some = |list: &[String]| (!list.is_empty()).then(|| list.to_vec());
     ContainerCreateBody {
         image: Some(config.image.clone()),
+        user: settings.user.clone(),
+        working_dir: settings.working_dir.clone(),
+        hostname: settings.hostname.clone(),
         cmd: (!config.command.is_empty()).then(|| config.command.clone()),
         entrypoint: (!config.entry_point.is_empty()).then(|| config.entry_point.clone()),
         env: Some(
@@ -186,11 +191,34 @@ fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
                 match config.network_mode {
                     NetworkMode::Bridge => "bridge",
                     NetworkMode::Host => "host",
+                    NetworkMode::None => "none",
                 }
                 .to_owned(),
             ),
             port_bindings: Some(port_bindings),
             binds: (!config.binds.is_empty()).then(|| config.binds.clone()),
+            ulimits: (!settings.ulimits.is_empty()).then(|| {
+                settings
+                    .ulimits
+                    .iter()
+                    .map(|(name, soft, hard)| ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft: Some(*soft),
+                        hard: Some(*hard),
+                    })
+                    .collect()
+            }),
+            privileged: Some(settings.privileged),
+            readonly_rootfs: Some(settings.readonly_rootfs),
+            init: settings.init,
+            cap_add: some(&settings.cap_add),
+            cap_drop: some(&settings.cap_drop),
+            shm_size: settings.shm_size_mib.map(|m| i64::from(m) * MIB),
+            tmpfs: (!settings.tmpfs.is_empty())
+                .then(|| settings.tmpfs.clone().into_iter().collect()),
+            dns: some(&settings.dns),
+            dns_search: some(&settings.dns_search),
+            extra_hosts: some(&settings.extra_hosts),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()

@@ -60,6 +60,30 @@ pub struct ContainerConfig {
     pub binds: Vec<String>,
     pub stop_timeout: Duration,
     pub labels: BTreeMap<String, String>,
+    pub settings: Settings,
+}
+
+/// The container definition's Docker settings beyond the above (ECS's
+/// `user`, `ulimits`, `linuxParameters`, …), in Docker's terms.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Settings {
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    /// `(name, soft, hard)`.
+    pub ulimits: Vec<(String, i64, i64)>,
+    pub privileged: bool,
+    pub readonly_rootfs: bool,
+    pub init: Option<bool>,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub shm_size_mib: Option<u32>,
+    /// Container path → mount options (`size=64m,noexec`).
+    pub tmpfs: BTreeMap<String, String>,
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    /// `host:address` lines for `/etc/hosts`.
+    pub extra_hosts: Vec<String>,
+    pub hostname: Option<String>,
 }
 
 /// A container's state as the runtime reports it.

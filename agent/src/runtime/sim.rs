@@ -172,6 +172,8 @@ impl Runtime for Sim {
                         c.next_port
                     }
                     (NetworkMode::Bridge, fixed) => fixed,
+                    // No port mappings in this mode (a TaskDefinition rule).
+                    (NetworkMode::None, _) => continue,
                 };
                 network_bindings.push(NetworkBinding {
                     bind_ip: config.host_ip.clone(),

@@ -6,9 +6,10 @@
 //! - the controller's token may do anything but touch Secrets;
 //! - an agent's token (`crate::agent_token`) may do what Kubernetes' Node
 //!   authorizer lets a kubelet do, in Gantry's terms: read its cluster
-//!   (its namespace, not Secrets or ConfigMaps: no task references one
-//!   yet), write its own ContainerInstance and Lease, and write the status
-//!   of the Tasks bound to it, nothing else.
+//!   (its namespace; of its Secrets and ConfigMaps, only those the running
+//!   tasks bound to it name in their `secrets`), write its own
+//!   ContainerInstance and Lease, and write the status of the Tasks bound
+//!   to it, nothing else.
 //!
 //! Clients ask through SelfSubjectAccessReview (`kubectl auth can-i`) and
 //! SelfSubjectReview (`kubectl auth whoami`), answered here from the same
@@ -34,6 +35,17 @@ pub(crate) enum Identity {
 /// The label the scheduler binds a task to its instance with
 /// (crds/src/labels.rs, `CONTAINER_INSTANCE`).
 const BOUND_TO: &str = "gantry.dev/container-instance";
+
+/// What the rule for agents looks up: which tasks are bound where, and
+/// what they reference.
+pub(crate) trait Bindings {
+    /// Whether Task `namespace/task` is bound to `instance`.
+    fn bound(&self, namespace: &str, task: &str, instance: &str) -> bool;
+    /// Whether a task bound to `instance`, desired RUNNING and not yet
+    /// STOPPED, names the `kind` (`secret` or `configmap`) `name` in one of
+    /// its containers' `secrets`.
+    fn referenced(&self, namespace: &str, kind: &str, name: &str, instance: &str) -> bool;
+}
 
 /// What a request asks to do, as Kubernetes' authorizers see it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -181,29 +193,21 @@ impl Identity {
         }
     }
 
-    /// Whether this identity may do what `asked` says. `bound(namespace,
-    /// task)` tells whether a task is bound to `instance`, for agents.
-    pub(crate) fn may(
-        &self,
-        asked: &Attributes<'_>,
-        bound: impl Fn(&str, &str, &str) -> bool,
-    ) -> Decision {
+    /// Whether this identity may do what `asked` says; `bindings` answer
+    /// the rule for agents.
+    pub(crate) fn may(&self, asked: &Attributes<'_>, bindings: &impl Bindings) -> Decision {
         let allow = |yes: bool| if yes { Decision::Allow } else { Decision::Deny };
         match self {
             Self::Admin => Decision::Allow,
             Self::ReadOnly => allow(asked.is_read() && !asked.holds_secrets()),
             Self::Controller => allow(!asked.holds_secrets()),
-            Self::Agent(grant) => agent_may(grant, asked, bound),
+            Self::Agent(grant) => agent_may(grant, asked, bindings),
         }
     }
 
     /// The answer to a SelfSubjectAccessReview: the review with its
     /// status filled in.
-    pub(crate) fn access_review(
-        &self,
-        mut review: Value,
-        bound: impl Fn(&str, &str, &str) -> bool,
-    ) -> Value {
+    pub(crate) fn access_review(&self, mut review: Value, bindings: &impl Bindings) -> Value {
         let spec = review.get("spec").cloned().unwrap_or(Value::Null);
         let text = |pointer: &str| spec.pointer(pointer).and_then(Value::as_str);
         let given = |pointer: &str| text(pointer).filter(|s| !s.is_empty());
@@ -221,7 +225,7 @@ impl Identity {
                 ..Attributes::default()
             },
         };
-        let (allowed, reason) = match self.may(&asked, bound) {
+        let (allowed, reason) = match self.may(&asked, bindings) {
             Decision::Allow => (true, format!("{} may {}", self.username(), asked.verb)),
             Decision::Deny => (false, self.limit()),
             Decision::IfNamed(name) => (false, format!("only an object named {name}")),
@@ -250,11 +254,7 @@ impl Identity {
 }
 
 /// The Node authorizer's rule, for an agent (see the top of this file).
-fn agent_may(
-    grant: &Grant,
-    asked: &Attributes<'_>,
-    bound: impl Fn(&str, &str, &str) -> bool,
-) -> Decision {
+fn agent_may(grant: &Grant, asked: &Attributes<'_>, bindings: &impl Bindings) -> Decision {
     let Some(resource) = asked.resource else {
         // Discovery, OpenAPI, `/version`.
         return if asked.is_read() {
@@ -277,7 +277,13 @@ fn agent_may(
             asked.verb == "get" && asked.name == Some(cluster)
         }
         _ if asked.namespace != Some(cluster) => false,
-        ("", "secrets" | "configmaps") => false,
+        ("", kinds @ ("secrets" | "configmaps")) => {
+            let kind = kinds.trim_end_matches('s');
+            asked.verb == "get"
+                && asked
+                    .name
+                    .is_some_and(|name| bindings.referenced(cluster, kind, name, instance))
+        }
         _ if asked.is_read() => true,
         ("gantry.dev", "containerinstances") | ("coordination.k8s.io", "leases") => return own(),
         ("gantry.dev", "tasks") => {
@@ -285,7 +291,7 @@ fn agent_may(
                 && matches!(asked.verb, "update" | "patch")
                 && asked
                     .name
-                    .is_some_and(|task| bound(cluster, task, instance))
+                    .is_some_and(|task| bindings.bound(cluster, task, instance))
         }
         _ => false,
     };
@@ -304,19 +310,48 @@ pub(crate) fn identify_agent(token: &str, app: &App) -> Option<Identity> {
         .map(|grant| Identity::Agent(Arc::new(grant)))
 }
 
-/// Whether the stored Task `namespace/name` is bound to `instance`.
-pub(crate) fn task_bound(app: &App) -> impl Fn(&str, &str, &str) -> bool + '_ {
-    move |namespace, name, instance| {
-        let Some(tasks) = app.registry.get("gantry.dev", "v1alpha1", "tasks") else {
+/// The bindings as the store holds them.
+pub(crate) struct Stored<'a>(pub(crate) &'a App);
+
+impl Stored<'_> {
+    fn bound_to(task: &Value, instance: &str) -> bool {
+        task.pointer(&format!("/metadata/labels/{}", BOUND_TO.replace('/', "~1")))
+            .and_then(Value::as_str)
+            == Some(instance)
+    }
+}
+
+impl Bindings for Stored<'_> {
+    fn bound(&self, namespace: &str, task: &str, instance: &str) -> bool {
+        let Some(tasks) = self.0.registry.get("gantry.dev", "v1alpha1", "tasks") else {
             return false;
         };
-        app.store
-            .get(&tasks.key(Some(namespace), name))
-            .is_some_and(|(_, task)| {
-                task.pointer(&format!("/metadata/labels/{}", BOUND_TO.replace('/', "~1")))
-                    .and_then(Value::as_str)
-                    == Some(instance)
-            })
+        self.0
+            .store
+            .get(&tasks.key(Some(namespace), task))
+            .is_some_and(|(_, task)| Self::bound_to(&task, instance))
+    }
+
+    fn referenced(&self, namespace: &str, kind: &str, name: &str, instance: &str) -> bool {
+        let Some(tasks) = self.0.registry.get("gantry.dev", "v1alpha1", "tasks") else {
+            return false;
+        };
+        let prefix = format!("{kind}:{name}:");
+        let (_, tasks) = self.0.store.list(&tasks.prefix(Some(namespace)));
+        tasks.iter().any(|task| {
+            Self::bound_to(task, instance)
+                && task.pointer("/spec/desiredStatus").and_then(Value::as_str) != Some("STOPPED")
+                && task.pointer("/status/lastStatus").and_then(Value::as_str) != Some("STOPPED")
+                && task
+                    .pointer("/spec/definition/containerDefinitions")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|container| container.get("secrets")?.as_array())
+                    .flatten()
+                    .filter_map(|secret| secret.get("valueFrom")?.as_str())
+                    .any(|source| source.starts_with(&prefix))
+        })
     }
 }
 
@@ -326,9 +361,25 @@ mod tests {
 
     use super::*;
 
-    fn nobody_bound(_: &str, _: &str, _: &str) -> bool {
-        false
+    /// Bindings for the tests: tasks t1 (naming secret db) on host-a,
+    /// t2 (naming configmap app) on host-b, all in prod.
+    struct Fixed;
+
+    impl Bindings for Fixed {
+        fn bound(&self, namespace: &str, task: &str, instance: &str) -> bool {
+            namespace == "prod" && matches!((task, instance), ("t1", "host-a") | ("t2", "host-b"))
+        }
+
+        fn referenced(&self, namespace: &str, kind: &str, name: &str, instance: &str) -> bool {
+            namespace == "prod"
+                && matches!(
+                    (kind, name, instance),
+                    ("secret", "db", "host-a") | ("configmap", "app", "host-b")
+                )
+        }
     }
+
+    const NOBODY: &Fixed = &Fixed;
 
     fn agent() -> Identity {
         Identity::Agent(Arc::new(Grant {
@@ -477,15 +528,12 @@ mod tests {
             ("", "configmaps", true),
             ("gantry.dev", "secrets", true),
         ] {
-            let answer = Identity::ReadOnly.access_review(review(group, resource), nobody_bound);
+            let answer = Identity::ReadOnly.access_review(review(group, resource), NOBODY);
             assert_eq!(answer["status"]["allowed"], allowed, "{group}/{resource}");
         }
         let secrets = attributes_of(&Method::GET, "/api/v1/namespaces/default/secrets", None);
-        assert_eq!(
-            Identity::ReadOnly.may(&secrets, nobody_bound),
-            Decision::Deny
-        );
-        assert_eq!(Identity::Admin.may(&secrets, nobody_bound), Decision::Allow);
+        assert_eq!(Identity::ReadOnly.may(&secrets, NOBODY), Decision::Deny);
+        assert_eq!(Identity::Admin.may(&secrets, NOBODY), Decision::Allow);
     }
 
     #[test]
@@ -500,13 +548,13 @@ mod tests {
             (Identity::ReadOnly, "*", false),
             (Identity::Controller, "*", true),
         ] {
-            let answer = identity.access_review(review(verb), nobody_bound);
+            let answer = identity.access_review(review(verb), NOBODY);
             assert_eq!(answer["status"]["allowed"], allowed, "{identity:?} {verb}");
             assert_eq!(answer["spec"], review(verb)["spec"], "the question is kept");
         }
         let path = json!({"spec": {"nonResourceAttributes": {"path": "/healthz", "verb": "get"}}});
         assert_eq!(
-            Identity::ReadOnly.access_review(path, nobody_bound)["status"]["allowed"],
+            Identity::ReadOnly.access_review(path, NOBODY)["status"]["allowed"],
             true
         );
         assert_eq!(
@@ -518,7 +566,7 @@ mod tests {
     #[test]
     fn the_controller_may_do_anything_but_touch_secrets() {
         let may = |method: &Method, path: &str| {
-            Identity::Controller.may(&attributes_of(method, path, None), nobody_bound)
+            Identity::Controller.may(&attributes_of(method, path, None), NOBODY)
         };
         assert_eq!(
             may(
@@ -546,10 +594,6 @@ mod tests {
 
     #[test]
     fn an_agent_writes_only_its_own_instance_lease_and_bound_tasks() {
-        // Task t1 is bound to host-a, t2 to host-b.
-        let bound = |namespace: &str, task: &str, instance: &str| {
-            namespace == "prod" && matches!((task, instance), ("t1", "host-a") | ("t2", "host-b"))
-        };
         let ci = "/apis/gantry.dev/v1alpha1/namespaces/prod/containerinstances";
         let tasks = "/apis/gantry.dev/v1alpha1/namespaces/prod/tasks";
         let lease = "/apis/coordination.k8s.io/v1/namespaces/prod/leases";
@@ -567,7 +611,29 @@ mod tests {
                 Decision::Deny,
             ),
             (&get, "/apis/gantry.dev/v1alpha1/tasks", Decision::Deny),
-            (&get, "/api/v1/namespaces/prod/secrets/db", Decision::Deny),
+            // Of Secrets and ConfigMaps, only what its tasks name.
+            (&get, "/api/v1/namespaces/prod/secrets/db", Decision::Allow),
+            (
+                &get,
+                "/api/v1/namespaces/prod/secrets/other",
+                Decision::Deny,
+            ),
+            (&get, "/api/v1/namespaces/prod/secrets", Decision::Deny),
+            (
+                &get,
+                "/api/v1/watch/namespaces/prod/secrets/db",
+                Decision::Deny,
+            ),
+            (
+                &Method::PUT,
+                "/api/v1/namespaces/prod/secrets/db",
+                Decision::Deny,
+            ),
+            (
+                &get,
+                "/api/v1/namespaces/prod/configmaps/app",
+                Decision::Deny,
+            ),
             (&get, "/api/v1/namespaces/prod/configmaps", Decision::Deny),
             (
                 &get,
@@ -628,11 +694,11 @@ mod tests {
             (&Method::POST, "/api/v1/namespaces", Decision::Deny),
         ] {
             let asked = attributes_of(method, path, None);
-            assert_eq!(agent().may(&asked, bound), decision, "{method} {path}");
+            assert_eq!(agent().may(&asked, &Fixed), decision, "{method} {path}");
         }
         let can_i = |verb: &str, resource: &str, name: &str| {
             let review = json!({"spec": {"resourceAttributes": {"verb": verb, "group": "gantry.dev", "resource": resource, "namespace": "prod", "name": name}}});
-            agent().access_review(review, bound)["status"]["allowed"].clone()
+            agent().access_review(review, &Fixed)["status"]["allowed"].clone()
         };
         assert_eq!(can_i("create", "containerinstances", "host-a"), true);
         assert_eq!(can_i("create", "containerinstances", "host-b"), false);

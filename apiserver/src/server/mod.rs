@@ -298,7 +298,7 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         Decision::Allow
     } else {
         let asked = access::attributes_of(request.method(), path, request.uri().query());
-        identity.may(&asked, access::task_bound(&app))
+        identity.may(&asked, &access::Stored(&app))
     };
     let mut request = match decision {
         Decision::Deny => return forbidden(&identity, request.method(), path).into_response(),

@@ -2,6 +2,7 @@
 
 mod common;
 mod container_instance;
+mod container_settings;
 mod load_balancer;
 mod service;
 mod task;
@@ -10,6 +11,7 @@ mod task_definition_revision;
 
 pub use common::*;
 pub use container_instance::*;
+pub use container_settings::*;
 pub use load_balancer::*;
 pub use service::*;
 pub use task::*;

@@ -42,6 +42,12 @@ use crate::conditions::ConditionType;
     "self.networkMode != 'host' || self.containerDefinitions.all(c, !has(c.portMappings) || c.portMappings.all(p, p.hostPort == 0 || p.hostPort == p.containerPort))"
 ).message("in host network mode hostPort must be omitted, 0, or equal to containerPort").field_path(".containerDefinitions"))]
 #[x_kube(validation = Rule::new(
+    "self.networkMode != 'none' || self.containerDefinitions.all(c, !has(c.portMappings) || size(c.portMappings) == 0)"
+).message("networkMode none takes no portMappings").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
+    "self.networkMode != 'host' || self.containerDefinitions.all(c, !has(c.hostname))"
+).message("hostname cannot be set with networkMode host: the host's name is used").field_path(".containerDefinitions"))]
+#[x_kube(validation = Rule::new(
     "has(self.memory) || self.containerDefinitions.all(c, has(c.memory) || has(c.memoryReservation))"
 ).message("set task-level memory, or memory or memoryReservation on every container").field_path(".memory"))]
 #[x_kube(validation = Rule::new(
@@ -100,6 +106,8 @@ pub enum NetworkMode {
     Bridge,
     /// The host's network stack; container ports are host ports.
     Host,
+    /// No network but loopback; no port mappings.
+    None,
 }
 
 /// One container of a task definition.
@@ -152,6 +160,15 @@ pub struct ContainerDefinition {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub environment: Vec<KeyValuePair>,
 
+    /// Environment variables whose values the agent reads from a Secret
+    /// or ConfigMap key in the task's namespace when the container starts,
+    /// as ECS's `secrets` read Secrets Manager: the value is never in the
+    /// TaskDefinition, the Task or its status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub secrets: Vec<SecretReference>,
+
     /// Ports to publish on the host. Bounded so that the hostPort
     /// uniqueness rule stays within the API server's CEL cost budget.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -179,6 +196,106 @@ pub struct ContainerDefinition {
     #[schemars(length(max = 100))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["containerPath".into()]))]
     pub mount_points: Vec<MountPoint>,
+
+    /// The user the process runs as (Docker `User`): `user`, `uid`,
+    /// `user:group`, `uid:gid`, `user:gid` or `uid:group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub user: Option<String>,
+
+    /// The directory the command runs in (Docker `WorkingDir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096), regex(pattern = r"^/"))]
+    pub working_directory: Option<String>,
+
+    /// Resource limits of its processes (Docker `--ulimit`), one per name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 15))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub ulimits: Vec<super::Ulimit>,
+
+    /// Elevated privileges on the host (Docker `--privileged`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub privileged: bool,
+
+    /// Mount the root filesystem read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub readonly_root_filesystem: bool,
+
+    /// Init process, capabilities, `/dev/shm` size and tmpfs mounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linux_parameters: Option<super::LinuxParameters>,
+
+    /// Labels on the container (Docker `Labels`); keys under
+    /// `gantry.dev/` are the agent's own.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 100))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('gantry.dev/') && size(k) <= 255)")
+        .message("dockerLabels keys are at most 255 characters and not under gantry.dev/, the agent's own"))]
+    pub docker_labels: std::collections::BTreeMap<String, String>,
+
+    /// Name servers for the container's `/etc/resolv.conf` (at most 3, as
+    /// resolv.conf reads).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3), inner(regex(pattern = super::IP_ADDRESS)))]
+    pub dns_servers: Vec<String>,
+
+    /// Search domains for `/etc/resolv.conf` (at most 6).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 6), inner(length(max = 253), regex(pattern = super::HOST_NAME)))]
+    pub dns_search_domains: Vec<String>,
+
+    /// Extra lines of `/etc/hosts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub extra_hosts: Vec<super::HostEntry>,
+
+    /// The container's host name; not with `networkMode: host`, whose
+    /// host name is the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::HOST_NAME))]
+    pub hostname: Option<String>,
+}
+
+/// An environment variable set from a Secret or ConfigMap key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretReference {
+    /// The environment variable.
+    #[schemars(length(min = 1, max = 255))]
+    pub name: String,
+    /// `secret:NAME:KEY` or `configmap:NAME:KEY`: a key of a Secret or
+    /// ConfigMap in the task's namespace.
+    #[schemars(length(max = 512), regex(pattern = SECRET_SOURCE))]
+    pub value_from: String,
+}
+
+/// What `valueFrom` may say: the kind, a DNS-1123 subdomain (an object
+/// name) and a data key (Kubernetes' `[-._a-zA-Z0-9]+`).
+pub const SECRET_SOURCE: &str =
+    r"^(secret|configmap):[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[-._a-zA-Z0-9]+$";
+
+/// Where a secret's value is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    Secret,
+    ConfigMap,
+}
+
+impl SecretReference {
+    /// The kind, object name and key `valueFrom` names; `None` when it
+    /// does not have the shape the schema requires.
+    #[must_use]
+    pub fn source(&self) -> Option<(SecretSource, &str, &str)> {
+        let mut parts = self.value_from.splitn(3, ':');
+        let kind = match parts.next()? {
+            "secret" => SecretSource::Secret,
+            "configmap" => SecretSource::ConfigMap,
+            _ => return None,
+        };
+        let (name, key) = (parts.next()?, parts.next()?);
+        (!name.is_empty() && !key.is_empty()).then_some((kind, name, key))
+    }
 }
 
 /// ECS's default: a container is essential unless it says otherwise.

@@ -295,7 +295,7 @@ pub(crate) fn review(
     };
     let asked = request.object()?;
     Ok(match review {
-        Review::Access => identity.access_review(asked, access::task_bound(app)),
+        Review::Access => identity.access_review(asked, &access::Stored(app)),
         Review::SelfSubject => identity.self_review(),
     })
 }
