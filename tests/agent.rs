@@ -902,3 +902,195 @@ async fn a_container_gets_the_docker_settings_of_its_definition() {
     );
     cluster.server.take().expect("server").shutdown().await;
 }
+
+/// A Docker registry on a free loopback port that wants a login, from
+/// `scripts/fetch-registry`; stopped when dropped.
+struct Registry {
+    address: String,
+    process: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+impl Registry {
+    fn start(binary: &Path, user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        // The registry reads bcrypt hashes; Python's crypt makes one.
+        let hash = common::succeeds(Command::new("python3").args([
+            "-W",
+            "ignore",
+            "-c",
+            "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+            password,
+        ]));
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("{user}:{}", hash.trim()),
+        )
+        .expect("htpasswd");
+        let config = format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\nhttp:\n  addr: {address}\nauth:\n  htpasswd:\n    realm: gantry-test\n    path: {root}/htpasswd\n",
+            root = dir.path().display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).expect("config");
+        let process = Command::new(binary)
+            .arg("serve")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("registry.log")).expect("log"))
+            .spawn()
+            .expect("the registry starts");
+        for _ in 0..100 {
+            if TcpStream::connect(&address).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            address,
+            process,
+            _dir: dir,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_image_is_pulled_with_the_credentials_of_its_definition() {
+    use k8s_openapi::api::core::v1::Secret;
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let Some(binary) = common::tool("GANTRY_REGISTRY", "docker-registry") else {
+        return;
+    };
+    let password = format!("pw-{}", std::process::id());
+    let mut registry = Registry::start(&binary, "gantry", &password);
+    // The test image, pushed there with a login of the test's own.
+    let image = format!("{}/private/app:{}", registry.address, std::process::id());
+    let docker_config = tempfile::tempdir().expect("tempdir");
+    let docker = |args: &[&str], stdin: Option<&str>| {
+        let mut child = Command::new("docker")
+            .env("DOCKER_CONFIG", docker_config.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker runs");
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("written");
+        }
+        let out = child.wait_with_output().expect("docker ran");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let registry_address = registry.address.clone();
+    docker(
+        &[
+            "login",
+            &registry_address,
+            "-u",
+            "gantry",
+            "--password-stdin",
+        ],
+        Some(&password),
+    );
+    docker(&["tag", &cluster.image, &image], None);
+    docker(&["push", &image], None);
+    docker(&["rmi", &image], None);
+
+    let instance = unique("private");
+    let kubeconfig = cluster.agent_token(&instance);
+    cluster.spawn_as(&instance, &["--host-ip", "127.0.0.1"], &kubeconfig);
+    cluster.registered(&instance).await;
+    let config =
+        json!({"auths": {registry_address.clone(): {"username": "gantry", "password": password}}});
+    let secret = json!({
+        "metadata": {"name": "registry-login"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config.to_string()},
+    });
+    Api::<Secret>::namespaced(cluster.client.clone(), "default")
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(secret).expect("a Secret"),
+        )
+        .await
+        .expect("created");
+    let container = |extra: Value| {
+        let mut c =
+            json!({"name": "app", "image": image, "command": ["sleep", "3600"], "stopTimeout": 1});
+        c.as_object_mut()
+            .expect("object")
+            .extend(extra.as_object().expect("object").clone());
+        json!([c])
+    };
+    let login = json!({"repositoryCredentials": {"credentialsParameter": "registry-login"}});
+
+    // Without the login the registry refuses the pull.
+    cluster
+        .run(&instance, "no-login", container(json!({})))
+        .await;
+    let task = cluster
+        .until_last("no-login", TaskLastStatus::Stopped)
+        .await;
+    let status = task.status.as_ref().expect("status");
+    assert_eq!(status.stop_code, Some(StopCode::TaskFailedToStart));
+    let reason = status.stopped_reason.as_deref().unwrap_or_default();
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+
+    // With it, the image is pulled and runs.
+    cluster
+        .run(&instance, "with-login", container(login.clone()))
+        .await;
+    cluster
+        .until_last("with-login", TaskLastStatus::Running)
+        .await;
+    assert!(
+        !cluster.logs().contains(&password),
+        "the password is never logged"
+    );
+
+    // With the registry gone, `Always` cannot pull again, while the
+    // default takes the image the host now has.
+    let _ = registry.process.kill();
+    let _ = registry.process.wait();
+    let mut always = login.clone();
+    always["imagePullPolicy"] = json!("Always");
+    cluster.run(&instance, "always", container(always)).await;
+    let task = cluster.until_last("always", TaskLastStatus::Stopped).await;
+    let reason = task
+        .status
+        .as_ref()
+        .and_then(|s| s.stopped_reason.clone())
+        .unwrap_or_default();
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+    cluster.run(&instance, "cached", container(login)).await;
+    cluster.until_last("cached", TaskLastStatus::Running).await;
+    for name in ["with-login", "cached"] {
+        cluster.stop(name).await;
+        cluster.until_last(name, TaskLastStatus::Stopped).await;
+    }
+    cluster.server.take().expect("server").shutdown().await;
+    common::docker_stdout(&["rmi", "-f", &image]);
+}

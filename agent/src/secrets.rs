@@ -7,6 +7,9 @@
 use crds::v1alpha1::{ContainerDefinition, SecretSource};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Api;
+use serde_json::Value;
+
+use crate::runtime::RegistryLogin;
 
 /// ECS's stop reason prefix for what a task needs before it can start.
 const FAILED: &str = "ResourceInitializationError: unable to retrieve secrets";
@@ -68,5 +71,119 @@ where
             e.message
         )),
         Err(e) => Err(format!("{FAILED}: {kind} {name:?} could not be read: {e}")),
+    }
+}
+
+/// ECS's stop reason prefix for registry credentials it cannot get.
+const NO_LOGIN: &str = "ResourceInitializationError: unable to pull registry auth";
+
+/// The login for `image`'s registry from `def`'s `repositoryCredentials`
+/// (a `kubernetes.io/dockerconfigjson` Secret), if it names one.
+pub async fn registry_login(
+    client: &kube::Client,
+    namespace: &str,
+    def: &ContainerDefinition,
+) -> Result<Option<RegistryLogin>, String> {
+    let Some(credentials) = &def.repository_credentials else {
+        return Ok(None);
+    };
+    let name = &credentials.credentials_parameter;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = fetch(&api, "secret", name)
+        .await
+        .map_err(|e| e.replacen(FAILED, NO_LOGIN, 1))?;
+    let config: Value = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(".dockerconfigjson"))
+        .and_then(|bytes| serde_json::from_slice(&bytes.0).ok())
+        .ok_or_else(|| {
+            format!("{NO_LOGIN}: secret {name:?} holds no .dockerconfigjson (type kubernetes.io/dockerconfigjson)")
+        })?;
+    let registry = registry_of(&def.image);
+    login_for(&config, registry)
+        .map(Some)
+        .ok_or_else(|| format!("{NO_LOGIN}: secret {name:?} has no login for registry {registry}"))
+}
+
+/// The registry an image reference names: its first part when that looks
+/// like a host (a dot, a port or `localhost`), else Docker Hub.
+fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// The login a docker config JSON holds for `registry`: `auths` keyed by
+/// the host (or a URL naming it), with `username`/`password` or `auth`
+/// (base64 `user:password`).
+fn login_for(config: &Value, registry: &str) -> Option<RegistryLogin> {
+    use base64::Engine;
+    let hub = registry == "docker.io";
+    let (_, entry) = config.get("auths")?.as_object()?.iter().find(|(key, _)| {
+        let host = key
+            .trim_start_matches("https://")
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        host == registry || (hub && matches!(host, "index.docker.io" | "registry-1.docker.io"))
+    })?;
+    let text = |field: &str| entry.get(field).and_then(Value::as_str).map(str::to_owned);
+    let (username, password) = match (text("username"), text("password")) {
+        (Some(username), Some(password)) => (username, password),
+        _ => {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(text("auth")?)
+                .ok()?;
+            let pair = String::from_utf8(decoded).ok()?;
+            let (username, password) = pair.split_once(':')?;
+            (username.to_owned(), password.to_owned())
+        }
+    };
+    Some(RegistryLogin {
+        registry: registry.to_owned(),
+        username,
+        password,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_names_its_registry() {
+        for (image, registry) in [
+            ("busybox", "docker.io"),
+            ("library/busybox:1", "docker.io"),
+            ("registry.local/web:1.2", "registry.local"),
+            ("127.0.0.1:5000/private/app:1", "127.0.0.1:5000"),
+            ("localhost/app", "localhost"),
+        ] {
+            assert_eq!(registry_of(image), registry, "{image}");
+        }
+    }
+
+    #[test]
+    fn a_docker_config_gives_the_login_of_the_registry() {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode("bob:pa:ss");
+        let config = serde_json::json!({"auths": {
+            "https://index.docker.io/v1/": {"username": "hub", "password": "h"},
+            "127.0.0.1:5000": {"auth": auth},
+            "registry.local": {"username": "alice", "password": "a"},
+        }});
+        let login = |registry| login_for(&config, registry).map(|l| (l.username, l.password));
+        assert_eq!(
+            login("127.0.0.1:5000"),
+            Some(("bob".into(), "pa:ss".into()))
+        );
+        assert_eq!(login("registry.local"), Some(("alice".into(), "a".into())));
+        assert_eq!(login("docker.io"), Some(("hub".into(), "h".into())));
+        assert_eq!(login("elsewhere.example"), None);
+        let shown = format!("{:?}", login_for(&config, "registry.local"));
+        assert!(!shown.contains("\"a\""), "no password in {shown}");
     }
 }

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use crds::v1alpha1::{DesiredStatus, Task, TaskStatus};
+use crds::v1alpha1::{DesiredStatus, ImagePullPolicy, Task, TaskStatus};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::{
     Config, container,
     plan::{self, Action, Failure, Input},
-    runtime::{Observed, Runtime, RuntimeError, labels},
+    runtime::{Observed, Pull, Runtime, RuntimeError, labels},
     secrets,
 };
 
@@ -395,11 +395,20 @@ impl<R: Runtime> Supervisor<R> {
                         reason,
                     })?;
                 config.environment.extend(secrets);
+                let pull = Pull {
+                    always: def.image_pull_policy == Some(ImagePullPolicy::Always),
+                    credentials: secrets::registry_login(&self.context.client, &namespace, def)
+                        .await
+                        .map_err(|reason| Failure {
+                            container: name.clone(),
+                            reason,
+                        })?,
+                };
                 status
                     .pull_started_at
                     .get_or_insert_with(|| Time(Timestamp::now()));
                 runtime
-                    .ensure_image(&config.image)
+                    .ensure_image(&config.image, &pull)
                     .await
                     .map_err(|e| failed(name, e))?;
                 status.pull_stopped_at = Some(Time(Timestamp::now()));

@@ -232,6 +232,8 @@ fn docker_settings_take_ecs_values() {
         "dockerLabels": {"team": "web"},
         "dnsServers": ["10.0.0.10", "fd00::53"], "dnsSearchDomains": ["svc.example"],
         "extraHosts": [{"hostname": "db.internal", "ipAddress": "10.0.0.5"}],
+        "imagePullPolicy": "Always",
+        "repositoryCredentials": {"credentialsParameter": "registry-login"},
     }))
     .expect("every setting");
     let field = "spec.containerDefinitions[0]";
@@ -287,6 +289,16 @@ fn docker_settings_take_ecs_values() {
             "should match",
         ),
         (json!({"hostname": "web_1"}), ".hostname", "should match"),
+        (
+            json!({"imagePullPolicy": "Never"}),
+            ".imagePullPolicy",
+            "Unsupported value",
+        ),
+        (
+            json!({"repositoryCredentials": {"credentialsParameter": "arn:aws:secret"}}),
+            ".repositoryCredentials.credentialsParameter",
+            "should match",
+        ),
     ] {
         refused(with(extra), &format!("{field}{at}"), detail);
     }

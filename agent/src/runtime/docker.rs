@@ -3,6 +3,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use bollard::{
+    auth::DockerCredentials,
     models::{
         ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
         PortBinding, ResourcesUlimits,
@@ -16,7 +17,7 @@ use bollard::{
 use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode, Protocol};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 
-use super::{ContainerConfig, Info, Observed, Runtime, RuntimeError, State, labels};
+use super::{ContainerConfig, Info, Observed, Pull, Runtime, RuntimeError, State, labels};
 
 /// Docker through its API socket.
 #[derive(Clone, Debug)]
@@ -236,8 +237,8 @@ impl Runtime for Docker {
         })
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
-        if self.client.inspect_image(image).await.is_ok() {
+    async fn ensure_image(&self, image: &str, pull: &Pull) -> Result<(), RuntimeError> {
+        if !pull.always && self.client.inspect_image(image).await.is_ok() {
             return Ok(());
         }
         let (name, tag) = match image.rsplit_once(':') {
@@ -248,8 +249,14 @@ impl Runtime for Docker {
             .from_image(name)
             .tag(tag)
             .build();
+        let credentials = pull.credentials.as_ref().map(|login| DockerCredentials {
+            username: Some(login.username.clone()),
+            password: Some(login.password.clone()),
+            serveraddress: Some(login.registry.clone()),
+            ..DockerCredentials::default()
+        });
         self.client
-            .create_image(Some(options), None, None)
+            .create_image(Some(options), None, credentials)
             .try_for_each(|_| async { Ok(()) })
             .await
             .map_err(|e| match e {

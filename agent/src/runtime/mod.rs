@@ -63,6 +63,33 @@ pub struct ContainerConfig {
     pub settings: Settings,
 }
 
+/// How an image is pulled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pull {
+    /// Even when the host has it (`imagePullPolicy: Always`).
+    pub always: bool,
+    /// A private registry's login.
+    pub credentials: Option<RegistryLogin>,
+}
+
+/// A registry user and password (`repositoryCredentials`). Its `Debug`
+/// leaves the password out, so that no log can show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLogin")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The container definition's Docker settings beyond the above (ECS's
 /// `user`, `ulimits`, `linuxParameters`, …), in Docker's terms.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -146,8 +173,13 @@ pub enum RuntimeError {
 /// A container runtime: Docker, or the simulated one.
 pub trait Runtime: Send + Sync + 'static {
     fn info(&self) -> impl Future<Output = Result<Info, RuntimeError>> + Send;
-    /// The image is present afterwards, pulled if it was not.
-    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The image is present afterwards: pulled if it was not, or always
+    /// if `pull` says so, with its credentials.
+    fn ensure_image(
+        &self,
+        image: &str,
+        pull: &Pull,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Create a container; its runtime id.
     fn create(
         &self,

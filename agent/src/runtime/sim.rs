@@ -15,7 +15,7 @@ use futures::{StreamExt, stream::BoxStream};
 use rand::RngExt;
 use tokio::sync::broadcast;
 
-use super::{ContainerConfig, Info, Observed, Runtime, RuntimeError, State, labels};
+use super::{ContainerConfig, Info, Observed, Pull, Runtime, RuntimeError, State, labels};
 
 /// How simulated containers behave.
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +141,7 @@ impl Runtime for Sim {
         })
     }
 
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(&self, image: &str, _pull: &Pull) -> Result<(), RuntimeError> {
         if image.contains("does-not-exist") {
             return Err(RuntimeError::CannotPull(format!(
                 "pull access denied for {image}: the simulated registry has no such image"

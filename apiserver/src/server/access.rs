@@ -43,7 +43,7 @@ pub(crate) trait Bindings {
     fn bound(&self, namespace: &str, task: &str, instance: &str) -> bool;
     /// Whether a task bound to `instance`, desired RUNNING and not yet
     /// STOPPED, names the `kind` (`secret` or `configmap`) `name` in one of
-    /// its containers' `secrets`.
+    /// its containers' `secrets` or `repositoryCredentials`.
     fn referenced(&self, namespace: &str, kind: &str, name: &str, instance: &str) -> bool;
 }
 
@@ -347,10 +347,19 @@ impl Bindings for Stored<'_> {
                     .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
-                    .filter_map(|container| container.get("secrets")?.as_array())
-                    .flatten()
-                    .filter_map(|secret| secret.get("valueFrom")?.as_str())
-                    .any(|source| source.starts_with(&prefix))
+                    .any(|container| {
+                        let login = container
+                            .pointer("/repositoryCredentials/credentialsParameter")
+                            .and_then(Value::as_str);
+                        (kind == "secret" && login == Some(name))
+                            || container
+                                .get("secrets")
+                                .and_then(Value::as_array)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|secret| secret.get("valueFrom")?.as_str())
+                                .any(|source| source.starts_with(&prefix))
+                    })
         })
     }
 }

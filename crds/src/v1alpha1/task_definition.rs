@@ -125,6 +125,18 @@ pub struct ContainerDefinition {
     #[schemars(length(min = 1, max = 255))]
     pub image: String,
 
+    /// When the agent pulls the image: `IfNotPresent` (the default: only
+    /// when the host lacks it) or `Always` (at every container start, so
+    /// that a moving tag such as `:latest` is refreshed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Credentials for a private registry, as ECS's
+    /// `repositoryCredentials`: a Secret of type
+    /// `kubernetes.io/dockerconfigjson` in the task's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_credentials: Option<RepositoryCredentials>,
+
     /// CPU units reserved (1024 = one vCPU); Docker CPU shares.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 196_608))]
@@ -256,6 +268,28 @@ pub struct ContainerDefinition {
     #[schemars(length(min = 1, max = 253), regex(pattern = super::HOST_NAME))]
     pub hostname: Option<String>,
 }
+
+/// When to pull a container's image.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Only when the host does not have it.
+    #[default]
+    IfNotPresent,
+    /// At every container start.
+    Always,
+}
+
+/// Where a private registry's credentials are.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RepositoryCredentials {
+    /// The name of a Secret of type `kubernetes.io/dockerconfigjson`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS1123_SUBDOMAIN))]
+    pub credentials_parameter: String,
+}
+
+/// A Kubernetes object name.
+const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
 
 /// An environment variable set from a Secret or ConfigMap key.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
