@@ -79,6 +79,11 @@ pub struct AgentArgs {
     /// the tasks are started elsewhere. Off by default, as in ECS.
     #[arg(long, value_name = "SECONDS")]
     stop_tasks_when_disconnected: Option<u64>,
+    /// The port of the agent's HTTPS endpoint on --host-ip, which serves
+    /// its tasks' container output (`gantry logs`); 0 picks a free one.
+    /// The address and certificate are published in the instance's status.
+    #[arg(long, value_name = "PORT", default_value_t = 0)]
+    endpoint_port: u16,
     /// With --runtime sim: run this many instances, named <name>-<i>.
     #[arg(long, value_name = "N", default_value_t = 1)]
     count: usize,
@@ -101,7 +106,7 @@ fn parse_attribute(text: &str) -> Result<(String, String), String> {
 }
 
 impl AgentArgs {
-    fn config(&self, name: &str) -> agent::Config {
+    fn config(&self, name: &str, api: &kube::Config) -> agent::Config {
         let mut config = agent::Config::new(&self.cluster, name);
         config.host_ip = self.host_ip.to_string();
         config.cpu = self.cpu;
@@ -117,6 +122,14 @@ impl AgentArgs {
         config.deregister_on_exit = self.deregister_on_exit;
         config.stop_tasks_when_disconnected =
             self.stop_tasks_when_disconnected.map(Duration::from_secs);
+        // Simulated instances share a port number, so each picks its own.
+        let port = if self.count > 1 {
+            0
+        } else {
+            self.endpoint_port
+        };
+        config.endpoint = Some(std::net::SocketAddr::new(self.host_ip, port));
+        config.api = Some(api.clone());
         config
     }
 }
@@ -136,7 +149,9 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let client = super::client(args.kubeconfig.as_ref()).await?;
+        let api = super::kube_config(args.kubeconfig.as_ref()).await?;
+        let client =
+            kube::Client::try_from(api.clone()).context("building the Kubernetes client")?;
         let shutdown = async {
             if let Err(e) = super::shutdown_signal().await {
                 tracing::warn!(error = %e, "cannot listen for signals");
@@ -148,7 +163,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
                 let docker = Docker::connect(args.docker_host.as_deref())
                     .await
                     .context("is Docker running? pass --docker-host URI if it listens elsewhere")?;
-                agent::run(client, args.config(&args.name), docker, shutdown).await?;
+                agent::run(client, args.config(&args.name, &api), docker, shutdown).await?;
             }
             RuntimeKind::Sim => {
                 let options = SimOptions {
@@ -170,7 +185,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
                     };
                     agents.spawn(agent::run(
                         client.clone(),
-                        args.config(&name),
+                        args.config(&name, &api),
                         Sim::new(options),
                         signal,
                     ));

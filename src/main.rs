@@ -13,6 +13,7 @@ mod apiserver_command;
 mod balancer_command;
 mod controller_command;
 mod down_command;
+mod logs_command;
 mod metrics_endpoint;
 mod run_task_command;
 mod up_command;
@@ -64,6 +65,9 @@ enum Command {
     /// Start 1 to 10 tasks of a task definition, as `aws ecs run-task`:
     /// with a group, a startedBy and overrides; prints each task created.
     RunTask(Box<run_task_command::RunTaskArgs>),
+    /// Print a task's container output, as the agent that runs it keeps
+    /// it: `-f` follows it; the caller's token must allow `get tasks/log`.
+    Logs(logs_command::LogsArgs),
     /// Take down what `gantry up` started from a data directory: stop it
     /// if it runs, and remove its containers and their volumes; the state
     /// stays.
@@ -131,6 +135,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::AgentToken(args) => {
             drop(out);
             agent_token_command::run(&args)
+        }
+        Command::Logs(args) => {
+            drop(out);
+            logs_command::run(&args)
         }
         Command::Down(args) => {
             drop(out);
@@ -248,29 +256,31 @@ fn serve(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
 
 /// A client for the control plane of `kubeconfig`, or of the environment.
 async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
+    kube::Client::try_from(kube_config(kubeconfig).await?).context("building the Kubernetes client")
+}
+
+/// The client configuration of `kubeconfig`, or of the environment.
+async fn kube_config(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Config> {
+    match kubeconfig {
         Some(path) => {
             let file = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
-                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))?
+                .with_context(|| format!("the kubeconfig {} is not usable", path.display()))
         }
         None => kube::Config::infer()
             .await
-            .context("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG")?,
-    };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+            .context("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG"),
+    }
 }
 
-/// A client for the kubeconfig `yaml`.
-async fn client_from_yaml(yaml: &str) -> anyhow::Result<kube::Client> {
+/// The client configuration of the kubeconfig `yaml`.
+async fn config_from_yaml(yaml: &str) -> anyhow::Result<kube::Config> {
     let file = kube::config::Kubeconfig::from_yaml(yaml).context("reading a kubeconfig")?;
-    let config =
-        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-            .await
-            .context("the kubeconfig is not usable")?;
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .context("the kubeconfig is not usable")
 }
 
 /// Logs to stderr, `RUST_LOG` choosing what (info by default).

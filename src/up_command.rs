@@ -161,7 +161,10 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
                 instance: name.clone(),
             };
             let token = super::agent_token_command::reissue(&client, &grant).await?;
-            let client = super::client_from_yaml(&server.kubeconfig_for(&token.bearer())).await?;
+            let api = super::config_from_yaml(&server.kubeconfig_for(&token.bearer())).await?;
+            let client = Client::try_from(api.clone()).context("building the agent's client")?;
+            config.endpoint = Some(std::net::SocketAddr::new(ip, 0));
+            config.api = Some(api);
             let signal = signal();
             match &docker {
                 Some(docker) => {

@@ -1094,3 +1094,124 @@ async fn a_private_image_is_pulled_with_the_credentials_of_its_definition() {
     cluster.server.take().expect("server").shutdown().await;
     common::docker_stdout(&["rmi", "-f", &image]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gantry_logs_reads_a_tasks_output_from_its_agent_for_whoever_may() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("logs");
+    cluster.agent(&instance, "127.0.0.1", 3600).await;
+    let image = cluster.image.clone();
+    cluster
+        .run(
+            &instance,
+            "chatty",
+            json!([{"name": "app", "image": image, "stopTimeout": 1, "command": ["sh", "-c",
+                "echo hello; echo oops >&2; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done"]}]),
+        )
+        .await;
+    cluster.until_last("chatty", TaskLastStatus::Running).await;
+    let logs = |kubeconfig: &Path, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .arg("logs")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .output()
+            .expect("gantry logs runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let admin = cluster.kubeconfig.clone();
+    let mut said = String::new();
+    for _ in 0..50 {
+        let (ok, out, err) = logs(&admin, &["chatty"]);
+        assert!(ok, "{err}");
+        said = out;
+        if said.contains("tick 2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(said.starts_with("hello\n"), "{said}");
+    assert!(said.contains("oops\n"), "stderr too: {said}");
+    let (_, last, _) = logs(&admin, &["chatty", "--tail", "1"]);
+    assert_eq!(last.lines().count(), 1, "{last}");
+    assert!(last.starts_with("tick "), "{last}");
+
+    // -f follows until the container stops; a stopped task's output stays.
+    cluster
+        .run(
+            &instance,
+            "short",
+            json!([{"name": "app", "image": image, "command": ["sh", "-c", "echo one; sleep 2; echo two"]}]),
+        )
+        .await;
+    cluster.until_last("short", TaskLastStatus::Running).await;
+    let (ok, followed, err) = logs(&admin, &["short", "-f"]);
+    assert!(ok, "{err}");
+    assert_eq!(followed, "one\ntwo\n");
+    cluster.until_last("short", TaskLastStatus::Stopped).await;
+    assert_eq!(logs(&admin, &["short"]).1, "one\ntwo\n");
+
+    // The read-only token may read logs; a token without rights on the
+    // task may not, and no token at all is refused by the agent.
+    let server = cluster.server.as_ref().expect("server");
+    let read_only = cluster._dir.path().join("read-only.kubeconfig");
+    std::fs::write(
+        &read_only,
+        server.kubeconfig_for(&server.credentials.read_only_token),
+    )
+    .expect("written");
+    let (ok, out, err) = logs(&read_only, &["chatty", "--tail", "1"]);
+    assert!(ok && out.starts_with("tick "), "{out} {err}");
+    let elsewhere = cluster._dir.path().join("elsewhere.kubeconfig");
+    common::succeeds(
+        Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args([
+                "agent-token",
+                "create",
+                "x",
+                "--cluster",
+                "elsewhere",
+                "--write-kubeconfig",
+            ])
+            .arg(&elsewhere)
+            .arg("--kubeconfig")
+            .arg(&admin),
+    );
+    let (ok, _, err) = logs(&elsewhere, &["chatty", "--cluster", "default"]);
+    assert!(!ok, "an agent of another cluster read the log");
+    assert!(err.contains("403"), "{err}");
+    // Straight to the agent, past the CLI: no token, or one the control
+    // plane does not know, is refused there.
+    let instances: Api<ContainerInstance> = Api::namespaced(cluster.client.clone(), "default");
+    let endpoint = instances
+        .get(&instance)
+        .await
+        .expect("instance")
+        .status
+        .and_then(|s| s.agent_endpoint)
+        .expect("the agent publishes its endpoint");
+    let certificate = cluster._dir.path().join("agent.pem");
+    std::fs::write(&certificate, &endpoint.certificate).expect("written");
+    let url = format!("{}/tasks/default/chatty/logs", endpoint.url);
+    for (token, status) in [(None, "401"), (Some("Bearer not-a-token"), "403")] {
+        let script = "import sys, ssl, urllib.request, urllib.error\n\
+            req = urllib.request.Request(sys.argv[1])\n\
+            if len(sys.argv) > 3: req.add_header('Authorization', sys.argv[3])\n\
+            try: urllib.request.urlopen(req, context=ssl.create_default_context(cafile=sys.argv[2])); print(200)\n\
+            except urllib.error.HTTPError as e: print(e.code)";
+        let mut args = vec!["-c", script, &url, certificate.to_str().expect("a path")];
+        args.extend(token);
+        let answer = common::succeeds(Command::new("python3").args(&args));
+        assert_eq!(answer.trim(), status, "{token:?}");
+    }
+    cluster.stop("chatty").await;
+    cluster.until_last("chatty", TaskLastStatus::Stopped).await;
+    cluster.server.take().expect("server").shutdown().await;
+}

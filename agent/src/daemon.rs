@@ -16,7 +16,7 @@ use kube::{
 use tracing::Instrument;
 
 use crate::{
-    Config, Error, container, registration,
+    Config, Error, container, endpoint, registration,
     runtime::{Runtime, labels},
     supervisor::{self, Context, Shared},
 };
@@ -52,8 +52,6 @@ async fn run_inner<R: Runtime>(
     let instances: Api<ContainerInstance> = Api::namespaced(client.clone(), &config.cluster);
     let spec = registration::spec(&config, &info);
     let versions = registration::version_info(&info);
-    let instance = registration::register(&instances, &config, spec, versions).await?;
-    tracing::info!(runtime = %info.version, "registered");
 
     let config = Arc::new(config);
     let context = Arc::new(Context {
@@ -62,6 +60,19 @@ async fn run_inner<R: Runtime>(
         client: client.clone(),
         shared: Arc::new(Shared::default()),
     });
+    let endpoint = match (config.endpoint, &config.api) {
+        (Some(listen), Some(api)) => {
+            let advertise = match listen.ip() {
+                ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+                ip => ip,
+            };
+            Some(endpoint::serve(Arc::clone(&context), api.clone(), listen, advertise).await?)
+        }
+        _ => None,
+    };
+    let instance =
+        registration::register(&instances, &config, spec, versions, endpoint.as_ref()).await?;
+    tracing::info!(runtime = %info.version, endpoint = ?endpoint.as_ref().map(|e| &e.url), "registered");
     let leases: Api<Lease> = Api::namespaced(client.clone(), &config.cluster);
     context.shared.contact();
     let lease = registration::keep_lease(leases.clone(), instance, &config, || {

@@ -15,6 +15,7 @@
 
 pub mod container;
 pub mod daemon;
+pub mod endpoint;
 pub mod plan;
 pub mod registration;
 pub mod runtime;
@@ -59,6 +60,12 @@ pub struct Config {
     /// long, for workloads that must never run twice (off by default, as
     /// in ECS, whose agent keeps tasks running while disconnected).
     pub stop_tasks_when_disconnected: Option<Duration>,
+    /// Where to serve the tasks' container output (`gantry logs`; port 0
+    /// picks a free one); `None` for no endpoint.
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// How to reach the control plane, for the endpoint's access reviews
+    /// made with each caller's token; the endpoint needs it.
+    pub api: Option<kube::Config>,
 }
 
 impl Config {
@@ -83,6 +90,8 @@ impl Config {
             deregister_on_exit: false,
             cluster_uid: None,
             stop_tasks_when_disconnected: None,
+            endpoint: None,
+            api: None,
         }
     }
 }
@@ -102,4 +111,6 @@ pub enum Error {
     },
     #[error("the Kubernetes API failed: {0}")]
     Kube(#[from] kube::Error),
+    #[error("the agent's endpoint cannot start: {0}")]
+    Endpoint(String),
 }

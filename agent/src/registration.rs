@@ -109,6 +109,7 @@ pub async fn register(
     config: &Config,
     spec: ContainerInstanceSpec,
     versions: VersionInfo,
+    endpoint: Option<&crds::v1alpha1::AgentEndpoint>,
 ) -> Result<ContainerInstance, Error> {
     let refused = |e: kube::Error| Error::Registration {
         namespace: config.cluster.clone(),
@@ -116,7 +117,7 @@ pub async fn register(
         message: e.to_string(),
     };
     let params = PatchParams::default();
-    let status = json!({"status": {"versionInfo": versions}});
+    let status = json!({"status": {"versionInfo": versions, "agentEndpoint": endpoint}});
     if api.get_opt(&config.name).await.map_err(refused)?.is_none() {
         let instance = ContainerInstance::new(&config.name, spec.clone());
         match api.create(&PostParams::default(), &instance).await {

@@ -89,6 +89,14 @@ impl Shared {
         lock(&self.tasks).get(uid).cloned()
     }
 
+    /// The task bound here named `namespace/name`.
+    pub fn task_named(&self, namespace: &str, name: &str) -> Option<Arc<Task>> {
+        lock(&self.tasks)
+            .values()
+            .find(|t| t.namespace().as_deref() == Some(namespace) && t.name_any() == name)
+            .cloned()
+    }
+
     pub fn set_allocated(&self, uids: BTreeSet<String>) {
         *lock(&self.allocated) = uids;
     }

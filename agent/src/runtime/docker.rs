@@ -10,14 +10,16 @@ use bollard::{
     },
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-        InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-        RemoveVolumeOptions, StopContainerOptionsBuilder,
+        InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
+        RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
     },
 };
 use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode, Protocol};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 
-use super::{ContainerConfig, Info, Observed, Pull, Runtime, RuntimeError, State, labels};
+use super::{
+    ContainerConfig, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
+};
 
 /// Docker through its API socket.
 #[derive(Clone, Debug)]
@@ -227,6 +229,31 @@ fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
 }
 
 impl Runtime for Docker {
+    fn logs(
+        &self,
+        id: &str,
+        options: &LogOptions,
+    ) -> BoxStream<'static, Result<Vec<u8>, RuntimeError>> {
+        let mut query = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(options.follow);
+        if let Some(since) = options.since {
+            query = query.since(i32::try_from(since).unwrap_or(i32::MAX));
+        }
+        if let Some(tail) = options.tail {
+            query = query.tail(&tail.to_string());
+        }
+        self.client
+            .logs(id, Some(query.build()))
+            .map(|chunk| {
+                chunk
+                    .map(|output| output.into_bytes().to_vec())
+                    .map_err(Self::other)
+            })
+            .boxed()
+    }
+
     async fn info(&self) -> Result<Info, RuntimeError> {
         let version = self.client.version().await.map_err(Self::other)?;
         let info = self.client.info().await.map_err(Self::other)?;

@@ -203,4 +203,21 @@ pub trait Runtime: Send + Sync + 'static {
     /// The task uids of this instance's containers as their state changes
     /// (start, exit, health), as the runtime reports it.
     fn changes(&self, instance: &str) -> BoxStream<'static, String>;
+    /// A container's output (stdout and stderr as the runtime keeps it),
+    /// and, with `follow`, what it prints next until it stops.
+    fn logs(
+        &self,
+        id: &str,
+        options: &LogOptions,
+    ) -> BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
+}
+
+/// Which part of a container's output to read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// Only what was printed from this Unix time on.
+    pub since: Option<i64>,
+    /// Only the last this many lines.
+    pub tail: Option<u64>,
 }

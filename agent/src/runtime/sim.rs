@@ -15,7 +15,9 @@ use futures::{StreamExt, stream::BoxStream};
 use rand::RngExt;
 use tokio::sync::broadcast;
 
-use super::{ContainerConfig, Info, Observed, Pull, Runtime, RuntimeError, State, labels};
+use super::{
+    ContainerConfig, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
+};
 
 /// How simulated containers behave.
 #[derive(Clone, Copy, Debug)]
@@ -139,6 +141,21 @@ impl Runtime for Sim {
             memory_mib: None,
             cpus: None,
         })
+    }
+
+    /// A simulated container prints one line: the command it runs.
+    fn logs(
+        &self,
+        id: &str,
+        _options: &LogOptions,
+    ) -> BoxStream<'static, Result<Vec<u8>, RuntimeError>> {
+        let line = self.with(|c| {
+            c.by_id
+                .get(id)
+                .map(|container| format!("simulated: {}\n", container.config.command.join(" ")))
+        });
+        let chunk = line.ok_or_else(|| RuntimeError::NotFound(id.to_owned()));
+        futures::stream::once(async move { chunk.map(String::into_bytes) }).boxed()
     }
 
     async fn ensure_image(&self, image: &str, _pull: &Pull) -> Result<(), RuntimeError> {

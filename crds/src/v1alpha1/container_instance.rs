@@ -120,6 +120,9 @@ pub struct ContainerInstanceStatus {
     /// Versions the agent reported at registration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version_info: Option<VersionInfo>,
+    /// Where the agent serves its tasks' container output (`gantry logs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_endpoint: Option<AgentEndpoint>,
     /// `AgentConnected`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
@@ -148,6 +151,19 @@ pub struct Allocation {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Set)]
     pub ports_udp: Vec<u16>,
+}
+
+/// The agent's own HTTPS endpoint, and the certificate it serves, which
+/// clients trust for it (only the agent may write its instance's status).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentEndpoint {
+    /// `https://ADDRESS:PORT`.
+    #[schemars(length(max = 256))]
+    pub url: String,
+    /// PEM.
+    #[schemars(length(max = 8192))]
+    pub certificate: String,
 }
 
 /// Agent and Docker versions.
