@@ -7,13 +7,13 @@ use std::{
     process::ExitCode,
 };
 
+mod agent_client;
 mod agent_command;
 mod agent_token_command;
 mod apiserver_command;
 mod balancer_command;
 mod controller_command;
 mod down_command;
-mod logs_command;
 mod metrics_endpoint;
 mod run_task_command;
 mod up_command;
@@ -67,7 +67,11 @@ enum Command {
     RunTask(Box<run_task_command::RunTaskArgs>),
     /// Print a task's container output, as the agent that runs it keeps
     /// it: `-f` follows it; the caller's token must allow `get tasks/log`.
-    Logs(logs_command::LogsArgs),
+    Logs(agent_client::LogsArgs),
+    /// Run a command in a task's container, as ECS Exec: the task must
+    /// have enableExecuteCommand, and the caller's token must allow
+    /// `create tasks/exec`; exits with the command's exit code.
+    Exec(agent_client::ExecArgs),
     /// Take down what `gantry up` started from a data directory: stop it
     /// if it runs, and remove its containers and their volumes; the state
     /// stays.
@@ -138,7 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Logs(args) => {
             drop(out);
-            logs_command::run(&args)
+            agent_client::logs(&args)
+        }
+        Command::Exec(args) => {
+            drop(out);
+            agent_client::exec(&args)
         }
         Command::Down(args) => {
             drop(out);

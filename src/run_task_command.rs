@@ -34,6 +34,9 @@ pub struct RunTaskArgs {
     /// Who started them (up to 128 characters), as ECS's startedBy.
     #[arg(long, value_name = "TEXT")]
     started_by: Option<String>,
+    /// Let `gantry exec` run commands in them (ECS Exec).
+    #[arg(long)]
+    enable_execute_command: bool,
     /// Overrides as JSON, run-task's shape:
     /// '{"cpu": 512, "memory": 1024, "containerOverrides": [{"name": "app",
     /// "command": [...], "entryPoint": [...], "environment": [{"name": "K",
@@ -55,6 +58,9 @@ impl RunTaskArgs {
         let mut spec = json!({"taskDefinition": self.task_definition});
         if let Some(group) = &self.group {
             spec["group"] = json!(group);
+        }
+        if self.enable_execute_command {
+            spec["enableExecuteCommand"] = json!(true);
         }
         if let Some(started_by) = &self.started_by {
             spec["startedBy"] = json!(started_by);

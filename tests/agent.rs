@@ -151,6 +151,18 @@ impl Cluster {
         Api::namespaced(self.client.clone(), "default")
     }
 
+    /// A kubeconfig with the read-only token.
+    fn read_only_kubeconfig(&self) -> PathBuf {
+        let server = self.server.as_ref().expect("server");
+        let path = self._dir.path().join("read-only.kubeconfig");
+        std::fs::write(
+            &path,
+            server.kubeconfig_for(&server.credentials.read_only_token),
+        )
+        .expect("written");
+        path
+    }
+
     /// A kubeconfig with a new agent token for `instance`, from `gantry
     /// agent-token create`.
     fn agent_token(&self, instance: &str) -> PathBuf {
@@ -280,6 +292,23 @@ impl Cluster {
             .expect("kill runs");
         child.wait().expect("reaped");
     }
+}
+
+/// `gantry SUBCOMMAND ARGS… --kubeconfig FILE`: its exit code, stdout and
+/// stderr.
+fn gantry(kubeconfig: &Path, subcommand: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg(subcommand)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("gantry runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn last(task: &Task) -> Option<TaskLastStatus> {
@@ -1113,18 +1142,8 @@ async fn gantry_logs_reads_a_tasks_output_from_its_agent_for_whoever_may() {
         .await;
     cluster.until_last("chatty", TaskLastStatus::Running).await;
     let logs = |kubeconfig: &Path, args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .arg("logs")
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(kubeconfig)
-            .output()
-            .expect("gantry logs runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, out, err) = gantry(kubeconfig, "logs", args);
+        (code == Some(0), out, err)
     };
     let admin = cluster.kubeconfig.clone();
     let mut said = String::new();
@@ -1160,13 +1179,7 @@ async fn gantry_logs_reads_a_tasks_output_from_its_agent_for_whoever_may() {
 
     // The read-only token may read logs; a token without rights on the
     // task may not, and no token at all is refused by the agent.
-    let server = cluster.server.as_ref().expect("server");
-    let read_only = cluster._dir.path().join("read-only.kubeconfig");
-    std::fs::write(
-        &read_only,
-        server.kubeconfig_for(&server.credentials.read_only_token),
-    )
-    .expect("written");
+    let read_only = cluster.read_only_kubeconfig();
     let (ok, out, err) = logs(&read_only, &["chatty", "--tail", "1"]);
     assert!(ok && out.starts_with("tick "), "{out} {err}");
     let elsewhere = cluster._dir.path().join("elsewhere.kubeconfig");
@@ -1213,5 +1226,90 @@ async fn gantry_logs_reads_a_tasks_output_from_its_agent_for_whoever_may() {
     }
     cluster.stop("chatty").await;
     cluster.until_last("chatty", TaskLastStatus::Stopped).await;
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gantry_exec_runs_a_command_where_enabled_for_whoever_may_and_records_it() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("exec");
+    cluster.agent(&instance, "127.0.0.1", 3600).await;
+    let image = cluster.image.clone();
+    let container =
+        json!([{"name": "app", "image": image, "command": ["sleep", "3600"], "stopTimeout": 1}]);
+    for (name, enabled) in [("closed", false), ("open", true)] {
+        cluster.run(&instance, name, container.clone()).await;
+        if enabled {
+            let enable = json!({"spec": {"enableExecuteCommand": true}});
+            // Set after creation here only because the test's tasks are
+            // made by hand; run-task and services set it at creation.
+            cluster
+                .tasks()
+                .patch(name, &PatchParams::default(), &Patch::Merge(&enable))
+                .await
+                .expect("enabled");
+        }
+        cluster.until_last(name, TaskLastStatus::Running).await;
+    }
+    let exec = |kubeconfig: &Path, task: &str, command: &[&str]| {
+        let mut args = vec![task, "--"];
+        args.extend_from_slice(command);
+        gantry(kubeconfig, "exec", &args)
+    };
+    let admin = cluster.kubeconfig.clone();
+    let (code, out, err) = exec(
+        &admin,
+        "open",
+        &["sh", "-c", "echo hi; echo there >&2; exit 3"],
+    );
+    assert_eq!(code, Some(3), "the command's exit code: {err}");
+    // Both streams, in whichever order they arrived.
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["hi", "there"], "{out:?}");
+    let (code, out, _) = exec(&admin, "open", &["cat", "/etc/hostname"]);
+    assert_eq!(code, Some(0));
+    assert!(!out.trim().is_empty());
+
+    // Not where the task does not enable it.
+    let (code, _, err) = exec(&admin, "closed", &["true"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("enableExecuteCommand"), "{err}");
+    // The read-only token may read logs but not exec.
+    let read_only = cluster.read_only_kubeconfig();
+    let (code, _, err) = exec(&read_only, "open", &["true"]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("403") && err.contains("create tasks/exec"),
+        "{err}"
+    );
+
+    // Each exec is an Event on the task: who, which container, what.
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(cluster.client.clone(), "default");
+    let notes: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ExecuteCommand"))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("open"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("gantry:admin ran [\"sh\", \"-c\"")
+                && n.ends_with("in container app")),
+        "{notes:?}"
+    );
+    for name in ["closed", "open"] {
+        cluster.stop(name).await;
+        cluster.until_last(name, TaskLastStatus::Stopped).await;
+    }
     cluster.server.take().expect("server").shutdown().await;
 }

@@ -142,6 +142,7 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
     assert!(tasks.iter().all(|t| {
         t.spec.group.as_deref() == Some("service:web")
             && t.spec.started_by.as_deref() == Some("ecs-svc/1")
+            && !t.spec.enable_execute_command
             && t.owner_references()
                 .iter()
                 .any(|o| o.kind == "Service" && o.name == "web")
@@ -1473,6 +1474,7 @@ async fn run_task_starts_a_group_with_overrides_and_refuses_what_cannot_run() {
             "nightly",
             "--started-by",
             "cron",
+            "--enable-execute-command",
             "--overrides",
             &overrides,
         ],
@@ -1489,6 +1491,7 @@ async fn run_task_starts_a_group_with_overrides_and_refuses_what_cannot_run() {
             .await;
         assert_eq!(task.spec.group.as_deref(), Some("nightly"));
         assert_eq!(task.spec.started_by.as_deref(), Some("cron"));
+        assert!(task.spec.enable_execute_command);
         let on = task.spec.container_instance.clone().expect("placed");
         let instance = g
             .api::<ContainerInstance>(ns)
@@ -1922,19 +1925,19 @@ async fn an_agent_token_writes_only_its_own_instance_and_the_tasks_bound_to_it()
     }
     g.controller("controller", &[]);
     g.instances_connected(ns, 3).await;
-    g.apply(
-        ns,
-        &[
-            task_definition("web", 64, &["httpd"], "1"),
-            service("web", "web", 6, json!({})),
-        ],
-    )
-    .await;
+    let mut web = service("web", "web", 6, json!({}));
+    web["spec"]["enableExecuteCommand"] = json!(true);
+    g.apply(ns, &[task_definition("web", 64, &["httpd"], "1"), web])
+        .await;
     g.service_until(ns, "web", "6 running, 2 a host", |s| {
         ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 6)
     })
     .await;
     let tasks = g.live_tasks(ns, "web").await;
+    assert!(
+        tasks.iter().all(|t| t.spec.enable_execute_command),
+        "the service's tasks may be exec'd into"
+    );
     let on = |host: &str| {
         tasks
             .iter()

@@ -1,12 +1,15 @@
 //! The agent's own HTTPS endpoint: the output of the containers of the
-//! tasks bound here (`gantry logs`). Its certificate is made at start and
+//! tasks bound here (`gantry logs`), and commands run in them (`gantry
+//! exec`, ECS Exec's equivalent, only in tasks with
+//! `enableExecuteCommand`, each recorded as an Event on the Task). Its certificate is made at start and
 //! published with its address in the ContainerInstance's
 //! `status.agentEndpoint`, which only this agent may write, so clients
 //! trust exactly it. A caller shows its bearer token for the control
 //! plane, and the control plane decides, through a
 //! SelfSubjectAccessReview made with that token: reading a task's output
 //! takes `get` on `tasks/log`, as `kubectl logs` takes `get` on
-//! `pods/log`.
+//! `pods/log`; running a command takes `create` on `tasks/exec`, as
+//! `kubectl exec` takes `create` on `pods/exec`.
 
 use std::{
     collections::HashMap,
@@ -20,10 +23,11 @@ use axum::{
     extract::{Path, Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use crds::v1alpha1::AgentEndpoint;
 use futures::StreamExt;
+use http_body::Frame;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
 };
@@ -31,7 +35,7 @@ use kube::{Api, ResourceExt, api::PostParams};
 
 use crate::{
     Error,
-    runtime::{LogOptions, Runtime, labels},
+    runtime::{Exec, LogOptions, Runtime, labels},
     supervisor::Context,
 };
 
@@ -76,6 +80,7 @@ pub async fn serve<R: Runtime>(
     let served = Arc::new(Served { context, api });
     let router = Router::new()
         .route("/tasks/{namespace}/{name}/logs", get(logs::<R>))
+        .route("/tasks/{namespace}/{name}/exec", post(exec::<R>))
         .with_state(served);
     let server = axum_server::from_tcp_rustls(
         listener,
@@ -97,21 +102,24 @@ fn refuse(status: StatusCode, message: impl Into<String>) -> Response {
     (status, format!("{}\n", message.into())).into_response()
 }
 
-/// Whether the holder of `token` may `verb` the `subresource` of Task
-/// `namespace/name`, as the control plane answers it.
-async fn allowed(
-    api: &kube::Config,
-    token: &str,
-    verb: &str,
-    subresource: &str,
-    (namespace, name): (&str, &str),
-) -> Result<bool, String> {
+/// A client of the control plane acting as the holder of `token`.
+fn caller(api: &kube::Config, token: &str) -> Result<kube::Client, String> {
     let mut config = api.clone();
     config.auth_info = kube::config::AuthInfo {
         token: Some(token.to_owned().into()),
         ..kube::config::AuthInfo::default()
     };
-    let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+    kube::Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Whether the caller may `verb` the `subresource` of Task
+/// `namespace/name`, as the control plane answers it.
+async fn allowed(
+    caller: &kube::Client,
+    verb: &str,
+    subresource: &str,
+    (namespace, name): (&str, &str),
+) -> Result<bool, String> {
     let review = SelfSubjectAccessReview {
         spec: SelfSubjectAccessReviewSpec {
             resource_attributes: Some(ResourceAttributes {
@@ -127,7 +135,7 @@ async fn allowed(
         },
         ..SelfSubjectAccessReview::default()
     };
-    match Api::<SelfSubjectAccessReview>::all(client)
+    match Api::<SelfSubjectAccessReview>::all(caller.clone())
         .create(&PostParams::default(), &review)
         .await
     {
@@ -137,43 +145,54 @@ async fn allowed(
     }
 }
 
-async fn logs<R: Runtime>(
-    State(served): State<Arc<Served<R>>>,
-    Path((namespace, name)): Path<(String, String)>,
-    Query(query): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-) -> Response {
+/// The caller's client once its token is shown and the control plane
+/// allows `verb` on the task's `subresource`; else the refusal.
+async fn authorize(
+    api: &kube::Config,
+    headers: &HeaderMap,
+    verb: &str,
+    subresource: &str,
+    task: (&str, &str),
+) -> Result<kube::Client, Response> {
     let Some(token) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return refuse(StatusCode::UNAUTHORIZED, "a bearer token is needed");
+        return Err(refuse(StatusCode::UNAUTHORIZED, "a bearer token is needed"));
     };
-    match allowed(&served.api, token.trim(), "get", "log", (&namespace, &name)).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                format!("the token may not get tasks/log of {namespace}/{name}"),
-            );
-        }
-        Err(e) => {
-            return refuse(
-                StatusCode::BAD_GATEWAY,
-                format!("the control plane did not answer: {e}"),
-            );
-        }
+    let client = caller(api, token.trim()).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))?;
+    match allowed(&client, verb, subresource, task).await {
+        Ok(true) => Ok(client),
+        Ok(false) => Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the token may not {verb} tasks/{subresource} of {}/{}",
+                task.0, task.1
+            ),
+        )),
+        Err(e) => Err(refuse(
+            StatusCode::BAD_GATEWAY,
+            format!("the control plane did not answer: {e}"),
+        )),
     }
-    let context = &served.context;
-    let Some(task) = context.shared.task_named(&namespace, &name) else {
-        return refuse(
+}
+
+/// The runtime id of `container` (or of the task's only container) of the
+/// task bound here named `namespace/name`, with the task.
+async fn container_of<R: Runtime>(
+    context: &Context<R>,
+    (namespace, name): (&str, &str),
+    container: Option<&str>,
+) -> Result<(Arc<crds::v1alpha1::Task>, String, String), Response> {
+    let Some(task) = context.shared.task_named(namespace, name) else {
+        return Err(refuse(
             StatusCode::NOT_FOUND,
             format!("task {namespace}/{name} is not bound to this instance"),
-        );
+        ));
     };
-    let container = match query.get("container") {
-        Some(container) => container.clone(),
+    let container = match container {
+        Some(container) => container.to_owned(),
         None => match task
             .spec
             .definition
@@ -182,30 +201,50 @@ async fn logs<R: Runtime>(
         {
             Some(containers) if containers.len() == 1 => containers[0].name.clone(),
             _ => {
-                return refuse(
+                return Err(refuse(
                     StatusCode::BAD_REQUEST,
-                    "the task has several containers: name one (?container=)",
-                );
+                    "the task has several containers: name one",
+                ));
             }
         },
     };
     let uid = task.uid().unwrap_or_default();
-    let observed = match context.runtime.list(&context.config.name, Some(&uid)).await {
-        Ok(observed) => observed,
-        Err(e) => return refuse(StatusCode::BAD_GATEWAY, e.to_string()),
-    };
+    let observed = context
+        .runtime
+        .list(&context.config.name, Some(&uid))
+        .await
+        .map_err(|e| refuse(StatusCode::BAD_GATEWAY, e.to_string()))?;
     let Some(id) = observed
         .iter()
         .find(|o| o.label(labels::CONTAINER) == Some(container.as_str()))
         .map(|o| o.id.clone())
     else {
-        return refuse(
+        return Err(refuse(
             StatusCode::NOT_FOUND,
             format!(
                 "container {container} of task {name} has not been created here (or was removed)"
             ),
-        );
+        ));
     };
+    Ok((task, container, id))
+}
+
+async fn logs<R: Runtime>(
+    State(served): State<Arc<Served<R>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let task = (namespace.as_str(), name.as_str());
+    if let Err(refused) = authorize(&served.api, &headers, "get", "log", task).await {
+        return refused;
+    }
+    let context = &served.context;
+    let (_, _, id) =
+        match container_of(context, task, query.get("container").map(String::as_str)).await {
+            Ok(found) => found,
+            Err(refused) => return refused,
+        };
     let options = LogOptions {
         follow: query.get("follow").is_some_and(|v| v == "true"),
         since: query.get("since").and_then(|v| v.parse().ok()),
@@ -216,4 +255,129 @@ async fn logs<R: Runtime>(
         .logs(&id, &options)
         .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
     Body::from_stream(output).into_response()
+}
+
+/// What `gantry exec` asks.
+#[derive(Debug, serde::Deserialize)]
+struct ExecRequest {
+    container: Option<String>,
+    command: Vec<String>,
+}
+
+async fn exec<R: Runtime>(
+    State(served): State<Arc<Served<R>>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    axum::Json(asked): axum::Json<ExecRequest>,
+) -> Response {
+    let task = (namespace.as_str(), name.as_str());
+    let caller = match authorize(&served.api, &headers, "create", "exec", task).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    if asked.command.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "no command");
+    }
+    let context = &served.context;
+    let (found, container, id) = match container_of(context, task, asked.container.as_deref()).await
+    {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    if !found.spec.enable_execute_command {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!("execute command is not enabled for task {name} (spec.enableExecuteCommand)"),
+        );
+    }
+    let who = whoami(&caller).await;
+    record(context, &found, &container, &who, &asked.command).await;
+    let frames = context
+        .runtime
+        .exec(&id, &asked.command)
+        .map(|chunk| match chunk {
+            Ok(Exec::Output(bytes)) => Ok(Frame::data(axum::body::Bytes::from(bytes))),
+            Ok(Exec::Exited(code)) => {
+                let mut trailers = HeaderMap::new();
+                trailers.insert(
+                    EXIT_CODE,
+                    axum::http::HeaderValue::from_str(&code.to_string())
+                        .unwrap_or(axum::http::HeaderValue::from_static("-1")),
+                );
+                Ok(Frame::trailers(trailers))
+            }
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        });
+    // HTTP/1.1 sends only the trailers a response declares.
+    (
+        [(header::TRAILER, EXIT_CODE)],
+        Body::new(http_body_util::StreamBody::new(frames)),
+    )
+        .into_response()
+}
+
+/// The trailer that gives an exec's exit code (src/agent_client.rs reads
+/// it).
+const EXIT_CODE: &str = "gantry-exit-code";
+
+/// Who the caller is, as the control plane knows it.
+async fn whoami(caller: &kube::Client) -> String {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = SelfSubjectReview::default();
+    match Api::<SelfSubjectReview>::all(caller.clone())
+        .create(&PostParams::default(), &review)
+        .await
+    {
+        Ok(answer) => answer
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .unwrap_or_else(|| "an unnamed user".into()),
+        Err(_) => "an unknown user".into(),
+    }
+}
+
+/// An Event on the Task: who ran which command in which container.
+async fn record<R: Runtime>(
+    context: &Context<R>,
+    task: &crds::v1alpha1::Task,
+    container: &str,
+    who: &str,
+    command: &[String],
+) {
+    use k8s_openapi::{
+        api::{core::v1::ObjectReference, events::v1::Event},
+        apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+        jiff::Timestamp,
+    };
+    let namespace = task.namespace().unwrap_or_default();
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", task.name_any())),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(Timestamp::now())),
+        action: Some("Exec".into()),
+        reason: Some("ExecuteCommand".into()),
+        note: Some(format!("{who} ran {command:?} in container {container}")),
+        type_: Some("Normal".into()),
+        reporting_controller: Some("gantry.dev/agent".into()),
+        reporting_instance: Some(context.config.name.clone()),
+        regarding: Some(ObjectReference {
+            api_version: Some("gantry.dev/v1alpha1".into()),
+            kind: Some("Task".into()),
+            name: Some(task.name_any()),
+            namespace: Some(namespace.clone()),
+            uid: task.uid(),
+            ..ObjectReference::default()
+        }),
+        ..Event::default()
+    };
+    if let Err(e) = Api::<Event>::namespaced(context.client.clone(), &namespace)
+        .create(&PostParams::default(), &event)
+        .await
+    {
+        tracing::warn!(error = %e, "could not record the exec as an Event");
+    }
 }

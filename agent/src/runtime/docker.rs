@@ -18,7 +18,7 @@ use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode, Protocol};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 
 use super::{
-    ContainerConfig, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
+    ContainerConfig, Exec, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
 };
 
 /// Docker through its API socket.
@@ -229,6 +229,36 @@ fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
 }
 
 impl Runtime for Docker {
+    fn exec(&self, id: &str, command: &[String]) -> BoxStream<'static, Result<Exec, RuntimeError>> {
+        let (client, id, command) = (self.client.clone(), id.to_owned(), command.to_vec());
+        let (sender, receiver) = futures::channel::mpsc::unbounded();
+        tokio::spawn(async move {
+            let run = async {
+                let options = bollard::exec::CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(command),
+                    ..bollard::exec::CreateExecOptions::default()
+                };
+                let exec = client.create_exec(&id, options).await?;
+                if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+                    client.start_exec(&exec.id, None).await?
+                {
+                    while let Some(chunk) = output.next().await {
+                        let bytes = chunk?.into_bytes().to_vec();
+                        if sender.unbounded_send(Ok(Exec::Output(bytes))).is_err() {
+                            break;
+                        }
+                    }
+                }
+                let inspected = client.inspect_exec(&exec.id).await?;
+                Ok::<_, bollard::errors::Error>(inspected.exit_code.unwrap_or(-1))
+            };
+            let end = run.await.map(Exec::Exited).map_err(Self::other);
+            let _ = sender.unbounded_send(end);
+        });
+        receiver.boxed()
+    }
     fn logs(
         &self,
         id: &str,

@@ -210,6 +210,16 @@ pub trait Runtime: Send + Sync + 'static {
         id: &str,
         options: &LogOptions,
     ) -> BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
+    /// Run `command` in a running container: its output (stdout and
+    /// stderr) as it comes, then its exit code.
+    fn exec(&self, id: &str, command: &[String]) -> BoxStream<'static, Result<Exec, RuntimeError>>;
+}
+
+/// What a command run in a container gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exec {
+    Output(Vec<u8>),
+    Exited(i64),
 }
 
 /// Which part of a container's output to read.

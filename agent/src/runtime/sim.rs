@@ -16,7 +16,7 @@ use rand::RngExt;
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerConfig, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
+    ContainerConfig, Exec, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
 };
 
 /// How simulated containers behave.
@@ -141,6 +141,22 @@ impl Runtime for Sim {
             memory_mib: None,
             cpus: None,
         })
+    }
+
+    /// A simulated command prints itself and exits 0.
+    fn exec(&self, id: &str, command: &[String]) -> BoxStream<'static, Result<Exec, RuntimeError>> {
+        let known = self.with(|c| c.by_id.contains_key(id));
+        let chunks = if known {
+            vec![
+                Ok(Exec::Output(
+                    format!("simulated: {}\n", command.join(" ")).into_bytes(),
+                )),
+                Ok(Exec::Exited(0)),
+            ]
+        } else {
+            vec![Err(RuntimeError::NotFound(id.to_owned()))]
+        };
+        futures::stream::iter(chunks).boxed()
     }
 
     /// A simulated container prints one line: the command it runs.

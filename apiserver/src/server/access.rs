@@ -8,8 +8,9 @@
 //!   authorizer lets a kubelet do, in Gantry's terms: read its cluster
 //!   (its namespace; of its Secrets and ConfigMaps, only those the running
 //!   tasks bound to it name in their `secrets`), write its own
-//!   ContainerInstance and Lease, and write the status of the Tasks bound
-//!   to it, nothing else.
+//!   ContainerInstance and Lease, write the status of the Tasks bound to
+//!   it, and create Events in its namespace (it records each exec),
+//!   nothing else.
 //!
 //! Clients ask through SelfSubjectAccessReview (`kubectl auth can-i`) and
 //! SelfSubjectReview (`kubectl auth whoami`), answered here from the same
@@ -184,9 +185,10 @@ impl Identity {
             }
             Self::Controller => "the controller's token may do anything but touch Secrets".into(),
             Self::Agent(grant) => format!(
-                "an agent's token may read namespace {cluster} (not its Secrets or ConfigMaps), \
-                 write ContainerInstance and Lease {instance} there, and write the status of \
-                 the Tasks bound to {instance}",
+                "an agent's token may read namespace {cluster} (of its Secrets and ConfigMaps, \
+                 only those its running tasks name), write ContainerInstance and Lease \
+                 {instance} there, write the status of the Tasks bound to {instance}, and \
+                 create Events",
                 cluster = grant.cluster,
                 instance = grant.instance
             ),
@@ -286,6 +288,8 @@ fn agent_may(grant: &Grant, asked: &Attributes<'_>, bindings: &impl Bindings) ->
         }
         _ if asked.is_read() => true,
         ("gantry.dev", "containerinstances") | ("coordination.k8s.io", "leases") => return own(),
+        // What it records: each exec (agent/src/endpoint.rs).
+        ("" | "events.k8s.io", "events") => asked.verb == "create",
         ("gantry.dev", "tasks") => {
             asked.subresource == Some("status")
                 && matches!(asked.verb, "update" | "patch")
@@ -690,9 +694,20 @@ mod tests {
             (&Method::DELETE, &format!("{tasks}/t1"), Decision::Deny),
             (&Method::POST, tasks, Decision::Deny),
             // Nothing else.
+            // Events it records, in its namespace only.
             (
                 &Method::POST,
-                "/api/v1/namespaces/prod/events",
+                "/apis/events.k8s.io/v1/namespaces/prod/events",
+                Decision::Allow,
+            ),
+            (
+                &Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/other/events",
+                Decision::Deny,
+            ),
+            (
+                &Method::DELETE,
+                "/apis/events.k8s.io/v1/namespaces/prod/events/e",
                 Decision::Deny,
             ),
             (

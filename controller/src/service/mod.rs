@@ -580,6 +580,7 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
             placement_constraints: constraints,
             desired_status: DesiredStatus::Running,
             scheduler_name: spec.scheduler_name.clone(),
+            enable_execute_command: spec.enable_execute_command,
             container_instance: None,
         },
         status: None,

@@ -91,6 +91,12 @@ pub struct ServiceSpec {
     #[serde(default = "super::task::default_scheduler_name")]
     #[schemars(length(min = 1, max = 63))]
     pub scheduler_name: String,
+
+    /// Let `gantry exec` run commands in the tasks this service starts
+    /// from now on (ECS Exec's `enableExecuteCommand`; tasks already
+    /// running keep what they were started with).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_execute_command: bool,
 }
 
 /// A LoadBalancer (in the service's namespace) and the container port its

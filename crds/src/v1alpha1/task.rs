@@ -107,6 +107,11 @@ pub struct TaskSpec {
     #[schemars(length(min = 1, max = 63))]
     pub scheduler_name: String,
 
+    /// Let `gantry exec` run commands in this task's containers (ECS
+    /// Exec's `enableExecuteCommand`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enable_execute_command: bool,
+
     /// The ContainerInstance this task is bound to; set once by a
     /// scheduler, or by the user at creation to start the task on that
     /// instance (ECS's start-task), where the scheduler then places it.
