@@ -1156,11 +1156,37 @@ async fn gantry_logs_reads_a_tasks_output_from_its_agent_for_whoever_may() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(said.starts_with("hello\n"), "{said}");
+    // stdout and stderr, in whichever order Docker logged them.
+    assert!(said.contains("hello\n"), "{said}");
     assert!(said.contains("oops\n"), "stderr too: {said}");
     let (_, last, _) = logs(&admin, &["chatty", "--tail", "1"]);
     assert_eq!(last.lines().count(), 1, "{last}");
     assert!(last.starts_with("tick "), "{last}");
+    // The same as a kubectl plugin: `kubectl gantry logs`, with the binary
+    // on PATH as kubectl-gantry.
+    if let Some(kubectl) = common::tool("GANTRY_KUBECTL", "kubectl") {
+        let plugins = cluster._dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins).expect("a dir");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_gantry"), plugins.join("kubectl-gantry"))
+            .expect("linked");
+        let path = format!(
+            "{}:{}",
+            plugins.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new(kubectl)
+            .args(["gantry", "logs", "chatty", "--tail", "1"])
+            .env("PATH", path)
+            .env("KUBECONFIG", &admin)
+            .output()
+            .expect("kubectl runs");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.starts_with("tick "),
+            "{said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     // -f follows until the container stops; a stopped task's output stays.
     cluster
