@@ -752,14 +752,24 @@ async fn secrets_reach_the_container_and_nowhere_else() {
             .await
             .expect("created");
     }
-    let app = json!({"metadata": {"name": "app"}, "data": {"LOG_LEVEL": "debug"}});
-    config_maps
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(app).expect("a ConfigMap"),
-        )
-        .await
-        .expect("created");
+    // The agent's token reads app-env only because an environment file
+    // names it: a rule of its own in the control plane.
+    for (name, data) in [
+        ("app", json!({"LOG_LEVEL": "debug"})),
+        (
+            "app-env",
+            json!({"app.env": "# the app's settings\nREGION=eu-west-1\nMODE=from-file\n"}),
+        ),
+    ] {
+        let map = json!({"metadata": {"name": name}, "data": data});
+        config_maps
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(map).expect("a ConfigMap"),
+            )
+            .await
+            .expect("created");
+    }
 
     let out = tempfile::tempdir().expect("tempdir");
     let definition = |secrets: Value| {
@@ -768,8 +778,10 @@ async fn secrets_reach_the_container_and_nowhere_else() {
             "volumes": [{"name": "out", "host": {"sourcePath": out.path()}}],
             "containerDefinitions": [{
                 "name": "app", "image": cluster.image, "stopTimeout": 1,
-                "command": ["sh", "-c", "echo \"$DB_PASSWORD\" > /out/password; echo \"$LOG_LEVEL\" > /out/level; sleep 3600"],
+                "command": ["sh", "-c", "echo \"$DB_PASSWORD\" > /out/password; echo \"$REGION $MODE\" > /out/file; echo \"$LOG_LEVEL\" > /out/level; sleep 3600"],
                 "mountPoints": [{"sourceVolume": "out", "containerPath": "/out"}],
+                "environmentFiles": [{"value": "configmap:app-env:app.env", "type": "configmap"}],
+                "environment": [{"name": "MODE", "value": "from-environment"}],
                 "secrets": secrets,
             }],
         })
@@ -800,6 +812,11 @@ async fn secrets_reach_the_container_and_nowhere_else() {
         "the container got the Secret's value"
     );
     assert_eq!(read("level").trim(), "debug", "and the ConfigMap's");
+    assert_eq!(
+        read("file").trim(),
+        "eu-west-1 from-environment",
+        "the environment file's, under `environment`"
+    );
 
     // The value is nowhere else: not the Task, not an Event, not a log.
     let task = serde_json::to_string(&cluster.tasks().get("uses-secrets").await.expect("task"))

@@ -74,6 +74,31 @@ where
     }
 }
 
+/// The variables of `def`'s `environmentFiles`, in order, or the reason
+/// the task cannot start.
+pub async fn environment_files(
+    client: &kube::Client,
+    namespace: &str,
+    def: &ContainerDefinition,
+) -> Result<Vec<(String, String)>, String> {
+    let mut variables = Vec::new();
+    for file in &def.environment_files {
+        let Some((name, key)) = file.source() else {
+            return Err(format!(
+                "{FAILED}: environment file {:?} is not configmap:NAME:KEY",
+                file.value
+            ));
+        };
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+        let object = fetch(&api, "configmap", name).await?;
+        let Some(text) = object.data.and_then(|mut data| data.remove(key)) else {
+            return Err(format!("{FAILED}: configmap {name:?} has no key {key:?}"));
+        };
+        variables.extend(crds::v1alpha1::EnvironmentFile::parse(&text));
+    }
+    Ok(variables)
+}
+
 /// ECS's stop reason prefix for registry credentials it cannot get.
 const NO_LOGIN: &str = "ResourceInitializationError: unable to pull registry auth";
 

@@ -396,21 +396,25 @@ impl<R: Runtime> Supervisor<R> {
                 };
                 let mut config = container::config(task, definition, def, &self.context.config);
                 let namespace = task.namespace().unwrap_or_default();
-                let secrets = secrets::resolve(&self.context.client, &namespace, def)
+                let client = &self.context.client;
+                let unready = |reason| Failure {
+                    container: name.clone(),
+                    reason,
+                };
+                let secrets = secrets::resolve(client, &namespace, def)
                     .await
-                    .map_err(|reason| Failure {
-                        container: name.clone(),
-                        reason,
-                    })?;
+                    .map_err(unready)?;
+                // Files first: `environment` wins over them, as in ECS.
+                let files = secrets::environment_files(client, &namespace, def)
+                    .await
+                    .map_err(unready)?;
+                config.environment.splice(0..0, files);
                 config.environment.extend(secrets);
                 let pull = Pull {
                     always: def.image_pull_policy == Some(ImagePullPolicy::Always),
-                    credentials: secrets::registry_login(&self.context.client, &namespace, def)
+                    credentials: secrets::registry_login(client, &namespace, def)
                         .await
-                        .map_err(|reason| Failure {
-                            container: name.clone(),
-                            reason,
-                        })?,
+                        .map_err(unready)?,
                 };
                 status
                     .pull_started_at

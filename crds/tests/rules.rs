@@ -220,6 +220,36 @@ fn secrets_name_a_secret_or_config_map_key() {
 }
 
 #[test]
+fn environment_files_are_config_map_keys_of_name_value_lines() {
+    let with = |value: &str| {
+        task_definition(json!({"containerDefinitions": [container(
+            json!({"environmentFiles": [{"value": value, "type": "configmap"}]}),
+        )]}))
+    };
+    with("configmap:app:app.env").expect("a ConfigMap key");
+    refused(
+        with("secret:app:app.env"),
+        "spec.containerDefinitions[0].environmentFiles[0].value",
+        "should match",
+    );
+    refused(
+        with("arn:aws:s3:::bucket/app.env"),
+        "spec.containerDefinitions[0].environmentFiles[0].value",
+        "should match",
+    );
+    let parsed = crds::v1alpha1::EnvironmentFile::parse(
+        "# a comment\nA=1\n\n  B = two words=x\nnot a variable\n=nameless\n",
+    );
+    assert_eq!(
+        parsed,
+        [
+            ("A".into(), "1".into()),
+            ("B".into(), " two words=x".into())
+        ]
+    );
+}
+
+#[test]
 fn docker_settings_take_ecs_values() {
     let with = |extra: Value| task_definition(json!({"containerDefinitions": [container(extra)]}));
     with(json!({

@@ -44,7 +44,8 @@ pub(crate) trait Bindings {
     fn bound(&self, namespace: &str, task: &str, instance: &str) -> bool;
     /// Whether a task bound to `instance`, desired RUNNING and not yet
     /// STOPPED, names the `kind` (`secret` or `configmap`) `name` in one of
-    /// its containers' `secrets` or `repositoryCredentials`.
+    /// its containers' `secrets`, `environmentFiles` or
+    /// `repositoryCredentials`.
     fn referenced(&self, namespace: &str, kind: &str, name: &str, instance: &str) -> bool;
 }
 
@@ -355,7 +356,14 @@ impl Bindings for Stored<'_> {
                         let login = container
                             .pointer("/repositoryCredentials/credentialsParameter")
                             .and_then(Value::as_str);
+                        let mut files = container
+                            .get("environmentFiles")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|file| file.get("value")?.as_str());
                         (kind == "secret" && login == Some(name))
+                            || (kind == "configmap" && files.any(|f| f.starts_with(&prefix)))
                             || container
                                 .get("secrets")
                                 .and_then(Value::as_array)

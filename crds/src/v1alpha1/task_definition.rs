@@ -172,6 +172,14 @@ pub struct ContainerDefinition {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub environment: Vec<KeyValuePair>,
 
+    /// Files of `NAME=VALUE` lines (`#` comments and blank lines skipped)
+    /// whose variables the container gets, as ECS's `environmentFiles`
+    /// (there from S3): each a ConfigMap key in the task's namespace.
+    /// `environment` wins over them, and `secrets` over both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub environment_files: Vec<EnvironmentFile>,
+
     /// Environment variables whose values the agent reads from a Secret
     /// or ConfigMap key in the task's namespace when the container starts,
     /// as ECS's `secrets` read Secrets Manager: the value is never in the
@@ -290,6 +298,53 @@ pub struct RepositoryCredentials {
 
 /// A Kubernetes object name.
 const DNS1123_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
+
+/// An environment file: a ConfigMap key holding `NAME=VALUE` lines.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentFile {
+    /// `configmap:NAME:KEY`.
+    #[schemars(length(max = 512), regex(pattern = ENVIRONMENT_FILE))]
+    pub value: String,
+    /// Where it is kept: `configmap` (ECS's is `s3`).
+    #[serde(default, rename = "type")]
+    pub type_: EnvironmentFileType,
+}
+
+/// Where an environment file is kept.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentFileType {
+    #[default]
+    Configmap,
+}
+
+/// What an environment file's `value` may say.
+pub const ENVIRONMENT_FILE: &str = r"^configmap:[a-z0-9]([-a-z0-9.]*[a-z0-9])?:[-._a-zA-Z0-9]+$";
+
+impl EnvironmentFile {
+    /// The ConfigMap and key it names; `None` when it does not have the
+    /// shape the schema requires.
+    #[must_use]
+    pub fn source(&self) -> Option<(&str, &str)> {
+        let rest = self.value.strip_prefix("configmap:")?;
+        let (name, key) = rest.split_once(':')?;
+        (!name.is_empty() && !key.is_empty()).then_some((name, key))
+    }
+
+    /// The variables of an environment file's text, in order: `NAME=VALUE`
+    /// lines, skipping blank lines, `#` comments and lines without `=`.
+    #[must_use]
+    pub fn parse(text: &str) -> Vec<(String, String)> {
+        text.lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .filter(|(name, _)| !name.trim().is_empty())
+            .map(|(name, value)| (name.trim().to_owned(), value.to_owned()))
+            .collect()
+    }
+}
 
 /// An environment variable set from a Secret or ConfigMap key.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
