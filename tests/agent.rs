@@ -167,13 +167,7 @@ impl Cluster {
     /// agent-token create`.
     fn agent_token(&self, instance: &str) -> PathBuf {
         let path = self._dir.path().join(format!("{instance}.kubeconfig"));
-        common::succeeds(
-            Command::new(env!("CARGO_BIN_EXE_gantry"))
-                .args(["agent-token", "create", instance, "--write-kubeconfig"])
-                .arg(&path)
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig),
-        );
+        common::agent_kubeconfig(&self.kubeconfig, "default", instance, &path);
         path
     }
 
@@ -292,23 +286,6 @@ impl Cluster {
             .expect("kill runs");
         child.wait().expect("reaped");
     }
-}
-
-/// `gantry SUBCOMMAND ARGS… --kubeconfig FILE`: its exit code, stdout and
-/// stderr.
-fn gantry(kubeconfig: &Path, subcommand: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .arg(subcommand)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("gantry runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn last(task: &Task) -> Option<TaskLastStatus> {
@@ -1159,7 +1136,7 @@ async fn gantry_logs_reads_a_tasks_output_from_its_agent_for_whoever_may() {
         .await;
     cluster.until_last("chatty", TaskLastStatus::Running).await;
     let logs = |kubeconfig: &Path, args: &[&str]| {
-        let (code, out, err) = gantry(kubeconfig, "logs", args);
+        let (code, out, err) = common::gantry(kubeconfig, "logs", args);
         (code == Some(0), out, err)
     };
     let admin = cluster.kubeconfig.clone();
@@ -1226,20 +1203,7 @@ async fn gantry_logs_reads_a_tasks_output_from_its_agent_for_whoever_may() {
     let (ok, out, err) = logs(&read_only, &["chatty", "--tail", "1"]);
     assert!(ok && out.starts_with("tick "), "{out} {err}");
     let elsewhere = cluster._dir.path().join("elsewhere.kubeconfig");
-    common::succeeds(
-        Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .args([
-                "agent-token",
-                "create",
-                "x",
-                "--cluster",
-                "elsewhere",
-                "--write-kubeconfig",
-            ])
-            .arg(&elsewhere)
-            .arg("--kubeconfig")
-            .arg(&admin),
-    );
+    common::agent_kubeconfig(&admin, "elsewhere", "x", &elsewhere);
     let (ok, _, err) = logs(&elsewhere, &["chatty", "--cluster", "default"]);
     assert!(!ok, "an agent of another cluster read the log");
     assert!(err.contains("403"), "{err}");
@@ -1299,7 +1263,7 @@ async fn gantry_exec_runs_a_command_where_enabled_for_whoever_may_and_records_it
     let exec = |kubeconfig: &Path, task: &str, command: &[&str]| {
         let mut args = vec![task, "--"];
         args.extend_from_slice(command);
-        gantry(kubeconfig, "exec", &args)
+        common::gantry(kubeconfig, "exec", &args)
     };
     let admin = cluster.kubeconfig.clone();
     let (code, out, err) = exec(

@@ -185,12 +185,7 @@ async fn a_service_reaches_ready_and_follows_kubectl_scale() {
         .await;
     let status = s.status.expect("status");
     assert_eq!((status.desired_count, status.pending_count), (5, 0));
-    let all = g
-        .api::<Task>(ns)
-        .list(&ListParams::default().labels("gantry.dev/service=web"))
-        .await
-        .expect("tasks")
-        .items;
+    let all = g.tasks(ns, "gantry.dev/service=web").await;
     let stopped: Vec<&Task> = all
         .iter()
         .filter(|t| last(t) == Some(TaskLastStatus::Stopped))
@@ -494,12 +489,9 @@ async fn a_rolling_deployment_stays_in_bounds_and_a_failing_one_rolls_back() {
         "{note}"
     );
     g.until_event(ns, "api", "RollbackStarted").await;
-    let failures: Vec<Task> = g
-        .api::<Task>(ns)
-        .list(&ListParams::default().labels("gantry.dev/service=api,gantry.dev/deployment=3"))
-        .await
-        .expect("tasks")
-        .items;
+    let failures = g
+        .tasks(ns, "gantry.dev/service=api,gantry.dev/deployment=3")
+        .await;
     assert!(
         failures.iter().any(|t| {
             t.status.as_ref().is_some_and(|st| {
@@ -695,12 +687,7 @@ async fn a_deregistered_instance_has_its_tasks_stopped_and_replaced() {
                 .is_some_and(|st| st.desired_count == 2 && st.running_count == 2)
     })
     .await;
-    let on_d: Vec<Task> = g
-        .api::<Task>(ns)
-        .list(&ListParams::default().labels("gantry.dev/container-instance=d"))
-        .await
-        .expect("tasks")
-        .items;
+    let on_d = g.tasks(ns, "gantry.dev/container-instance=d").await;
     assert_eq!(
         on_d.len(),
         3,
@@ -929,12 +916,7 @@ async fn two_controllers_without_leader_election_start_and_stop_exactly_what_is_
     // Stopped tasks are kept (an hour by default), so every task either
     // controller ever started is listed: a second start of a slot, or a
     // task stopped beyond the 40 asked for and replaced, shows as more.
-    let tasks = g
-        .api::<Task>(ns)
-        .list(&ListParams::default().labels("gantry.dev/service=web"))
-        .await
-        .expect("listed")
-        .items;
+    let tasks = g.tasks(ns, "gantry.dev/service=web").await;
     let stopping = tasks
         .iter()
         .filter(|t| t.spec.desired_status == crds::v1alpha1::DesiredStatus::Stopped)
@@ -1194,15 +1176,6 @@ async fn a_daemon_task_outlives_an_agent_blip_and_is_replaced_after_instance_los
         .await;
 }
 
-/// The tasks labelled for service `name`, stopped ones included.
-async fn labelled_tasks(g: &Gantry, ns: &str, name: &str) -> Vec<Task> {
-    g.api::<Task>(ns)
-        .list(&ListParams::default().labels(&format!("gantry.dev/service={name}")))
-        .await
-        .expect("tasks")
-        .items
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
     let ns = "delete";
@@ -1242,7 +1215,8 @@ async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
             s.finalizers()
         );
     }
-    let before: Vec<String> = labelled_tasks(&g, ns, "web")
+    let before: Vec<String> = g
+        .tasks(ns, "gantry.dev/service=web")
         .await
         .iter()
         .map(ResourceExt::name_any)
@@ -1307,7 +1281,7 @@ async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
         "the Service is gone"
     );
     // The delete left no task running, and kept every task as a record.
-    let after = labelled_tasks(&g, ns, "web").await;
+    let after = g.tasks(ns, "gantry.dev/service=web").await;
     let mut names: Vec<String> = after.iter().map(ResourceExt::name_any).collect();
     names.sort();
     assert_eq!(names, before, "every task is kept as a record");
@@ -1410,7 +1384,8 @@ async fn deleting_a_service_drains_it_and_keeps_its_tasks_as_stopped_records() {
     // The records go after the retention period, the new tasks stay.
     let mut left = Vec::new();
     for _ in 0..400 {
-        left = labelled_tasks(&g, ns, "web")
+        left = g
+            .tasks(ns, "gantry.dev/service=web")
             .await
             .iter()
             .map(ResourceExt::name_any)

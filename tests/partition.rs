@@ -13,7 +13,7 @@ mod common;
 use std::{net::IpAddr, path::Path, process::Command, time::Duration};
 
 use crds::v1alpha1::{ContainerInstance, ContainerLastStatus, DesiredStatus, StopCode, Task};
-use kube::{ResourceExt, api::ListParams};
+use kube::ResourceExt;
 use serde_json::json;
 
 use common::gantry::{Gantry, last, ready};
@@ -44,22 +44,11 @@ impl Drop for Made {
     }
 }
 
-async fn tasks_on(g: &Gantry, ns: &str, host: &str) -> Vec<Task> {
-    g.api::<Task>(ns)
-        .list(&ListParams::default().labels(&format!("gantry.dev/container-instance={host}")))
-        .await
-        .expect("tasks")
-        .items
-}
-
 /// The tasks named `names`, as they are now.
 async fn tasks_named(g: &Gantry, ns: &str, names: &[String]) -> Vec<Task> {
     let mut tasks: Vec<Task> = g
-        .api::<Task>(ns)
-        .list(&ListParams::default())
+        .tasks(ns, "")
         .await
-        .expect("tasks")
-        .items
         .into_iter()
         .filter(|t| names.contains(&t.name_any()))
         .collect();
@@ -243,8 +232,9 @@ async fn a_cut_off_agent_is_replaced_and_stops_its_copies_when_it_returns() {
         names.sort();
         names
     };
-    let on_b = names(&tasks_on(&g, ns, "host-b").await);
-    let on_c = names(&tasks_on(&g, ns, "host-c").await);
+    let on = |host: &str| format!("gantry.dev/container-instance={host}");
+    let on_b = names(&g.tasks(ns, &on("host-b")).await);
+    let on_c = names(&g.tasks(ns, &on("host-c")).await);
     assert_eq!((on_b.len(), on_c.len()), (2, 2), "spread over three hosts");
 
     // A cut shorter than the loss timeout: host-b keeps its tasks, as ECS
@@ -316,12 +306,7 @@ async fn a_cut_off_agent_is_replaced_and_stops_its_copies_when_it_returns() {
         assert_eq!(status.stop_code, Some(StopCode::TerminationNotice));
     }
     // No task runs twice: six run, each once, none on host-b.
-    let all = g
-        .api::<Task>(ns)
-        .list(&ListParams::default().labels("gantry.dev/service=web"))
-        .await
-        .expect("tasks")
-        .items;
+    let all = g.tasks(ns, "gantry.dev/service=web").await;
     let running_now: Vec<&Task> = all.iter().filter(|t| running(t)).collect();
     assert_eq!(running_now.len(), 6, "{all:#?}");
     assert!(

@@ -116,7 +116,7 @@ fn settings(def: &ContainerDefinition) -> Settings {
         ulimits: def
             .ulimits
             .iter()
-            .map(|u| (u.name.as_str().to_owned(), u.soft_limit, u.hard_limit))
+            .map(|u| (u.name.docker_name(), u.soft_limit, u.hard_limit))
             .collect(),
         privileged: def.privileged,
         readonly_rootfs: def.readonly_root_filesystem,

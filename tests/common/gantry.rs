@@ -115,21 +115,11 @@ impl Gantry {
         port
     }
 
-    /// Run `gantry SUBCOMMAND ARGS… --kubeconfig ADMIN` to its end: whether
+    /// Run `gantry SUBCOMMAND --kubeconfig ADMIN ARGS…` to its end: whether
     /// it succeeded, its stdout and its stderr.
     pub fn run(&self, subcommand: &str, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
-            .arg(subcommand)
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .output()
-            .expect("gantry runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (code, stdout, stderr) = super::gantry(&self.kubeconfig, subcommand, args);
+        (code == Some(0), stdout, stderr)
     }
 
     /// [`Self::run`], which must succeed; its stdout.
@@ -143,16 +133,7 @@ impl Gantry {
     /// `namespace`, issued by `gantry agent-token create`.
     pub fn agent_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.kubeconfig"));
-        let file = path.to_string_lossy();
-        let args = [
-            "create",
-            name,
-            "--cluster",
-            namespace,
-            "--write-kubeconfig",
-            &file,
-        ];
-        self.ok("agent-token", &args);
+        super::agent_kubeconfig(&self.kubeconfig, namespace, name, &path);
         path
     }
 
@@ -399,12 +380,19 @@ impl Gantry {
         panic!("{n} instances never connected\n{}", self.logs());
     }
 
-    pub async fn live_tasks(&self, namespace: &str, service: &str) -> Vec<Task> {
+    /// The Tasks of `namespace` that `selector` (a label selector; empty
+    /// for all) picks, stopped ones included.
+    pub async fn tasks(&self, namespace: &str, selector: &str) -> Vec<Task> {
         self.api::<Task>(namespace)
-            .list(&ListParams::default().labels(&format!("gantry.dev/service={service}")))
+            .list(&ListParams::default().labels(selector))
             .await
             .expect("tasks")
             .items
+    }
+
+    pub async fn live_tasks(&self, namespace: &str, service: &str) -> Vec<Task> {
+        self.tasks(namespace, &format!("gantry.dev/service={service}"))
+            .await
             .into_iter()
             .filter(|t| last(t) != Some(TaskLastStatus::Stopped))
             .collect()

@@ -232,6 +232,39 @@ pub fn remove_containers(instance: &str) {
     }
 }
 
+/// `gantry SUBCOMMAND --kubeconfig FILE ARGS…` run to its end: its exit
+/// code, stdout and stderr.
+pub fn gantry(kubeconfig: &Path, subcommand: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg(subcommand)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("gantry runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Write to `path` a kubeconfig with a new agent token for `instance` of
+/// `cluster`, issued by `gantry agent-token create` with `admin`'s.
+pub fn agent_kubeconfig(admin: &Path, cluster: &str, instance: &str, path: &Path) {
+    let file = path.to_string_lossy();
+    let args = [
+        "create",
+        instance,
+        "--cluster",
+        cluster,
+        "--write-kubeconfig",
+        &file,
+    ];
+    let (code, _, stderr) = gantry(admin, "agent-token", &args);
+    assert_eq!(code, Some(0), "gantry agent-token {args:?}: {stderr}");
+}
+
 /// Run `command`, which must succeed; its standard output.
 pub fn succeeds(command: &mut Command) -> String {
     let out = command.output().expect("the command runs");

@@ -46,27 +46,19 @@ pub enum UlimitName {
 }
 
 impl UlimitName {
-    /// Docker's name for it.
+    /// Docker's name for it (`nofile`).
     #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Core => "core",
-            Self::Cpu => "cpu",
-            Self::Data => "data",
-            Self::Fsize => "fsize",
-            Self::Locks => "locks",
-            Self::Memlock => "memlock",
-            Self::Msgqueue => "msgqueue",
-            Self::Nice => "nice",
-            Self::Nofile => "nofile",
-            Self::Nproc => "nproc",
-            Self::Rss => "rss",
-            Self::Rtprio => "rtprio",
-            Self::Rttime => "rttime",
-            Self::Sigpending => "sigpending",
-            Self::Stack => "stack",
-        }
+    pub fn docker_name(self) -> String {
+        serde_name(self)
     }
+}
+
+/// The name a unit-like enum value is written as: Docker's name for it.
+fn serde_name(value: impl Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// Linux-specific settings (ECS's `linuxParameters`).
@@ -151,10 +143,7 @@ impl Capability {
     /// Docker's name for it (`CHOWN`, `NET_ADMIN`, `ALL`).
     #[must_use]
     pub fn docker_name(self) -> String {
-        serde_json::to_value(self)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default()
+        serde_name(self)
     }
 }
 
