@@ -60,6 +60,13 @@ pub struct LogsArgs {
 pub struct ExecArgs {
     #[command(flatten)]
     task: TaskArgs,
+    /// Pass standard input to the command.
+    #[arg(short = 'i', long)]
+    stdin: bool,
+    /// Give the command a terminal (with -i; this one is put in raw mode
+    /// while it runs, when it is one).
+    #[arg(short = 't', long, requires = "stdin")]
+    tty: bool,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -139,20 +146,125 @@ pub fn logs(args: &LogsArgs) -> anyhow::Result<ExitCode> {
 
 pub fn exec(args: &ExecArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
+    let code = runtime.block_on(async {
         let agent = args.task.agent().await?;
-        let body = serde_json::json!({"container": args.task.container, "command": args.command});
+        let size = args.tty.then(terminal_size).flatten();
+        let body = serde_json::json!({
+            "container": args.task.container,
+            "command": args.command,
+            "stdin": args.stdin,
+            "tty": args.tty,
+            "size": size,
+        });
         let response = agent
             .request(hyper::Method::POST, &args.task.path("exec"), Some(body))
             .await?;
-        let code = copy_out(response.into_body())
+        if args.stdin {
+            let upgraded = hyper::upgrade::on(response)
+                .await
+                .context("the agent did not take the exec's input")?;
+            // Restored when dropped, however the exec ends.
+            let _raw = args.tty.then(RawTerminal::enter).flatten();
+            return interactive(upgraded).await;
+        }
+        copy_out(response.into_body())
             .await?
-            .context("the agent gave no exit code: the command may still run")?;
-        // An exit code is 0-255 on Linux; a shell shows others modulo 256.
-        Ok(ExitCode::from(
-            u8::try_from(code.rem_euclid(256)).unwrap_or(1),
-        ))
-    })
+            .context("the agent gave no exit code: the command may still run")
+    })?;
+    // An exit code is 0-255 on Linux; a shell shows others modulo 256.
+    Ok(ExitCode::from(
+        u8::try_from(code.rem_euclid(256)).unwrap_or(1),
+    ))
+}
+
+/// Standard input to the agent and the command's output back, framed as
+/// agent/src/frames.rs says; its exit code.
+async fn interactive(upgraded: hyper::upgrade::Upgraded) -> anyhow::Result<i64> {
+    use agent::frames::{self, Kind};
+    let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+    // Reading standard input blocks: a thread of its own, which the
+    // process's end stops.
+    let (input, mut typed) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0_u8; 8192];
+        loop {
+            match std::io::Read::read(&mut stdin, &mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if input.blocking_send(buffer[..n].to_vec()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    tokio::spawn(async move {
+        while let Some(bytes) = typed.recv().await {
+            if frames::write(&mut writer, Kind::Stdin, &bytes)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        let _ = frames::write(&mut writer, Kind::StdinClosed, b"").await;
+    });
+    let mut out = std::io::stdout().lock();
+    while let Some((kind, payload)) = frames::read(&mut reader).await? {
+        match kind {
+            Kind::Output => {
+                out.write_all(&payload)?;
+                out.flush()?;
+            }
+            Kind::Exit => {
+                return String::from_utf8_lossy(&payload)
+                    .parse()
+                    .context("the agent's exit code is not a number");
+            }
+            Kind::Error => bail!("the agent: {}", String::from_utf8_lossy(&payload)),
+            Kind::Stdin | Kind::StdinClosed => {}
+        }
+    }
+    bail!("the agent closed the connection without an exit code")
+}
+
+/// This terminal's size, columns by rows, when stdout is one.
+fn terminal_size() -> Option<(u16, u16)> {
+    let stdout = std::io::stdout();
+    if !std::io::IsTerminal::is_terminal(&stdout) {
+        return None;
+    }
+    let size = rustix::termios::tcgetwinsize(&stdout).ok()?;
+    Some((size.ws_col, size.ws_row))
+}
+
+/// This terminal in raw mode (keys go to the remote one as typed, and it
+/// echoes them), back as it was when dropped.
+struct RawTerminal(rustix::termios::Termios);
+
+impl RawTerminal {
+    fn enter() -> Option<Self> {
+        let stdin = std::io::stdin();
+        if !std::io::IsTerminal::is_terminal(&stdin) {
+            return None;
+        }
+        let saved = rustix::termios::tcgetattr(&stdin).ok()?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(Self(saved))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.0,
+        );
+    }
 }
 
 /// Copy a body to stdout as it comes; the exit code its trailers give.
@@ -219,9 +331,19 @@ impl Agent {
             .with_context(|| format!("TLS with the agent at {url}"))?;
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
+        // An interactive exec takes the connection over.
+        tokio::spawn(connection.with_upgrades());
+        let upgrade = body
+            .as_ref()
+            .is_some_and(|b| b["stdin"] == serde_json::Value::Bool(true));
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder();
+        if upgrade {
+            request = request
+                .header(hyper::header::CONNECTION, "Upgrade")
+                .header(hyper::header::UPGRADE, agent::frames::PROTOCOL);
+        }
+        let request = request
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, address)
@@ -235,7 +357,8 @@ impl Agent {
             .body(Full::new(Bytes::from(bytes)))?;
         let response = sender.send_request(request).await?;
         let status = response.status();
-        if !status.is_success() {
+        let upgraded = upgrade && status == hyper::StatusCode::SWITCHING_PROTOCOLS;
+        if !status.is_success() && !upgraded {
             let said = response.into_body().collect().await?.to_bytes();
             bail!(
                 "the agent answered {status}: {}",

@@ -84,6 +84,12 @@ pub struct AgentArgs {
     /// The address and certificate are published in the instance's status.
     #[arg(long, value_name = "PORT", default_value_t = 0)]
     endpoint_port: u16,
+    /// The host's cgroup mount, where each task gets a cgroup holding its
+    /// task-level cpu and memory limits (Docker's cgroupfs driver); from a
+    /// container, mount the host's there. Without it, those limits are
+    /// not enforced (the agent warns).
+    #[arg(long, value_name = "DIR", default_value = agent::runtime::DEFAULT_CGROUP_ROOT)]
+    cgroup_root: PathBuf,
     /// With --runtime sim: run this many instances, named <name>-<i>.
     #[arg(long, value_name = "N", default_value_t = 1)]
     count: usize,
@@ -162,7 +168,9 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
             RuntimeKind::Docker => {
                 let docker = Docker::connect(args.docker_host.as_deref())
                     .await
-                    .context("is Docker running? pass --docker-host URI if it listens elsewhere")?;
+                    .context("is Docker running? pass --docker-host URI if it listens elsewhere")?
+                    .with_task_cgroups(&args.cgroup_root)
+                    .await;
                 agent::run(client, args.config(&args.name, &api), docker, shutdown).await?;
             }
             RuntimeKind::Sim => {

@@ -101,9 +101,12 @@ pub fn run(args: &DownArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         // A `--runtime sim` up made no containers.
         if record.docker {
+            // The cgroups too, which the agents made for their tasks.
             let docker = Docker::connect(args.docker_host.as_deref())
                 .await
-                .context("is Docker running? pass --docker-host URI")?;
+                .context("is Docker running? pass --docker-host URI")?
+                .with_task_cgroups(std::path::Path::new(agent::runtime::DEFAULT_CGROUP_ROOT))
+                .await;
             let (containers, volumes) = docker
                 .remove_cluster(&record.cluster_uid)
                 .await

@@ -145,7 +145,9 @@ pub fn run(args: &UpArgs) -> anyhow::Result<ExitCode> {
             RuntimeKind::Docker => Some(
                 Docker::connect(args.docker_host.as_deref())
                     .await
-                    .context("is Docker running? pass --docker-host URI, or --runtime sim")?,
+                    .context("is Docker running? pass --docker-host URI, or --runtime sim")?
+                    .with_task_cgroups(std::path::Path::new(agent::runtime::DEFAULT_CGROUP_ROOT))
+                    .await,
             ),
             RuntimeKind::Sim => None,
         };

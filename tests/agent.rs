@@ -926,6 +926,257 @@ async fn a_container_gets_the_docker_settings_of_its_definition() {
     cluster.server.take().expect("server").shutdown().await;
 }
 
+/// The file holding a task cgroup's `v1` or `v2` setting, on this host.
+fn task_cgroup_file(uid: &str, v1: (&str, &str), v2: &str) -> PathBuf {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        root.join("gantry").join(uid).join(v2)
+    } else {
+        root.join(v1.0).join("gantry").join(uid).join(v1.1)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_held_to_its_task_level_cpu_and_memory() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    // No retention: what the agent made for a task goes when it stops.
+    let instance = unique("limits");
+    cluster.agent(&instance, "127.0.0.1", 0).await;
+    let image = cluster.image.clone();
+    let sleeper =
+        json!([{"name": "app", "image": image, "command": ["sleep", "3600"], "stopTimeout": 1}]);
+    let bounded = cluster
+        .run_definition(
+            &instance,
+            "bounded",
+            json!({"cpu": 256, "memory": 48, "containerDefinitions": sleeper}),
+        )
+        .await;
+    let uid = bounded.uid().expect("uid");
+    // Past 32 MiB in one container that has no limit of its own: only the
+    // task's stops it.
+    cluster
+        .run_definition(
+            &instance,
+            "hog",
+            json!({"memory": 32, "containerDefinitions": [{
+                "name": "hog", "image": image,
+                "command": ["awk", "BEGIN { s = \"xxxxxxxx\"; while (1) s = s s }"],
+            }]}),
+        )
+        .await;
+
+    let running = cluster.until_last("bounded", TaskLastStatus::Running).await;
+    let [id] = &containers_of(&running)[..] else {
+        panic!("one container")
+    };
+    assert_eq!(
+        docker_stdout(&["inspect", "-f", "{{.HostConfig.CgroupParent}}", id]).trim(),
+        format!("/gantry/{uid}")
+    );
+    let memory = task_cgroup_file(&uid, ("memory", "memory.limit_in_bytes"), "memory.max");
+    let cpu = task_cgroup_file(&uid, ("cpu", "cpu.cfs_quota_us"), "cpu.max");
+    let read = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("{}: {e}; agent logs:\n{}", path.display(), cluster.logs()))
+    };
+    assert_eq!(read(&memory).trim(), (48 * 1024 * 1024).to_string());
+    // 256 of 1024 units: a quarter of each 100 ms period.
+    assert!(read(&cpu).trim().starts_with("25000"), "{}", read(&cpu));
+
+    let hog = cluster.until_last("hog", TaskLastStatus::Stopped).await;
+    let killed = container(&hog, "hog");
+    assert_eq!(killed.exit_code, Some(137), "{killed:?}");
+    assert_eq!(
+        killed.reason.as_deref(),
+        Some("OutOfMemoryError: Container killed due to memory usage")
+    );
+    assert_eq!(
+        hog.status.as_ref().and_then(|s| s.stop_code),
+        Some(StopCode::EssentialContainerExited)
+    );
+
+    cluster.stop("bounded").await;
+    cluster.until_last("bounded", TaskLastStatus::Stopped).await;
+    let task_dir = memory.parent().expect("the task's cgroup").to_owned();
+    for _ in 0..100 {
+        if !task_dir.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !task_dir.exists(),
+        "{} outlived the task's containers",
+        task_dir.display()
+    );
+    cluster.server.take().expect("server").shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_logs_and_start_timeouts_of_a_definition_reach_docker() {
+    let Some(mut cluster) = cluster().await else {
+        return;
+    };
+    let instance = unique("volumes");
+    cluster.agent(&instance, "127.0.0.1", 0).await;
+    let image = cluster.image.clone();
+    let shared = unique("shared");
+    // Shared volumes outlive their tasks: the test removes its own,
+    // however it ends.
+    struct Removed(String);
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            docker_stdout(&["volume", "rm", "-f", &self.0]);
+        }
+    }
+    let _removed = Removed(shared.clone());
+    let project = json!({"dev.gantry.project": "agent-tests"});
+    let sharing = cluster
+        .run_definition(
+            &instance,
+            "sharing",
+            json!({
+                "memory": 64,
+                "volumes": [
+                    {"name": "scratch", "dockerVolumeConfiguration": {"scope": "task", "labels": project}},
+                    {"name": shared, "dockerVolumeConfiguration": {
+                        "scope": "shared", "autoprovision": true, "labels": project}},
+                ],
+                "containerDefinitions": [
+                    {"name": "app", "image": image, "stopTimeout": 1,
+                     "command": ["sh", "-c", "cat /data/greeting; sleep 3600"],
+                     "volumesFrom": [{"sourceContainer": "data", "readOnly": true}],
+                     "dependsOn": [{"containerName": "data", "condition": "SUCCESS"}],
+                     "logConfiguration": {"logDriver": "json-file",
+                                          "options": {"max-size": "1m", "max-file": "2"}}},
+                    {"name": "data", "image": image, "essential": false,
+                     "command": ["sh", "-c", "echo hello > /data/greeting && echo kept > /shared/note"],
+                     "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/data"},
+                                     {"sourceVolume": shared, "containerPath": "/shared"}]},
+                ],
+            }),
+        )
+        .await;
+    let uid = sharing.uid().expect("uid");
+    cluster
+        .run_definition(
+            &instance,
+            "impatient",
+            json!({"memory": 64, "containerDefinitions": [
+                {"name": "slow", "image": image, "essential": false, "command": ["sleep", "3600"],
+                 "startTimeout": 2, "stopTimeout": 1},
+                {"name": "app", "image": image, "command": ["sleep", "3600"],
+                 "dependsOn": [{"containerName": "slow", "condition": "COMPLETE"}]},
+            ]}),
+        )
+        .await;
+
+    let running = cluster.until_last("sharing", TaskLastStatus::Running).await;
+    let app = container(&running, "app")
+        .runtime_id
+        .clone()
+        .expect("app's id");
+    let inspected: Value =
+        serde_json::from_str(&docker_stdout(&["inspect", &app])).expect("docker inspect");
+    let host = &inspected[0]["HostConfig"];
+    assert_eq!(
+        host["LogConfig"],
+        json!({"Type": "json-file", "Config": {"max-size": "1m", "max-file": "2"}})
+    );
+    let data_name = docker_stdout(&[
+        "inspect",
+        "-f",
+        "{{.Name}}",
+        &container(&running, "data")
+            .runtime_id
+            .clone()
+            .expect("data's id"),
+    ]);
+    assert_eq!(
+        host["VolumesFrom"],
+        json!([format!("{}:ro", data_name.trim().trim_start_matches('/'))])
+    );
+    // What the source wrote in its task volume, read through volumesFrom.
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = docker_stdout(&["logs", &app]);
+        if !logs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(logs.trim(), "hello");
+    let task_volume = format!("gantry-{uid}-scratch");
+    let label = |volume: &str, key: &str| {
+        docker_stdout(&[
+            "volume",
+            "inspect",
+            "-f",
+            &format!("{{{{index .Labels \"{key}\"}}}}"),
+            volume,
+        ])
+        .trim()
+        .to_owned()
+    };
+    assert_eq!(label(&task_volume, "gantry.dev/task-uid"), uid);
+    assert_eq!(label(&task_volume, "dev.gantry.project"), "agent-tests");
+    assert_eq!(label(&shared, "dev.gantry.project"), "agent-tests");
+    assert_eq!(
+        label(&shared, "gantry.dev/task-uid"),
+        "",
+        "a shared volume is no task's"
+    );
+
+    let impatient = cluster
+        .until_last("impatient", TaskLastStatus::Stopped)
+        .await;
+    let status = impatient.status.expect("status");
+    assert_eq!(status.stop_code, Some(StopCode::TaskFailedToStart));
+    assert_eq!(
+        status.stopped_reason.as_deref(),
+        Some(
+            "dependency of app on slow (COMPLETE) can never be met: it did not get there within its startTimeout of 2 s"
+        )
+    );
+
+    cluster.stop("sharing").await;
+    cluster.until_last("sharing", TaskLastStatus::Stopped).await;
+    let exists = |volume: &str| {
+        !docker_stdout(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{volume}$"),
+        ])
+        .trim()
+        .is_empty()
+    };
+    for _ in 0..100 {
+        if !exists(&task_volume) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!exists(&task_volume), "the task volume went with the task");
+    let kept = docker_stdout(&[
+        "run",
+        "--rm",
+        "--label",
+        "dev.gantry.project=agent-tests",
+        "-v",
+        &format!("{shared}:/shared:ro"),
+        &image,
+        "cat",
+        "/shared/note",
+    ]);
+    assert_eq!(kept.trim(), "kept", "the shared volume outlives the task");
+    cluster.server.take().expect("server").shutdown().await;
+}
+
 /// A Docker registry on a free loopback port that wants a login, from
 /// `scripts/fetch-registry`; stopped when dropped.
 struct Registry {
@@ -1280,6 +1531,50 @@ async fn gantry_exec_runs_a_command_where_enabled_for_whoever_may_and_records_it
     assert_eq!(code, Some(0));
     assert!(!out.trim().is_empty());
 
+    // With standard input (-i), and a terminal (-t): what is piped in
+    // reaches the command, and its end is the command's end of input.
+    let interactive = |flags: &[&str], input: &str, command: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["exec", "--kubeconfig"])
+            .arg(&admin)
+            .args(flags)
+            .args(["open", "--"])
+            .args(command)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("gantry exec runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("input written");
+        let out = child.wait_with_output().expect("gantry exec ends");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = interactive(
+        &["-i"],
+        "hello\n",
+        &["sh", "-c", "read line; echo got:$line; exit 4"],
+    );
+    assert_eq!((code, out.as_str()), (Some(4), "got:hello\n"), "{err}");
+    let (code, out, err) = interactive(&["-i"], "abcde", &["wc", "-c"]);
+    assert_eq!((code, out.trim()), (Some(0), "5"), "{err}");
+    let (code, out, err) = interactive(
+        &["-i", "-t"],
+        "",
+        &["sh", "-c", "test -t 0 && echo terminal"],
+    );
+    assert_eq!((code, out.trim()), (Some(0), "terminal"), "{err}");
+    let (code, out, err) = interactive(&["-i"], "", &["sh", "-c", "test -t 0 || echo none"]);
+    assert_eq!((code, out.trim()), (Some(0), "none"), "{err}");
+
     // Not where the task does not enable it.
     let (code, _, err) = exec(&admin, "closed", &["true"]);
     assert_ne!(code, Some(0));
@@ -1306,7 +1601,7 @@ async fn gantry_exec_runs_a_command_where_enabled_for_whoever_may_and_records_it
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("open"))
         .filter_map(|e| e.note)
         .collect();
-    assert_eq!(notes.len(), 2, "{notes:?}");
+    assert_eq!(notes.len(), 6, "{notes:?}");
     assert!(
         notes
             .iter()

@@ -4,12 +4,14 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use crds::v1alpha1::{ContainerDefinition, Task, TaskDefinitionSpec};
+use crds::v1alpha1::{ContainerDefinition, Task, TaskDefinitionSpec, Volume, VolumeScope};
 use kube::ResourceExt;
 
 use crate::{
     Config,
-    runtime::{ContainerConfig, Observed, PortSpec, Settings, labels},
+    runtime::{
+        ContainerConfig, Limits, Observed, PortSpec, Settings, TaskResources, VolumeConfig, labels,
+    },
 };
 
 /// The runtime's name for a task's container: unique per task uid, so
@@ -32,7 +34,7 @@ pub fn config(
     def: &ContainerDefinition,
     agent: &Config,
 ) -> ContainerConfig {
-    let (instance, host_ip) = (agent.name.as_str(), agent.host_ip.as_str());
+    let host_ip = agent.host_ip.as_str();
     let uid = task.uid().unwrap_or_default();
     let environment = def
         .environment
@@ -48,29 +50,16 @@ pub fn config(
                 .volumes
                 .iter()
                 .find(|v| v.name == mount.source_volume)?;
-            // A volume without a host path is a Docker volume of the task's
-            // own.
             let source = volume.host.as_ref().map_or_else(
-                || format!("gantry-{uid}-{}", volume.name),
+                || docker_volume_name(&uid, volume),
                 |host| host.source_path.clone(),
             );
             let mode = if mount.read_only { ":ro" } else { "" };
             Some(format!("{source}:{}{mode}", mount.container_path))
         })
         .collect();
-    let mut labels = BTreeMap::from([
-        (labels::INSTANCE.to_owned(), instance.to_owned()),
-        (
-            labels::TASK_NAMESPACE.to_owned(),
-            task.namespace().unwrap_or_default(),
-        ),
-        (labels::TASK_NAME.to_owned(), task.name_any()),
-        (labels::TASK_UID.to_owned(), uid.clone()),
-        (labels::CONTAINER.to_owned(), def.name.clone()),
-    ]);
-    if let Some(uid) = &agent.cluster_uid {
-        labels.insert(labels::CLUSTER_UID.to_owned(), uid.clone());
-    }
+    let mut labels = task_labels(task, agent);
+    labels.insert(labels::CONTAINER.to_owned(), def.name.clone());
     // The definition's own labels, under the agent's (which a schema rule
     // keeps them from naming).
     for (key, value) in &def.docker_labels {
@@ -100,12 +89,80 @@ pub fn config(
         binds,
         stop_timeout: Duration::from_secs(u64::from(def.stop_timeout)),
         labels,
-        settings: settings(def),
+        settings: settings(task, def),
+        // Set once the task's cgroup is made (`Runtime::prepare_task`).
+        cgroup_parent: None,
+    }
+}
+
+/// The labels of everything the agent makes for a task.
+fn task_labels(task: &Task, agent: &Config) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (labels::INSTANCE.to_owned(), agent.name.clone()),
+        (
+            labels::TASK_NAMESPACE.to_owned(),
+            task.namespace().unwrap_or_default(),
+        ),
+        (labels::TASK_NAME.to_owned(), task.name_any()),
+        (labels::TASK_UID.to_owned(), task.uid().unwrap_or_default()),
+    ]);
+    if let Some(uid) = &agent.cluster_uid {
+        labels.insert(labels::CLUSTER_UID.to_owned(), uid.clone());
+    }
+    labels
+}
+
+/// Docker's name for a volume that is not a host path: a shared one's
+/// own name (other tasks find it by it), else one of the task's.
+fn docker_volume_name(task_uid: &str, volume: &Volume) -> String {
+    match &volume.docker_volume_configuration {
+        Some(docker) if docker.scope == VolumeScope::Shared => volume.name.clone(),
+        _ => format!("gantry-{task_uid}-{}", volume.name),
+    }
+}
+
+/// What the task's containers share: its task-level limits and its Docker
+/// volumes (a volume with neither `host` nor `dockerVolumeConfiguration`
+/// is a local one of the task's).
+#[must_use]
+pub fn task_resources(
+    task: &Task,
+    definition: &TaskDefinitionSpec,
+    agent: &Config,
+) -> TaskResources {
+    let uid = task.uid().unwrap_or_default();
+    let volumes = definition
+        .volumes
+        .iter()
+        .filter(|v| v.host.is_none())
+        .map(|volume| {
+            let docker = volume
+                .docker_volume_configuration
+                .clone()
+                .unwrap_or_default();
+            VolumeConfig {
+                name: docker_volume_name(&uid, volume),
+                shared: docker.scope == VolumeScope::Shared,
+                autoprovision: docker.autoprovision,
+                driver: docker.driver,
+                driver_opts: docker.driver_opts,
+                labels: docker.labels,
+            }
+        })
+        .collect();
+    TaskResources {
+        labels: task_labels(task, agent),
+        uid,
+        limits: Limits {
+            cpu: definition.cpu,
+            memory_mib: definition.memory,
+        },
+        volumes,
     }
 }
 
 /// ECS's container settings in Docker's terms.
-fn settings(def: &ContainerDefinition) -> Settings {
+fn settings(task: &Task, def: &ContainerDefinition) -> Settings {
     let linux = def.linux_parameters.clone().unwrap_or_default();
     let capabilities = linux.capabilities.unwrap_or_default();
     let names =
@@ -141,6 +198,18 @@ fn settings(def: &ContainerDefinition) -> Settings {
             .map(|h| format!("{}:{}", h.hostname, h.ip_address))
             .collect(),
         hostname: def.hostname.clone(),
+        volumes_from: def
+            .volumes_from
+            .iter()
+            .map(|from| {
+                let mode = if from.read_only { ":ro" } else { "" };
+                format!("{}{mode}", runtime_name(task, &from.source_container))
+            })
+            .collect(),
+        log_driver: def
+            .log_configuration
+            .as_ref()
+            .map(|log| (log.log_driver.docker_name(), log.options.clone())),
     }
 }
 

@@ -35,7 +35,7 @@ use kube::{Api, ResourceExt, api::PostParams};
 
 use crate::{
     Error,
-    runtime::{Exec, LogOptions, Runtime, labels},
+    runtime::{Exec, ExecOptions, LogOptions, Runtime, labels},
     supervisor::Context,
 };
 
@@ -262,21 +262,55 @@ async fn logs<R: Runtime>(
 struct ExecRequest {
     container: Option<String>,
     command: Vec<String>,
+    /// Attach its standard input (`-i`): the connection is then upgraded
+    /// to the framing of agent/src/frames.rs.
+    #[serde(default)]
+    stdin: bool,
+    /// Give it a terminal (`-t`).
+    #[serde(default)]
+    tty: bool,
+    /// The caller's terminal, columns by rows.
+    #[serde(default)]
+    size: Option<(u16, u16)>,
 }
 
 async fn exec<R: Runtime>(
     State(served): State<Arc<Served<R>>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
-    axum::Json(asked): axum::Json<ExecRequest>,
+    mut request: axum::extract::Request,
 ) -> Response {
     let task = (namespace.as_str(), name.as_str());
     let caller = match authorize(&served.api, &headers, "create", "exec", task).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
+    let upgrade = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>();
+    let body = match axum::body::to_bytes(request.into_body(), 64 * 1024).await {
+        Ok(body) => body,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request: {e}")),
+    };
+    let asked: ExecRequest = match serde_json::from_slice(&body) {
+        Ok(asked) => asked,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("the request: {e}")),
+    };
     if asked.command.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "no command");
+    }
+    let upgrading = headers.get(header::UPGRADE).is_some_and(|v| {
+        v.as_bytes()
+            .eq_ignore_ascii_case(crate::frames::PROTOCOL.as_bytes())
+    });
+    if asked.stdin && !upgrading {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "stdin needs the connection upgraded to {}",
+                crate::frames::PROTOCOL
+            ),
+        );
     }
     let context = &served.context;
     let (found, container, id) = match container_of(context, task, asked.container.as_deref()).await
@@ -292,9 +326,32 @@ async fn exec<R: Runtime>(
     }
     let who = whoami(&caller).await;
     record(context, &found, &container, &who, &asked.command).await;
+    if asked.stdin {
+        let Some(upgrade) = upgrade else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "this connection cannot be upgraded",
+            );
+        };
+        let context = Arc::clone(context);
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(upgraded) => interactive(&context, &id, asked, upgraded).await,
+                Err(e) => tracing::debug!(error = %e, "an exec's upgrade failed"),
+            }
+        });
+        return (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::CONNECTION, "Upgrade"),
+                (header::UPGRADE, crate::frames::PROTOCOL),
+            ],
+        )
+            .into_response();
+    }
     let frames = context
         .runtime
-        .exec(&id, &asked.command)
+        .exec(&id, ExecOptions::command(asked.command))
         .map(|chunk| match chunk {
             Ok(Exec::Output(bytes)) => Ok(Frame::data(axum::body::Bytes::from(bytes))),
             Ok(Exec::Exited(code)) => {
@@ -314,6 +371,49 @@ async fn exec<R: Runtime>(
         Body::new(http_body_util::StreamBody::new(frames)),
     )
         .into_response()
+}
+
+/// An exec with standard input over the upgraded connection: frames in
+/// feed its input, its output and exit code go out as frames.
+async fn interactive<R: Runtime>(
+    context: &Context<R>,
+    id: &str,
+    asked: ExecRequest,
+    upgraded: hyper::upgrade::Upgraded,
+) {
+    use crate::frames::{self, Kind};
+    let (mut reader, mut writer) = tokio::io::split(hyper_util::rt::TokioIo::new(upgraded));
+    let (input, stdin) = futures::channel::mpsc::unbounded::<Vec<u8>>();
+    // Until the client says its input is closed, or goes.
+    tokio::spawn(async move {
+        while let Ok(Some((kind, bytes))) = frames::read(&mut reader).await {
+            match kind {
+                Kind::Stdin if input.unbounded_send(bytes).is_ok() => {}
+                _ => break,
+            }
+        }
+    });
+    let options = ExecOptions {
+        command: asked.command,
+        tty: asked.tty,
+        size: asked.size,
+        stdin: Some(stdin.boxed()),
+    };
+    let mut output = context.runtime.exec(id, options);
+    while let Some(chunk) = output.next().await {
+        let sent = match chunk {
+            Ok(Exec::Output(bytes)) => frames::write(&mut writer, Kind::Output, &bytes).await,
+            Ok(Exec::Exited(code)) => {
+                frames::write(&mut writer, Kind::Exit, code.to_string().as_bytes()).await
+            }
+            Err(e) => frames::write(&mut writer, Kind::Error, e.to_string().as_bytes()).await,
+        };
+        if sent.is_err() {
+            // The client went: what it ran is not waited for.
+            return;
+        }
+    }
+    let _ = tokio::io::AsyncWriteExt::shutdown(&mut writer).await;
 }
 
 /// The trailer that gives an exec's exit code (src/agent_client.rs reads

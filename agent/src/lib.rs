@@ -16,6 +16,7 @@
 pub mod container;
 pub mod daemon;
 pub mod endpoint;
+pub mod frames;
 pub mod plan;
 pub mod registration;
 pub mod runtime;

@@ -78,7 +78,7 @@ impl Plan {
 #[must_use]
 pub fn plan(input: &Input<'_>, now: Timestamp) -> Plan {
     let containers = &input.definition.container_definitions;
-    let stop = stop_cause(input);
+    let stop = stop_cause(input, now);
     let mut actions = Vec::new();
     match &stop {
         // Deregistering from its load balancers: the service scheduler
@@ -127,7 +127,7 @@ fn deactivating(input: &Input<'_>) -> bool {
 }
 
 /// Why the task is stopping, if it is: what was recorded first wins.
-fn stop_cause(input: &Input<'_>) -> Option<(StopCode, String)> {
+fn stop_cause(input: &Input<'_>, now: Timestamp) -> Option<(StopCode, String)> {
     if let Some(code) = input.recorded.stop_code {
         let reason = input.recorded.stopped_reason.clone().unwrap_or_default();
         return Some((code, reason));
@@ -159,10 +159,14 @@ fn stop_cause(input: &Input<'_>) -> Option<(StopCode, String)> {
             continue;
         }
         for dependency in &def.depends_on {
-            if let Some(why) = never_met(
-                dependency.condition,
-                input.observed.get(&dependency.container_name),
-            ) {
+            let observed = input.observed.get(&dependency.container_name);
+            let timeout = containers
+                .iter()
+                .find(|d| d.name == dependency.container_name)
+                .and_then(|d| d.start_timeout);
+            if let Some(why) = never_met(dependency.condition, observed)
+                .or_else(|| timed_out(dependency.condition, observed?, timeout?, now))
+            {
                 return Some((
                     StopCode::TaskFailedToStart,
                     format!(
@@ -188,20 +192,48 @@ fn condition_name(condition: DependencyCondition) -> &'static str {
     }
 }
 
-fn dependencies_met(def: &ContainerDefinition, observed: &BTreeMap<String, Observed>) -> bool {
-    def.depends_on.iter().all(|dependency| {
-        let Some(o) = observed.get(&dependency.container_name) else {
-            return false;
-        };
-        match dependency.condition {
-            DependencyCondition::Start => matches!(o.state, State::Running | State::Exited),
-            DependencyCondition::Complete => o.state == State::Exited,
-            DependencyCondition::Success => o.state == State::Exited && o.exit_code == Some(0),
-            DependencyCondition::Healthy => {
-                o.state == State::Running && o.health == Some(HealthStatus::Healthy)
-            }
+/// Whether a dependency that has not reached its condition has run out
+/// of its `startTimeout`, counted from its start, as ECS's agent counts
+/// it (only COMPLETE, SUCCESS and HEALTHY can take time to reach).
+fn timed_out(
+    condition: DependencyCondition,
+    o: &Observed,
+    timeout: u32,
+    now: Timestamp,
+) -> Option<String> {
+    if condition == DependencyCondition::Start || condition_met(condition, o) {
+        return None;
+    }
+    let started = o.started_at?;
+    let waited = now.duration_since(started).as_secs();
+    (waited >= i64::from(timeout))
+        .then(|| format!("it did not get there within its startTimeout of {timeout} s"))
+}
+
+fn condition_met(condition: DependencyCondition, o: &Observed) -> bool {
+    match condition {
+        DependencyCondition::Start => matches!(o.state, State::Running | State::Exited),
+        DependencyCondition::Complete => o.state == State::Exited,
+        DependencyCondition::Success => o.state == State::Exited && o.exit_code == Some(0),
+        DependencyCondition::Healthy => {
+            o.state == State::Running && o.health == Some(HealthStatus::Healthy)
         }
-    })
+    }
+}
+
+/// Its dependencies have reached their conditions, and the containers it
+/// takes volumes from exist (Docker needs them at create).
+fn dependencies_met(def: &ContainerDefinition, observed: &BTreeMap<String, Observed>) -> bool {
+    let sources = def
+        .volumes_from
+        .iter()
+        .all(|from| observed.contains_key(&from.source_container));
+    sources
+        && def.depends_on.iter().all(|dependency| {
+            observed
+                .get(&dependency.container_name)
+                .is_some_and(|o| condition_met(dependency.condition, o))
+        })
 }
 
 /// Why a dependency can no longer be met, if that is so.
@@ -386,6 +418,7 @@ mod tests {
                 exit_code,
                 health,
                 oom_killed: false,
+                started_at: None,
                 error: None,
                 network_bindings: Vec::new(),
             },
@@ -411,6 +444,29 @@ mod tests {
                 cut_off: None,
             },
             Timestamp::UNIX_EPOCH,
+        )
+    }
+
+    /// A fenced task, desired RUNNING, nothing recorded yet, planned at
+    /// `now`.
+    fn fresh_at(
+        definition: &TaskDefinitionSpec,
+        observed: &[(String, Observed)],
+        cut_off: Option<&str>,
+        now: Timestamp,
+    ) -> Plan {
+        let observed: BTreeMap<String, Observed> = observed.iter().cloned().collect();
+        plan(
+            &Input {
+                definition,
+                desired: DesiredStatus::Running,
+                fenced: true,
+                recorded: &TaskStatus::default(),
+                observed: &observed,
+                failure: None,
+                cut_off,
+            },
+            now,
         )
     }
 
@@ -486,6 +542,67 @@ mod tests {
             true,
         );
         assert_eq!(plan.actions, [Action::Launch("app".into())]);
+    }
+
+    #[test]
+    fn a_dependency_past_its_start_timeout_fails_the_task() {
+        let def = definition(serde_json::json!([
+            {"name": "db", "image": "img", "essential": false, "startTimeout": 5},
+            {"name": "app", "image": "img", "dependsOn": [{"containerName": "db", "condition": "COMPLETE"}]},
+        ]));
+        let (name, mut db) = observed("db", State::Running, None, None);
+        db.started_at = Some(Timestamp::UNIX_EPOCH);
+        let started = [(name, db)];
+        let at = |seconds: i64| {
+            let now = Timestamp::from_second(seconds).expect("a time");
+            fresh_at(&def, &started, None, now)
+        };
+        let waiting = at(4);
+        assert_eq!(waiting.status.stop_code, None, "4 s of 5: it waits");
+        assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+        let given_up = at(5);
+        assert_eq!(given_up.status.stop_code, Some(StopCode::TaskFailedToStart));
+        assert_eq!(
+            given_up.status.stopped_reason.as_deref(),
+            Some(
+                "dependency of app on db (COMPLETE) can never be met: it did not get there within its startTimeout of 5 s"
+            )
+        );
+        assert_eq!(
+            given_up.actions,
+            vec![Action::Stop {
+                container: "db".into(),
+                timeout: Duration::from_secs(30)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_container_taking_volumes_from_another_is_created_after_it() {
+        let def = definition(serde_json::json!([
+            {"name": "app", "image": "img", "volumesFrom": [{"sourceContainer": "data", "readOnly": true}]},
+            {"name": "data", "image": "img", "essential": false},
+        ]));
+        let first = run(
+            &def,
+            &[],
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert_eq!(first.actions, vec![Action::Launch("data".into())]);
+        let created = [observed("data", State::Created, None, None)];
+        let next = run(
+            &def,
+            &created,
+            &TaskStatus::default(),
+            DesiredStatus::Running,
+            true,
+        );
+        assert_eq!(
+            next.actions,
+            vec![Action::Launch("app".into()), Action::Start("data".into())]
+        );
     }
 
     #[test]
@@ -602,19 +719,7 @@ mod tests {
         let def = two_with("START");
         let reason = "the agent could not reach the control plane for 30 s";
         let cut_off = |observed: &[(String, Observed)]| {
-            let observed: BTreeMap<String, Observed> = observed.iter().cloned().collect();
-            plan(
-                &Input {
-                    definition: &def,
-                    desired: DesiredStatus::Running,
-                    fenced: true,
-                    recorded: &TaskStatus::default(),
-                    observed: &observed,
-                    failure: None,
-                    cut_off: Some(reason),
-                },
-                Timestamp::UNIX_EPOCH,
-            )
+            fresh_at(&def, observed, Some(reason), Timestamp::UNIX_EPOCH)
         };
         let running = cut_off(&[
             observed("db", State::Running, None, None),

@@ -301,6 +301,7 @@ impl<R: Runtime> Supervisor<R> {
                     .await?;
                 self.context.runtime.remove(&o.id).await?;
             }
+            self.context.runtime.release_task(&self.uid).await?;
             return Ok(Next::Done);
         };
         let definition = match task.spec.definition.as_ref() {
@@ -346,7 +347,25 @@ impl<R: Runtime> Supervisor<R> {
             if plan.finished() {
                 return self.clean_up(&task, &observed).await;
             }
-            return Ok(next);
+            // A container waits on one with a startTimeout: no event
+            // says when that runs out.
+            let timed = |name: &str| {
+                definition
+                    .container_definitions
+                    .iter()
+                    .any(|d| d.name == name && d.start_timeout.is_some())
+            };
+            let waiting = plan.status.stop_code.is_none()
+                && definition.container_definitions.iter().any(|d| {
+                    !observed.contains_key(&d.name)
+                        && d.depends_on.iter().any(|dep| timed(&dep.container_name))
+                });
+            return Ok(if waiting { Next::Soon } else { next });
+        }
+        // Why the task stops is recorded before the stops: what caused it
+        // (a dependency's startTimeout) may not outlive them.
+        if plan.status.stop_code.is_some() && recorded.stop_code.is_none() {
+            self.patch(&task, &plan.status).await?;
         }
         let mut status = plan.status.clone();
         for action in &plan.actions {
@@ -395,6 +414,11 @@ impl<R: Runtime> Supervisor<R> {
                     return Ok(());
                 };
                 let mut config = container::config(task, definition, def, &self.context.config);
+                let resources = container::task_resources(task, definition, &self.context.config);
+                config.cgroup_parent = runtime
+                    .prepare_task(&resources)
+                    .await
+                    .map_err(|e| failed(name, e))?;
                 let namespace = task.namespace().unwrap_or_default();
                 let client = &self.context.client;
                 let unready = |reason| Failure {
@@ -515,6 +539,9 @@ impl<R: Runtime> Supervisor<R> {
         observed: &BTreeMap<String, Observed>,
     ) -> Result<Next, StepError> {
         if observed.is_empty() {
+            // Again, in case the agent stopped between removing the
+            // containers and this.
+            self.context.runtime.release_task(&self.uid).await?;
             return Ok(Next::Done);
         }
         let stopped_at = task
@@ -528,6 +555,7 @@ impl<R: Runtime> Supervisor<R> {
             for o in observed.values() {
                 self.context.runtime.remove(&o.id).await?;
             }
+            self.context.runtime.release_task(&self.uid).await?;
             return Ok(Next::Done);
         }
         Ok(Next::Idle)

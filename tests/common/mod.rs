@@ -228,7 +228,34 @@ impl Drop for DockerCleanup {
 pub fn remove_containers(instance: &str) {
     let label = format!("label=gantry.dev/instance={instance}");
     for id in docker_stdout(&["ps", "-aq", "--filter", &label]).split_whitespace() {
+        let uid = docker_stdout(&[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"gantry.dev/task-uid\"}}",
+            id,
+        ]);
         docker_stdout(&["rm", "-f", id]);
+        remove_task_cgroups(uid.trim());
+    }
+    // The task volumes the agent made (shared ones are the test's).
+    for volume in docker_stdout(&["volume", "ls", "-q", "--filter", &label]).split_whitespace() {
+        docker_stdout(&["volume", "rm", "-f", volume]);
+    }
+}
+
+/// The cgroups an agent made for a task (agent/src/runtime/cgroup.rs),
+/// which a killed agent leaves behind.
+pub fn remove_task_cgroups(uid: &str) {
+    if uid.is_empty() {
+        return;
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    let mut dirs = vec![root.join("gantry").join(uid)];
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        dirs.push(entry.path().join("gantry").join(uid));
+    }
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

@@ -6,7 +6,7 @@ use bollard::{
     auth::DockerCredentials,
     models::{
         ContainerCreateBody, ContainerStateStatusEnum, HealthConfig, HealthStatusEnum, HostConfig,
-        PortBinding, ResourcesUlimits,
+        HostConfigLogConfig, PortBinding, ResourcesUlimits, VolumeCreateRequest,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
@@ -18,14 +18,20 @@ use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode, Protocol};
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 
 use super::{
-    ContainerConfig, Exec, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
+    ContainerConfig, Exec, ExecOptions, Info, LogOptions, Observed, Pull, Runtime, RuntimeError,
+    State, TaskCgroups, TaskResources, labels,
 };
 
 /// Docker through its API socket.
 #[derive(Clone, Debug)]
 pub struct Docker {
     client: bollard::Docker,
+    /// Where task-level limits are enforced; `None`: they are not.
+    cgroups: Option<TaskCgroups>,
 }
+
+/// Where the host's cgroups are mounted, usually.
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 const MIB: i64 = 1024 * 1024;
@@ -56,7 +62,38 @@ impl Docker {
         .map_err(unreachable)?;
         let client = client.negotiate_version().await.map_err(unreachable)?;
         client.ping().await.map_err(unreachable)?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            cgroups: None,
+        })
+    }
+
+    /// Enforce task-level cpu and memory with a cgroup per task under
+    /// `root`, the cgroup mount of the engine's host (see
+    /// agent/src/runtime/cgroup.rs). Only with the engine's `cgroupfs`
+    /// driver, and only where the agent may write `root`; otherwise it
+    /// says why in a warning and tasks run without the task-level limit.
+    #[must_use]
+    pub async fn with_task_cgroups(mut self, root: &std::path::Path) -> Self {
+        let driver = match self.client.info().await {
+            Ok(info) => info.cgroup_driver.map(|d| d.to_string()),
+            Err(e) => Some(format!("unknown ({e})")),
+        };
+        let cgroups = match driver.as_deref() {
+            Some("cgroupfs") => TaskCgroups::open(root).map_err(|e| e.to_string()),
+            other => Err(format!(
+                "the engine's cgroup driver is {}, not cgroupfs",
+                other.unwrap_or("unknown")
+            )),
+        };
+        match cgroups {
+            Ok(cgroups) => self.cgroups = Some(cgroups),
+            Err(why) => tracing::warn!(
+                reason = %why,
+                "task-level cpu and memory will not be enforced on this host"
+            ),
+        }
+        self
     }
 
     /// Remove every container labelled with the cluster uid (running ones
@@ -83,6 +120,13 @@ impl Docker {
         for summary in &containers {
             let Some(id) = &summary.id else { continue };
             self.remove(id).await?;
+            if let Some(uid) = summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::TASK_UID))
+            {
+                self.release_task(uid).await?;
+            }
             volumes.extend(
                 summary
                     .mounts
@@ -93,20 +137,16 @@ impl Docker {
                     .filter(|name| name.starts_with("gantry-")),
             );
         }
+        // And what the agents made for the cluster: task volumes of tasks
+        // whose containers are gone, autoprovisioned shared ones.
+        volumes.extend(
+            self.volumes_labelled(&format!("{}={cluster_uid}", labels::CLUSTER_UID))
+                .await?,
+        );
         volumes.sort();
         volumes.dedup();
         for volume in &volumes {
-            match self
-                .client
-                .remove_volume(volume, None::<RemoveVolumeOptions>)
-                .await
-            {
-                Ok(())
-                | Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                }) => {}
-                Err(e) => return Err(Self::other(e)),
-            }
+            self.remove_volume(volume).await?;
         }
         Ok((containers.len(), volumes.len()))
     }
@@ -222,6 +262,15 @@ fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
             dns: some(&settings.dns),
             dns_search: some(&settings.dns_search),
             extra_hosts: some(&settings.extra_hosts),
+            volumes_from: some(&settings.volumes_from),
+            log_config: settings
+                .log_driver
+                .as_ref()
+                .map(|(driver, options)| HostConfigLogConfig {
+                    typ: Some(driver.clone()),
+                    config: Some(options.clone().into_iter().collect()),
+                }),
+            cgroup_parent: config.cgroup_parent.clone(),
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
@@ -229,21 +278,67 @@ fn create_body(config: &ContainerConfig) -> ContainerCreateBody {
 }
 
 impl Runtime for Docker {
-    fn exec(&self, id: &str, command: &[String]) -> BoxStream<'static, Result<Exec, RuntimeError>> {
-        let (client, id, command) = (self.client.clone(), id.to_owned(), command.to_vec());
+    fn exec(
+        &self,
+        id: &str,
+        options: ExecOptions,
+    ) -> BoxStream<'static, Result<Exec, RuntimeError>> {
+        let (client, id) = (self.client.clone(), id.to_owned());
         let (sender, receiver) = futures::channel::mpsc::unbounded();
         tokio::spawn(async move {
             let run = async {
-                let options = bollard::exec::CreateExecOptions {
+                let ExecOptions {
+                    command,
+                    tty,
+                    size,
+                    stdin,
+                } = options;
+                let create = bollard::exec::CreateExecOptions {
+                    attach_stdin: Some(stdin.is_some()),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
+                    tty: Some(tty),
                     cmd: Some(command),
                     ..bollard::exec::CreateExecOptions::default()
                 };
-                let exec = client.create_exec(&id, options).await?;
-                if let bollard::exec::StartExecResults::Attached { mut output, .. } =
-                    client.start_exec(&exec.id, None).await?
+                let exec = client.create_exec(&id, create).await?;
+                let start = bollard::exec::StartExecOptions {
+                    detach: false,
+                    tty,
+                    output_capacity: None,
+                };
+                if let bollard::exec::StartExecResults::Attached {
+                    mut output,
+                    mut input,
+                } = client.start_exec(&exec.id, Some(start)).await?
                 {
+                    if let (true, Some((width, height))) = (tty, size) {
+                        let resize = bollard::exec::ResizeExecOptions { height, width };
+                        if let Err(e) = client.resize_exec(&exec.id, resize).await {
+                            tracing::debug!(error = %e, "the exec's terminal keeps its size");
+                        }
+                    }
+                    // Dropped when the output ends, which ends the input.
+                    let (_ended, end) = tokio::sync::oneshot::channel::<()>();
+                    if let Some(mut stdin) = stdin {
+                        tokio::spawn(async move {
+                            use tokio::io::AsyncWriteExt;
+                            while let Some(bytes) = stdin.next().await {
+                                if input.write_all(&bytes).await.is_err() {
+                                    return;
+                                }
+                            }
+                            // Closing the write half is the command's end of
+                            // input; but with a terminal Docker takes it for
+                            // the end of the whole exec and drops the output
+                            // still to come, so the input stays open (as a
+                            // terminal's does: its end is a ^D typed).
+                            if !tty {
+                                let _ = input.shutdown().await;
+                            }
+                            let _ = end.await;
+                        });
+                    }
                     while let Some(chunk) = output.next().await {
                         let bytes = chunk?.into_bytes().to_vec();
                         if sender.unbounded_send(Ok(Exec::Output(bytes))).is_err() {
@@ -374,6 +469,39 @@ impl Runtime for Docker {
         }
     }
 
+    async fn prepare_task(&self, task: &TaskResources) -> Result<Option<String>, RuntimeError> {
+        for volume in &task.volumes {
+            self.ensure_volume(task, volume).await?;
+        }
+        let limited = task.limits.cpu.is_some() || task.limits.memory_mib.is_some();
+        let Some(cgroups) = self.cgroups.as_ref().filter(|_| limited) else {
+            return Ok(None);
+        };
+        cgroups
+            .create(&task.uid, task.limits)
+            .map_err(|e| RuntimeError::Container {
+                kind: "ResourceInitializationError",
+                message: format!("the task's cgroup: {e}"),
+            })?;
+        Ok(Some(TaskCgroups::parent(&task.uid)))
+    }
+
+    async fn release_task(&self, uid: &str) -> Result<(), RuntimeError> {
+        if let Some(cgroups) = &self.cgroups {
+            cgroups
+                .remove(uid)
+                .map_err(|e| RuntimeError::Other(format!("the task's cgroup: {e}")))?;
+        }
+        // Its task-scoped volumes, which carry its uid (shared ones do not).
+        for volume in self
+            .volumes_labelled(&format!("{}={uid}", labels::TASK_UID))
+            .await?
+        {
+            self.remove_volume(&volume).await?;
+        }
+        Ok(())
+    }
+
     async fn list(
         &self,
         instance: &str,
@@ -427,6 +555,91 @@ impl Runtime for Docker {
 }
 
 impl Docker {
+    /// A task volume is made with the task's labels (so that it goes
+    /// with the task); a shared one is found by name, or made if
+    /// `autoprovision` says so, labelled with the cluster only.
+    async fn ensure_volume(
+        &self,
+        task: &TaskResources,
+        volume: &super::VolumeConfig,
+    ) -> Result<(), RuntimeError> {
+        let unready = |message: String| RuntimeError::Container {
+            kind: "ResourceInitializationError",
+            message,
+        };
+        let mut labels = volume.labels.clone();
+        if volume.shared {
+            match self.client.inspect_volume(&volume.name).await {
+                Ok(_) => return Ok(()),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) if volume.autoprovision => {}
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    return Err(unready(format!(
+                        "shared volume {} does not exist on this host and autoprovision is false",
+                        volume.name
+                    )));
+                }
+                Err(e) => return Err(Self::other(e)),
+            }
+            labels.extend(
+                task.labels
+                    .iter()
+                    .filter(|(k, _)| *k == labels::CLUSTER_UID)
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        } else {
+            labels.extend(task.labels.clone());
+        }
+        let options = VolumeCreateRequest {
+            name: Some(volume.name.clone()),
+            driver: volume.driver.clone(),
+            driver_opts: Some(volume.driver_opts.clone().into_iter().collect()),
+            labels: Some(labels.into_iter().collect()),
+            ..VolumeCreateRequest::default()
+        };
+        self.client
+            .create_volume(options)
+            .await
+            .map(drop)
+            .map_err(|e| unready(format!("volume {}: {e}", volume.name)))
+    }
+
+    /// The names of the volumes with this `key=value` label.
+    async fn volumes_labelled(&self, label: &str) -> Result<Vec<String>, RuntimeError> {
+        let filters = HashMap::from([("label".to_owned(), vec![label.to_owned()])]);
+        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed = self
+            .client
+            .list_volumes(Some(options))
+            .await
+            .map_err(Self::other)?;
+        Ok(listed
+            .volumes
+            .into_iter()
+            .flatten()
+            .map(|v| v.name)
+            .collect())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        match self
+            .client
+            .remove_volume(name, None::<RemoveVolumeOptions>)
+            .await
+        {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(Self::other(e)),
+        }
+    }
+
     async fn inspect(&self, id: &str) -> Result<Observed, RuntimeError> {
         let inspected = self
             .client
@@ -494,6 +707,11 @@ impl Docker {
             exit_code: state.exit_code,
             health,
             oom_killed: state.oom_killed.unwrap_or(false),
+            // Docker says 0001-01-01 for never.
+            started_at: state
+                .started_at
+                .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                .filter(|at| at.as_second() > 0),
             error: state.error,
             network_bindings,
         })

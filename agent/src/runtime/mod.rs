@@ -3,6 +3,7 @@
 //! container config derived from a container definition, and what the
 //! runtime reports of the containers that carry this instance's label.
 
+mod cgroup;
 mod docker;
 mod sim;
 
@@ -11,7 +12,8 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 use crds::v1alpha1::{HealthCheck, HealthStatus, NetworkBinding, NetworkMode, Protocol};
 use futures::stream::BoxStream;
 
-pub use docker::Docker;
+pub use cgroup::{Limits, TaskCgroups};
+pub use docker::{DEFAULT_CGROUP_ROOT, Docker};
 pub use sim::{Sim, SimOptions};
 
 /// Labels every container carries, so that a restarted agent can tell
@@ -61,6 +63,34 @@ pub struct ContainerConfig {
     pub stop_timeout: Duration,
     pub labels: BTreeMap<String, String>,
     pub settings: Settings,
+    /// The task's cgroup ([`Runtime::prepare_task`]), if it has one.
+    pub cgroup_parent: Option<String>,
+}
+
+/// What a task needs before its first container starts and gives back
+/// after its last is removed: a cgroup with its task-level limits, and
+/// its Docker volumes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskResources {
+    pub uid: String,
+    pub limits: Limits,
+    pub volumes: Vec<VolumeConfig>,
+    /// The agent's labels, for what it creates (task volumes).
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A Docker volume of a task (ECS's `dockerVolumeConfiguration`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeConfig {
+    /// Docker's name for it.
+    pub name: String,
+    /// Outlives the task (`scope: shared`); else removed with it.
+    pub shared: bool,
+    /// Create a missing shared volume rather than fail the task.
+    pub autoprovision: bool,
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// How an image is pulled.
@@ -111,6 +141,10 @@ pub struct Settings {
     /// `host:address` lines for `/etc/hosts`.
     pub extra_hosts: Vec<String>,
     pub hostname: Option<String>,
+    /// Other containers' runtime names, `:ro` when read-only.
+    pub volumes_from: Vec<String>,
+    /// A log driver and its options; `None`: the engine's default.
+    pub log_driver: Option<(String, BTreeMap<String, String>)>,
 }
 
 /// A container's state as the runtime reports it.
@@ -133,6 +167,8 @@ pub struct Observed {
     /// `None` when the container has no health check.
     pub health: Option<HealthStatus>,
     pub oom_killed: bool,
+    /// When it last started, if it ever did.
+    pub started_at: Option<k8s_openapi::jiff::Timestamp>,
     /// Why the runtime could not run it, if it says.
     pub error: Option<String>,
     pub network_bindings: Vec<NetworkBinding>,
@@ -193,6 +229,15 @@ pub trait Runtime: Send + Sync + 'static {
         timeout: Duration,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Make what the task's containers share (again: it is idempotent):
+    /// the `cgroup_parent` they are to be created with, if any.
+    fn prepare_task(
+        &self,
+        task: &TaskResources,
+    ) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    /// Give back what [`Runtime::prepare_task`] made for the task alone,
+    /// once its containers are removed.
+    fn release_task(&self, uid: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Every container, running or not, labelled with this instance (and,
     /// if given, with that task uid).
     fn list(
@@ -210,9 +255,49 @@ pub trait Runtime: Send + Sync + 'static {
         id: &str,
         options: &LogOptions,
     ) -> BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
-    /// Run `command` in a running container: its output (stdout and
+    /// Run a command in a running container: its output (stdout and
     /// stderr) as it comes, then its exit code.
-    fn exec(&self, id: &str, command: &[String]) -> BoxStream<'static, Result<Exec, RuntimeError>>;
+    fn exec(
+        &self,
+        id: &str,
+        options: ExecOptions,
+    ) -> BoxStream<'static, Result<Exec, RuntimeError>>;
+}
+
+/// What [`Runtime::exec`] runs, and how.
+pub struct ExecOptions {
+    pub command: Vec<String>,
+    /// Give the command a terminal (its output is then one stream).
+    pub tty: bool,
+    /// The terminal's size, columns by rows.
+    pub size: Option<(u16, u16)>,
+    /// What the command reads on its standard input, closed when this
+    /// ends; `None`: no standard input.
+    pub stdin: Option<BoxStream<'static, Vec<u8>>>,
+}
+
+impl ExecOptions {
+    /// A command with no input and no terminal.
+    #[must_use]
+    pub fn command(command: Vec<String>) -> Self {
+        Self {
+            command,
+            tty: false,
+            size: None,
+            stdin: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ExecOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecOptions")
+            .field("command", &self.command)
+            .field("tty", &self.tty)
+            .field("size", &self.size)
+            .field("stdin", &self.stdin.is_some())
+            .finish()
+    }
 }
 
 /// What a command run in a container gives.

@@ -16,7 +16,8 @@ use rand::RngExt;
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerConfig, Exec, Info, LogOptions, Observed, Pull, Runtime, RuntimeError, State, labels,
+    ContainerConfig, Exec, ExecOptions, Info, LogOptions, Observed, Pull, Runtime, RuntimeError,
+    State, TaskResources, labels,
 };
 
 /// How simulated containers behave.
@@ -108,6 +109,9 @@ impl Sim {
                 .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
             container.observed.state = state;
             container.observed.exit_code = exit_code;
+            if state == State::Running {
+                container.observed.started_at = Some(k8s_openapi::jiff::Timestamp::now());
+            }
             if container.config.health_check.is_some() {
                 container.observed.health = Some(if state == State::Running {
                     HealthStatus::Healthy
@@ -143,13 +147,17 @@ impl Runtime for Sim {
         })
     }
 
-    /// A simulated command prints itself and exits 0.
-    fn exec(&self, id: &str, command: &[String]) -> BoxStream<'static, Result<Exec, RuntimeError>> {
+    /// A simulated command prints itself and exits 0; it reads nothing.
+    fn exec(
+        &self,
+        id: &str,
+        options: ExecOptions,
+    ) -> BoxStream<'static, Result<Exec, RuntimeError>> {
         let known = self.with(|c| c.by_id.contains_key(id));
         let chunks = if known {
             vec![
                 Ok(Exec::Output(
-                    format!("simulated: {}\n", command.join(" ")).into_bytes(),
+                    format!("simulated: {}\n", options.command.join(" ")).into_bytes(),
                 )),
                 Ok(Exec::Exited(0)),
             ]
@@ -223,6 +231,7 @@ impl Runtime for Sim {
                 exit_code: None,
                 health: None,
                 oom_killed: false,
+                started_at: None,
                 error: None,
                 network_bindings,
             };
@@ -277,6 +286,15 @@ impl Runtime for Sim {
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
         self.with(|c| c.by_id.remove(id));
+        Ok(())
+    }
+
+    // Simulated containers share nothing on a host.
+    async fn prepare_task(&self, _task: &TaskResources) -> Result<Option<String>, RuntimeError> {
+        Ok(None)
+    }
+
+    async fn release_task(&self, _uid: &str) -> Result<(), RuntimeError> {
         Ok(())
     }
 

@@ -177,3 +177,61 @@ pub struct HostEntry {
     #[schemars(length(min = 2, max = 45), regex(pattern = IP_ADDRESS))]
     pub ip_address: String,
 }
+
+/// A container whose volumes another mounts (ECS's `VolumeFrom`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeFrom {
+    /// Another container of the task.
+    #[schemars(length(min = 1, max = 63))]
+    pub source_container: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// Where a container's output goes (ECS's `logConfiguration`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.logDriver != 'json-file' || !has(self.options) || self.options.all(k, k in ['max-size', 'max-file', 'compress', 'labels', 'labels-regex', 'env', 'env-regex', 'tag'])"
+).message("json-file takes max-size, max-file, compress, labels, labels-regex, env, env-regex and tag").field_path(".options"))]
+#[x_kube(validation = Rule::new(
+    "self.logDriver != 'local' || !has(self.options) || self.options.all(k, k in ['max-size', 'max-file', 'compress'])"
+).message("local takes max-size, max-file and compress").field_path(".options"))]
+#[x_kube(validation = Rule::new("self.logDriver != 'none' || !has(self.options) || size(self.options) == 0")
+    .message("the none driver takes no options").field_path(".options"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.options) || ((!('max-size' in self.options) || self.options['max-size'].matches('^[0-9]+[kmg]?$')) && (!('max-file' in self.options) || self.options['max-file'].matches('^[1-9][0-9]*$')) && (!('compress' in self.options) || self.options['compress'] in ['true', 'false']))"
+).message("max-size is a size (10m), max-file a count of at least 1, compress true or false").field_path(".options"))]
+pub struct LogConfiguration {
+    pub log_driver: LogDriver,
+    /// The driver's options, as `docker run --log-opt` takes them
+    /// (`max-size: 10m`, `max-file: "3"` for rotation).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 50))]
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// The log drivers a Docker engine has built in, by Docker's names; ECS's
+/// (`awsfirelens` aside) and `local`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogDriver {
+    JsonFile,
+    Local,
+    Journald,
+    Syslog,
+    Gelf,
+    Fluentd,
+    Awslogs,
+    Splunk,
+    None,
+}
+
+impl LogDriver {
+    /// Docker's name for it (`json-file`).
+    #[must_use]
+    pub fn docker_name(self) -> String {
+        serde_name(self)
+    }
+}

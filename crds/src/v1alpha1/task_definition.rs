@@ -62,6 +62,9 @@ use crate::conditions::ConditionType;
 #[x_kube(validation = Rule::new(
     "self.containerDefinitions.all(c, !has(c.mountPoints) || c.mountPoints.all(m, has(self.volumes) && self.volumes.exists(v, v.name == m.sourceVolume)))"
 ).message("mountPoints[].sourceVolume must name one of volumes[]").field_path(".volumes"))]
+#[x_kube(validation = Rule::new(
+    "self.containerDefinitions.all(c, !has(c.volumesFrom) || c.volumesFrom.all(v, v.sourceContainer != c.name && self.containerDefinitions.exists(e, e.name == v.sourceContainer)))"
+).message("volumesFrom[].sourceContainer must name another container of this task definition").field_path(".containerDefinitions"))]
 #[x_kube(validation = Rule::new("!has(self.placementConstraints) || self.placementConstraints.all(p, p.type == 'memberOf')")
     .message("a task definition allows only memberOf constraints").field_path(".placementConstraints"))]
 pub struct TaskDefinitionSpec {
@@ -206,6 +209,13 @@ pub struct ContainerDefinition {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["containerName".into()]))]
     pub depends_on: Vec<ContainerDependency>,
 
+    /// Seconds a container that others depend on (COMPLETE, SUCCESS or
+    /// HEALTHY) has, from its start, to reach the condition; past it, its
+    /// dependents give up and the task stops. Unset: they wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 120))]
+    pub start_timeout: Option<u32>,
+
     /// Seconds between SIGTERM and SIGKILL when the container is stopped.
     #[serde(default = "default_stop_timeout")]
     #[schemars(range(min = 0, max = 3600))]
@@ -216,6 +226,13 @@ pub struct ContainerDefinition {
     #[schemars(length(max = 100))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["containerPath".into()]))]
     pub mount_points: Vec<MountPoint>,
+
+    /// Every volume of other containers of the task, mounted where they
+    /// mount them (Docker `VolumesFrom`); a source is created first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["sourceContainer".into()]))]
+    pub volumes_from: Vec<super::VolumeFrom>,
 
     /// The user the process runs as (Docker `User`): `user`, `uid`,
     /// `user:group`, `uid:gid`, `user:gid` or `uid:group`.
@@ -275,6 +292,12 @@ pub struct ContainerDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = super::HOST_NAME))]
     pub hostname: Option<String>,
+
+    /// Where its output goes: a Docker log driver and its options. Unset:
+    /// the engine's default driver. `gantry logs` reads `json-file`,
+    /// `local` and `journald`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_configuration: Option<super::LogConfiguration>,
 }
 
 /// When to pull a container's image.
@@ -496,15 +519,63 @@ pub struct ContainerDependency {
     pub condition: DependencyCondition,
 }
 
-/// A volume of the task: a host path, or a Docker volume when `host` is
-/// absent.
+/// A volume of the task: a host path (`host`), a Docker volume
+/// (`dockerVolumeConfiguration`), or, with neither, a local Docker volume
+/// of the task's own.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.host) || !has(self.dockerVolumeConfiguration)")
+    .message("a volume is a host path or a Docker volume, not both").field_path(".dockerVolumeConfiguration"))]
 pub struct Volume {
     #[schemars(length(min = 1, max = 63), regex(pattern = DNS1123_LABEL))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<HostVolume>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_volume_configuration: Option<DockerVolumeConfiguration>,
+}
+
+/// A Docker volume (ECS's `dockerVolumeConfiguration`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.autoprovision) || !self.autoprovision || (has(self.scope) && self.scope == 'shared')")
+    .message("autoprovision applies to shared volumes only").field_path(".autoprovision"))]
+pub struct DockerVolumeConfiguration {
+    /// `task`: made when the task starts, removed when it stops, named
+    /// for the task. `shared`: named by the volume's `name`, kept after
+    /// the task.
+    #[serde(default)]
+    pub scope: VolumeScope,
+    /// Create a shared volume missing on the host; otherwise the task
+    /// fails to start without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub autoprovision: bool,
+    /// The volume driver (Docker's default: `local`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 255),
+        regex(pattern = r"^[A-Za-z0-9][-A-Za-z0-9_./:]*$")
+    )]
+    pub driver: Option<String>,
+    /// The driver's options (`type`, `device`, `o` for `local`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 50))]
+    pub driver_opts: std::collections::BTreeMap<String, String>,
+    /// Labels on the volume; keys under `gantry.dev/` are the agent's.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schemars(length(max = 50))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('gantry.dev/'))")
+        .message("labels under gantry.dev/ are the agent's own"))]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// How long a Docker volume lives.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeScope {
+    #[default]
+    Task,
+    Shared,
 }
 
 /// A bind mount from the host.
