@@ -25,6 +25,7 @@ async fn kubectl_habits_work_unchanged() {
         prints_built_in_kinds_as_kube_apiserver_does(kubectl);
         says_who_the_caller_is_and_what_it_may_do(kubectl, dir);
         patches_built_in_kinds_strategically(kubectl, dir);
+        applies_built_in_lists_by_key(kubectl, dir);
     })
     .await;
 }
@@ -644,5 +645,87 @@ fn patches_built_in_kinds_strategically(kubectl: &Cli, dir: &Path) {
         "deployment.apps/zzz",
     ] {
         assert!(all.lines().any(|l| l == name), "{name} in: {all}");
+    }
+}
+
+/// Server-side apply merges a Deployment's containers (and their env and
+/// ports) by key, as kube-apiserver does: two managers each own their
+/// own container of one Deployment, and a change to the other's is a
+/// conflict on that one field.
+fn applies_built_in_lists_by_key(kubectl: &Cli, dir: &Path) {
+    let apply = |manager: &str, name: &str, containers: &str| {
+        let path = dir.join(format!("{name}-{manager}.json"));
+        let text = format!(
+            r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "{name}"}},
+            "spec": {{"selector": {{"matchLabels": {{"app": "{name}"}}}},
+              "template": {{"metadata": {{"labels": {{"app": "{name}"}}}},
+                "spec": {{"containers": {containers}}}}}}}}}"#
+        );
+        std::fs::write(&path, text).expect("written");
+        let path = path.to_str().expect("UTF-8 path").to_owned();
+        kubectl.run(&[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            manager,
+            "-f",
+            &path,
+        ])
+    };
+    let web = r#"[{"name": "web", "image": "web:1", "env": [{"name": "A", "value": "1"}],
+                  "ports": [{"containerPort": 80}]}]"#;
+    // "ssa" between two others team-a applies the same way.
+    for name in ["sa", "ssa", "sz"] {
+        assert!(apply("team-a", name, web).status.success());
+    }
+    let sidecar = r#"[{"name": "sidecar", "image": "side:1"}]"#;
+    let added = apply("team-b", "ssa", sidecar);
+    assert!(
+        added.status.success(),
+        "a second manager adds its own container: {}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    // team-a changes its container and says nothing of team-b's.
+    let web_2 = r#"[{"name": "web", "image": "web:1", "env": [{"name": "A", "value": "2"}],
+                    "ports": [{"containerPort": 80, "protocol": "TCP"}]}]"#;
+    assert!(apply("team-a", "ssa", web_2).status.success());
+    let containers = |name: &str| -> serde_json::Value {
+        let printed = kubectl.ok(&[
+            "get",
+            "deployment",
+            name,
+            "-o",
+            "jsonpath={.spec.template.spec.containers}",
+        ]);
+        serde_json::from_str(&printed).expect("JSON")
+    };
+    assert_eq!(
+        containers("ssa"),
+        serde_json::json!([
+            {"name": "web", "image": "web:1", "env": [{"name": "A", "value": "2"}],
+             "ports": [{"containerPort": 80, "protocol": "TCP"}]},
+            {"name": "sidecar", "image": "side:1"},
+        ])
+    );
+    // team-b may not change team-a's image.
+    let taken = apply(
+        "team-b",
+        "ssa",
+        r#"[{"name": "sidecar", "image": "side:1"}, {"name": "web", "image": "web:9"}]"#,
+    );
+    let said = String::from_utf8_lossy(&taken.stderr);
+    assert!(!taken.status.success(), "another manager's field changed");
+    assert!(
+        said.contains("conflict") && said.contains("team-a") && said.contains("image"),
+        "{said}"
+    );
+    assert_eq!(containers("ssa")[0]["image"], "web:1");
+    for name in ["sa", "sz"] {
+        let theirs = containers(name);
+        assert_eq!(
+            (theirs.as_array().map(Vec::len), &theirs[0]["env"]),
+            (Some(1), &serde_json::json!([{"name": "A", "value": "1"}])),
+            "the neighbours are untouched"
+        );
     }
 }

@@ -178,10 +178,10 @@ pub(crate) async fn server_side_apply(
 ) -> Result<Written, ApiError> {
     let resource = &target.resource;
     let key = target.key(name);
-    let schema = resource
-        .validator
-        .as_ref()
-        .map_or(Value::Null, |v| v.schema().clone());
+    let schema = resource.validator.as_ref().map_or_else(
+        || strategic::apply_schema(&resource.kind),
+        |v| v.schema().clone(),
+    );
     let api_version = resource.api_version();
     let apply = Apply {
         manager: request.manager,

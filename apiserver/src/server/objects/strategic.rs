@@ -53,6 +53,88 @@ fn pod_list(path: &[&str]) -> Option<ListMerge> {
     }))
 }
 
+/// The lists server-side apply merges by key in a built-in kind, as a
+/// schema fragment apply reads (`x-kubernetes-list-type: map` and its
+/// keys, the Kubernetes API's `+listType=map` / `+listMapKey`), so that
+/// two managers may own different containers of one Deployment. A
+/// `protocol` key left out is `TCP`, as kube-apiserver defaults it before
+/// merging. Lists not named here are atomic.
+#[must_use]
+pub(in crate::server) fn apply_schema(kind: &str) -> Value {
+    const POD: &[(&str, &[&str])] = &[
+        ("containers", &["name"]),
+        ("initContainers", &["name"]),
+        ("ephemeralContainers", &["name"]),
+        ("volumes", &["name"]),
+        ("imagePullSecrets", &["name"]),
+        ("resourceClaims", &["name"]),
+        ("schedulingGates", &["name"]),
+        ("hostAliases", &["ip"]),
+        (
+            "topologySpreadConstraints",
+            &["topologyKey", "whenUnsatisfiable"],
+        ),
+    ];
+    const CONTAINER: &[(&str, &[&str])] = &[
+        ("env", &["name"]),
+        ("ports", &["containerPort", "protocol"]),
+        ("volumeMounts", &["mountPath"]),
+        ("volumeDevices", &["devicePath"]),
+    ];
+    let map_list = |keys: &[&str], items: Value| {
+        serde_json::json!({
+            "type": "array",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": keys,
+            "items": items,
+        })
+    };
+    let object = |fields: Vec<(&str, Value)>| {
+        let properties: Map<String, Value> = fields
+            .into_iter()
+            .map(|(name, schema)| (name.to_owned(), schema))
+            .collect();
+        serde_json::json!({"type": "object", "properties": properties})
+    };
+    let with_protocol = |keys: &[&str]| {
+        let mut item = serde_json::json!({"type": "object"});
+        if keys.contains(&"protocol") {
+            item["properties"] = serde_json::json!({"protocol": {"default": "TCP"}});
+        }
+        item
+    };
+    match kind {
+        "Deployment" | "DaemonSet" => {
+            let container = object(
+                CONTAINER
+                    .iter()
+                    .map(|(name, keys)| (*name, map_list(keys, with_protocol(keys))))
+                    .collect(),
+            );
+            let pod = object(
+                POD.iter()
+                    .map(|(name, keys)| {
+                        let items = if name.ends_with("ontainers") {
+                            container.clone()
+                        } else {
+                            serde_json::json!({"type": "object"})
+                        };
+                        (*name, map_list(keys, items))
+                    })
+                    .collect(),
+            );
+            let template = object(vec![("spec", pod)]);
+            object(vec![("spec", object(vec![("template", template)]))])
+        }
+        "Service" => {
+            let keys = ["port", "protocol"];
+            let ports = map_list(&keys, with_protocol(&keys));
+            object(vec![("spec", object(vec![("ports", ports)]))])
+        }
+        _ => Value::Null,
+    }
+}
+
 const PATCH: &str = "$patch";
 const RETAIN_KEYS: &str = "$retainKeys";
 const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
