@@ -19,7 +19,10 @@ use clap::Args;
 use crds::{
     conditions::{self, ConditionType},
     labels,
-    v1alpha1::{ContainerInstance, LoadBalancer, Service, Task, TaskDefinition, TaskLastStatus},
+    v1alpha1::{
+        ContainerInstance, LoadBalancer, ScheduledTask, Service, Task, TaskDefinition,
+        TaskLastStatus,
+    },
 };
 use kube::{
     Api, Client, ResourceExt,
@@ -288,6 +291,7 @@ async fn run_example(
         match kind {
             "TaskDefinition" => apply::<TaskDefinition>(client, namespace, document).await?,
             "LoadBalancer" => apply::<LoadBalancer>(client, namespace, document).await?,
+            "ScheduledTask" => apply::<ScheduledTask>(client, namespace, document).await?,
             "Service" => {
                 apply::<Service>(client, namespace, document).await?;
                 services.push(name.to_owned());

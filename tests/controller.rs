@@ -2081,3 +2081,151 @@ async fn an_agent_token_writes_only_its_own_instance_and_the_tasks_bound_to_it()
     })
     .await;
 }
+
+/// A ScheduledTask of `definition`.
+fn scheduled(name: &str, schedule: &str, definition: &str, count: u8, policy: &str) -> Value {
+    json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "ScheduledTask",
+        "metadata": {"name": name},
+        "spec": {"schedule": schedule, "taskDefinition": definition, "count": count,
+                 "concurrencyPolicy": policy},
+    })
+}
+
+/// On real time, not a fake clock: every-minute crons and a one-minute
+/// rate, so the test waits for at most two minute boundaries. A
+/// controller that was down is played by writing `lastScheduleTime` as
+/// its last run left it, five minutes ago, before the controller starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduled_tasks_run_on_time_catch_up_once_and_honour_their_concurrency_policy() {
+    use crds::v1alpha1::{RunOutcome, ScheduledTask};
+    use k8s_openapi::jiff::{Timestamp, ToSpan};
+    let ns = "scheduled";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 2, 4096, 4096);
+    g.apply(
+        ns,
+        &[
+            task_definition("long", 64, &["httpd"], "1"),
+            task_definition("quick", 64, &["sh", "-c", "exit 0"], "1"),
+            scheduled("forbidden", "cron(* * * * ? *)", "long", 2, "Forbid"),
+            scheduled("rated", "rate(1 minute)", "quick", 1, "Allow"),
+            scheduled("replaced", "cron(* * * * ? *)", "long", 1, "Replace"),
+        ],
+    )
+    .await;
+    let schedules = g.api::<ScheduledTask>(ns);
+    let five_minutes_ago = Timestamp::now() - 5.minutes();
+    for name in ["forbidden", "replaced"] {
+        let last = json!({"status": {"lastScheduleTime": five_minutes_ago.round(k8s_openapi::jiff::Unit::Second).expect("rounded")}});
+        schedules
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&last))
+            .await
+            .expect("as a controller left it");
+    }
+    let rated_created = schedules
+        .get("rated")
+        .await
+        .expect("rated")
+        .metadata
+        .creation_timestamp
+        .expect("created")
+        .0;
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 2).await;
+    let runs = |name: &'static str| {
+        let g = &g;
+        async move {
+            g.tasks(ns, &format!("gantry.dev/scheduled-task={name}"))
+                .await
+        }
+    };
+
+    // Caught up at once, once: the latest missed minute, `count` tasks.
+    let missed = g.until_event(ns, "forbidden", "RunStarted").await;
+    assert!(missed.contains("runs were missed"), "{missed}");
+    let first = runs("forbidden").await;
+    assert_eq!(first.len(), 2, "one catch-up run of two tasks");
+    let minute = |t: &Task| t.labels()["gantry.dev/scheduled-minute"].clone();
+    assert_eq!(minute(&first[0]), minute(&first[1]));
+    for task in &first {
+        g.task_until(ns, &task.name_any(), "RUNNING", |t| {
+            last(t) == Some(TaskLastStatus::Running)
+        })
+        .await;
+        assert_eq!(
+            task.spec.started_by.as_deref(),
+            Some("scheduled-task/forbidden")
+        );
+    }
+    let replaced_first = runs("replaced").await;
+    assert_eq!(replaced_first.len(), 1);
+
+    // The rate fires a minute after its creation, not before.
+    let rated = g
+        .until::<ScheduledTask>(ns, "rated", "ran once", Duration::from_secs(120), |s| {
+            s.status.as_ref().is_some_and(|st| {
+                st.runs
+                    .first()
+                    .is_some_and(|r| r.outcome == RunOutcome::Succeeded)
+            })
+        })
+        .await;
+    let run = &rated.status.expect("status").runs[0];
+    assert_eq!(run.scheduled_time.0, rated_created + 1.minute());
+    let task = g
+        .api::<Task>(ns)
+        .get(&run.tasks[0])
+        .await
+        .expect("its task");
+    let created = task.metadata.creation_timestamp.expect("created").0;
+    assert!(
+        created >= rated_created + 1.minute(),
+        "started at {created}, before it was due"
+    );
+
+    // At the next minute the first runs still run: Forbid skips, Replace
+    // stops them and starts anew.
+    let skipped = g
+        .until::<ScheduledTask>(
+            ns,
+            "forbidden",
+            "a run skipped",
+            Duration::from_secs(120),
+            |s| {
+                s.status.as_ref().is_some_and(|st| {
+                    st.runs
+                        .first()
+                        .is_some_and(|r| r.outcome == RunOutcome::Skipped)
+                })
+            },
+        )
+        .await;
+    let status = skipped.status.expect("status");
+    assert!(
+        status.runs[0]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("Forbid") && r.contains(&first[0].name_any())),
+        "{:?}",
+        status.runs
+    );
+    assert_eq!(status.active_count, 2);
+    assert_eq!(runs("forbidden").await.len(), 2, "nothing more started");
+    let old = replaced_first[0].name_any();
+    let stopped = g
+        .task_until(ns, &old, "stopped by the next run", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    let why = stopped
+        .status
+        .and_then(|s| s.stopped_reason)
+        .unwrap_or_default();
+    assert!(
+        why.starts_with("replaced by the run of replaced at"),
+        "{why}"
+    );
+    let now_running = runs("replaced").await;
+    assert_eq!(now_running.len(), 2, "the replacement started");
+}

@@ -33,6 +33,7 @@ pub mod metrics;
 pub mod placement;
 pub mod revisions;
 pub mod runner;
+pub mod scheduled;
 pub mod scheduler;
 pub mod service;
 pub mod tally;
@@ -162,6 +163,7 @@ pub async fn reconcile(context: Arc<Context>, shutdown: impl Future<Output = ()>
         instance::run(Arc::clone(&context), shutdown.clone()),
         task::run(Arc::clone(&context), shutdown.clone()),
         task_definition::run(Arc::clone(&context), shutdown.clone()),
+        scheduled::run(Arc::clone(&context), shutdown.clone()),
         collector::run(Arc::clone(&context), shutdown),
     );
 }

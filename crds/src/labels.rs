@@ -16,3 +16,6 @@ pub const CONTAINER_INSTANCE: &str = "gantry.dev/container-instance";
 
 /// On a TaskDefinitionRevision: its family (TaskDefinition name).
 pub const TASK_DEFINITION: &str = "gantry.dev/task-definition";
+
+/// On the tasks a ScheduledTask starts: its name.
+pub const SCHEDULED_TASK: &str = "gantry.dev/scheduled-task";

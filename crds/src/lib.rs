@@ -42,6 +42,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         v1alpha1::Task::crd(),
         v1alpha1::ContainerInstance::crd(),
         v1alpha1::LoadBalancer::crd(),
+        v1alpha1::ScheduledTask::crd(),
     ]
 }
 

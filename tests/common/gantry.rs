@@ -294,6 +294,9 @@ impl Gantry {
                     .await
                 }
                 "Service" => upsert(self.api::<Service>(namespace), object).await,
+                "ScheduledTask" => {
+                    upsert(self.api::<crds::v1alpha1::ScheduledTask>(namespace), object).await
+                }
                 other => panic!("cannot apply {other}"),
             };
             result.unwrap_or_else(|e| panic!("{kind} {name} applied: {e}"));
