@@ -2229,3 +2229,85 @@ async fn scheduled_tasks_run_on_time_catch_up_once_and_honour_their_concurrency_
     let now_running = runs("replaced").await;
     assert_eq!(now_running.len(), 2, "the replacement started");
 }
+
+/// Scale-in protection on real time: one minute, ECS's shortest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_protected_task_outlives_scale_in_until_its_protection_ends() {
+    let ns = "protection";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "host", 3, 2048, 2048);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 3).await;
+    g.apply(
+        ns,
+        &[
+            task_definition("web", 64, &["httpd"], "1"),
+            service("web", "web", 3, json!({})),
+        ],
+    )
+    .await;
+    g.service_until(ns, "web", "Ready with 3 tasks", |s| {
+        ready(s) && s.status.as_ref().is_some_and(|st| st.running_count == 3)
+    })
+    .await;
+    let mut names: Vec<String> = g
+        .live_tasks(ns, "web")
+        .await
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    names.sort();
+    // The middle one, by name.
+    let kept = names[1].clone();
+    let tasks = g.api::<Task>(ns);
+    let protect = json!({"spec": {"protection": {"enabled": true, "expiresInMinutes": 1}}});
+    tasks
+        .patch(&kept, &PatchParams::default(), &Patch::Merge(&protect))
+        .await
+        .expect("protected");
+    let timed = g
+        .task_until(ns, &kept, "its protection timed", |t| {
+            t.status
+                .as_ref()
+                .and_then(|s| s.protection.as_ref())
+                .is_some_and(|p| p.expiration_date.is_some())
+        })
+        .await;
+    let ends = timed
+        .status
+        .and_then(|s| s.protection)
+        .and_then(|p| p.expiration_date)
+        .expect("an expiration")
+        .0;
+
+    // Scaled to zero: the other two go, it stays. (Deployments wait for
+    // it the same way: the service plan's unit tests show it.)
+    g.apply(ns, &[service("web", "web", 0, json!({}))]).await;
+    for other in names.iter().filter(|n| **n != kept) {
+        g.task_until(ns, other, "stopped", |t| {
+            last(t) == Some(TaskLastStatus::Stopped)
+        })
+        .await;
+    }
+    let note = g.until_event(ns, "web", "TasksProtected").await;
+    assert!(note.contains("1 tasks under protection"), "{note}");
+    let alive = tasks.get(&kept).await.expect("the protected task");
+    assert_eq!(last(&alive), Some(TaskLastStatus::Running));
+    assert_eq!(alive.spec.desired_status, DesiredStatus::Running);
+
+    // Once it ends, it goes, and not before.
+    let stopped = g
+        .task_until(ns, &kept, "stopped once unprotected", |t| {
+            t.status.as_ref().is_some_and(|s| s.stopping_at.is_some())
+        })
+        .await;
+    let stopping = stopped
+        .status
+        .and_then(|s| s.stopping_at)
+        .expect("stoppingAt")
+        .0;
+    assert!(
+        stopping >= ends,
+        "stopped at {stopping}, protected until {ends}"
+    );
+}

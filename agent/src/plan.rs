@@ -292,6 +292,8 @@ fn status(input: &Input<'_>, stop: Option<&(StopCode, String)>, now: Timestamp) 
         stopping_at: stamp(&recorded.stopping_at, stop.is_some()),
         stopped_at: stamp(&recorded.stopped_at, last_status == TaskLastStatus::Stopped),
         conditions: recorded.conditions.clone(),
+        // The controller's to write (`spec.protection`).
+        protection: recorded.protection.clone(),
     }
 }
 

@@ -11,6 +11,9 @@
 //! pods of deleted Nodes, it works whether or not a controller was running
 //! when the instance went, and `kubectl delete ci` never hangs.
 //!
+//! It also times each change of a task's `spec.protection` (scale-in
+//! protection) in `status.protection`, from when it is seen.
+//!
 //! The last two repair stops cut short: a stop is two writes, status and
 //! spec (the status subresource takes no spec, the object no status), and
 //! a controller killed between them leaves the task half stopped.
@@ -19,9 +22,11 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use crds::{
     stop,
-    v1alpha1::{ContainerInstance, DesiredStatus, StopCode, Task, TaskLastStatus},
+    v1alpha1::{
+        ContainerInstance, DesiredStatus, ProtectionStatus, StopCode, Task, TaskLastStatus,
+    },
 };
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
@@ -48,6 +53,9 @@ pub enum Chore {
     /// report it, so it is recorded STOPPED, as ECS stops the tasks of an
     /// instance deregistered by force.
     Deregistered,
+    /// Its `spec.protection` changed: record until when it lasts, timed
+    /// from now, as ECS times UpdateTaskProtection from the call.
+    TimeProtection(ProtectionStatus),
 }
 
 /// The chore of `task`; `registered` says whether the instance it was
@@ -78,6 +86,17 @@ pub fn chore(task: &Task, registered: bool, retention: Duration, now: Timestamp)
         && (task.spec.desired_status == DesiredStatus::Stopped || status.stop_code.is_some())
     {
         return Chore::MarkStopped;
+    }
+    if let (Some(protection), Some(generation)) = (task.spec.protection, task.metadata.generation)
+        && status.protection.as_ref().map(|p| p.observed_generation) != Some(generation)
+    {
+        let minutes = u64::from(protection.expires_in_minutes);
+        return Chore::TimeProtection(ProtectionStatus {
+            observed_generation: generation,
+            expiration_date: protection
+                .enabled
+                .then(|| Time(now + Duration::from_secs(minutes * 60))),
+        });
     }
     Chore::None
 }
@@ -143,6 +162,7 @@ async fn sweep(context: &Context, store: &Store<Task>, instances: &Store<Contain
             Chore::MarkStopped => mark_stopped(context, &task, now).await,
             Chore::DesireStopped => desire_stopped(context, &task).await,
             Chore::Deregistered => deregistered(context, &task, now).await,
+            Chore::TimeProtection(protection) => time_protection(context, &task, protection).await,
         };
         context
             .metrics
@@ -173,19 +193,29 @@ async fn delete(context: &Context, task: &Task) -> Result<(), kube::Error> {
 }
 
 async fn desire_stopped(context: &Context, task: &Task) -> Result<(), kube::Error> {
+    let spec = serde_json::json!({"spec": {"desiredStatus": DesiredStatus::Stopped}});
+    merge(context, task, &spec, false).await
+}
+
+/// A merge patch of the task, or of its status; a task gone meanwhile
+/// needs nothing more.
+async fn merge(
+    context: &Context,
+    task: &Task,
+    patch: &serde_json::Value,
+    status: bool,
+) -> Result<(), kube::Error> {
     let api: Api<Task> = Api::namespaced(
         context.client.clone(),
         &task.namespace().unwrap_or_default(),
     );
-    let spec = serde_json::json!({"spec": {"desiredStatus": DesiredStatus::Stopped}});
-    match api
-        .patch(
-            &task.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&spec),
-        )
-        .await
-    {
+    let (name, params, patch) = (task.name_any(), PatchParams::default(), Patch::Merge(patch));
+    let result = if status {
+        api.patch_status(&name, &params, &patch).await
+    } else {
+        api.patch(&name, &params, &patch).await
+    };
+    match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
@@ -211,6 +241,15 @@ async fn mark_stopped(context: &Context, task: &Task, now: Timestamp) -> Result<
     )
     .await?;
     Ok(())
+}
+
+async fn time_protection(
+    context: &Context,
+    task: &Task,
+    protection: ProtectionStatus,
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({"status": {"protection": protection}});
+    merge(context, task, &patch, true).await
 }
 
 /// Stop a task of a deregistered instance, once the API server confirms
@@ -244,13 +283,61 @@ async fn deregistered(context: &Context, task: &Task, now: Timestamp) -> Result<
 mod tests {
     use super::*;
     use crds::v1alpha1::{TaskSpec, TaskStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     fn place(task: &mut Task, on: &str) {
         task.spec.container_instance = Some(on.into());
         task.labels_mut()
             .insert(crds::labels::CONTAINER_INSTANCE.into(), on.into());
+    }
+
+    #[test]
+    fn a_protection_is_timed_once_per_generation_from_when_it_is_seen() {
+        let spec: TaskSpec = serde_json::from_value(json!({
+            "taskDefinition": "web", "protection": {"enabled": true},
+        }))
+        .expect("a spec");
+        let mut task = Task::new("t", spec);
+        place(&mut task, "i-1");
+        task.metadata.generation = Some(3);
+        let at = |s| Timestamp::from_second(s).expect("a time");
+        let hour = Duration::from_secs(3600);
+        let timed = ProtectionStatus {
+            observed_generation: 3,
+            // ECS's default: two hours.
+            expiration_date: Some(Time(at(10 + 7200))),
+        };
+        assert_eq!(
+            chore(&task, true, hour, at(10)),
+            Chore::TimeProtection(timed.clone())
+        );
+        assert_eq!(
+            task.protected_until(at(10)),
+            Some(at(10 + 7200)),
+            "untimed yet: from now"
+        );
+        task.status.get_or_insert_default().protection = Some(timed);
+        assert_eq!(
+            chore(&task, true, hour, at(500)),
+            Chore::None,
+            "timed already"
+        );
+        assert_eq!(task.protected_until(at(7209)), Some(at(7210)));
+        assert_eq!(task.protected_until(at(7210)), None, "over");
+        // Disabled (a new generation): timed as nothing.
+        task.spec.protection = Some(crds::v1alpha1::TaskProtection {
+            enabled: false,
+            expires_in_minutes: 120,
+        });
+        task.metadata.generation = Some(4);
+        assert_eq!(
+            chore(&task, true, hour, at(600)),
+            Chore::TimeProtection(ProtectionStatus {
+                observed_generation: 4,
+                expiration_date: None
+            })
+        );
+        assert_eq!(task.protected_until(at(600)), None);
     }
 
     #[test]

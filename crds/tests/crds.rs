@@ -64,7 +64,8 @@ fn gantry_crd_prints_every_crd_as_a_document() {
             "services.gantry.dev",
             "tasks.gantry.dev",
             "containerinstances.gantry.dev",
-            "loadbalancers.gantry.dev"
+            "loadbalancers.gantry.dev",
+            "scheduledtasks.gantry.dev"
         ]
     );
 }

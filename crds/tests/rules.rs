@@ -650,3 +650,53 @@ fn a_service_names_each_load_balancer_once_and_at_most_five() {
         "",
     );
 }
+
+#[test]
+fn a_scheduled_task_is_named_for_its_tasks_and_its_schedule_has_eventbridge_s_shape() {
+    use crds::v1alpha1::ScheduledTask;
+    let check = |name: &str, spec: Value| {
+        let mut object = object("ScheduledTask", spec);
+        object["metadata"]["name"] = json!(name);
+        validator::<ScheduledTask>().validate(&object, None)
+    };
+    let spec = |schedule: &str| json!({"schedule": schedule, "taskDefinition": "batch"});
+    for schedule in [
+        "rate(1 minute)",
+        "rate(15 minutes)",
+        "rate(2 days)",
+        "cron(0 9 ? * 2-6 *)",
+        "cron(0/5 * * * ? *)",
+    ] {
+        check("nightly", spec(schedule)).unwrap_or_else(|e| panic!("{schedule}: {e}"));
+    }
+    for schedule in [
+        "rate(1 week)",
+        "rate(0 minutes)",
+        "cron(0 9 * * *)",
+        "every day",
+    ] {
+        refused(check("nightly", spec(schedule)), "spec.schedule", "");
+    }
+    let fifty_one = "a".repeat(51);
+    refused(
+        check(&fifty_one, spec("rate(1 hour)")),
+        "",
+        "at most 50 characters",
+    );
+    check(&"a".repeat(50), spec("rate(1 hour)")).expect("fifty is enough");
+    let mut zoned = spec("rate(1 hour)");
+    zoned["scheduleExpressionTimezone"] = json!("Europe/Paris");
+    refused(
+        check("nightly", zoned),
+        "spec.scheduleExpressionTimezone",
+        "cron schedules only",
+    );
+    refused(
+        check(
+            "nightly",
+            json!({"schedule": "rate(1 hour)", "taskDefinition": "batch", "count": 11}),
+        ),
+        "spec.count",
+        "",
+    );
+}

@@ -192,6 +192,7 @@ fn task_for(scheduled: &ScheduledTask, name: &str, minute: i64) -> Task {
             desired_status: DesiredStatus::Running,
             scheduler_name: crds::v1alpha1::DEFAULT_SCHEDULER_NAME.to_owned(),
             enable_execute_command: spec.enable_execute_command,
+            protection: None,
             container_instance: None,
         },
         status: None,

@@ -581,6 +581,7 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
             desired_status: DesiredStatus::Running,
             scheduler_name: spec.scheduler_name.clone(),
             enable_execute_command: spec.enable_execute_command,
+            protection: None,
             container_instance: None,
         },
         status: None,

@@ -112,6 +112,14 @@ pub struct TaskSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_execute_command: bool,
 
+    /// Scale-in protection, as ECS's UpdateTaskProtection: while it lasts
+    /// (from when the controller sees it, `status.protection`), the
+    /// service scheduler neither scales this task in nor stops it for a
+    /// deployment or a drain; they wait. Each change of it starts its
+    /// time again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<TaskProtection>,
+
     /// The ContainerInstance this task is bound to; set once by a
     /// scheduler, or by the user at creation to start the task on that
     /// instance (ECS's start-task), where the scheduler then places it.
@@ -352,6 +360,63 @@ pub struct TaskStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// Until when `spec.protection` protects the task, as the controller
+    /// computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protection: Option<ProtectionStatus>,
+}
+
+/// `spec.protection`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskProtection {
+    pub enabled: bool,
+    /// How long it lasts: 1 to 2880 minutes (48 h), 120 by default, as
+    /// ECS's `expiresInMinutes`.
+    #[serde(default = "default_protection_minutes")]
+    #[schemars(range(min = 1, max = 2880))]
+    pub expires_in_minutes: u32,
+}
+
+/// ECS's default protection: two hours.
+pub const DEFAULT_PROTECTION_MINUTES: u32 = 120;
+
+fn default_protection_minutes() -> u32 {
+    DEFAULT_PROTECTION_MINUTES
+}
+
+/// When the protection seen at `observedGeneration` ends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtectionStatus {
+    pub observed_generation: i64,
+    /// ECS's `expirationDate`; absent when protection is disabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration_date: Option<Time>,
+}
+
+impl Task {
+    /// Until when the task is protected from scale-in, if it is at `now`.
+    /// A protection the controller has not timed yet counts from `now`.
+    #[must_use]
+    pub fn protected_until(
+        &self,
+        now: k8s_openapi::jiff::Timestamp,
+    ) -> Option<k8s_openapi::jiff::Timestamp> {
+        let protection = self.spec.protection.filter(|p| p.enabled)?;
+        let timed = self
+            .status
+            .as_ref()
+            .and_then(|s| s.protection.as_ref())
+            .filter(|p| Some(p.observed_generation) == self.metadata.generation);
+        let until = match timed {
+            Some(status) => status.expiration_date.as_ref()?.0,
+            None => {
+                now + std::time::Duration::from_secs(u64::from(protection.expires_in_minutes) * 60)
+            }
+        };
+        (until > now).then_some(until)
+    }
 }
 
 /// One container of a running or stopped task.

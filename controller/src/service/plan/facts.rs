@@ -34,6 +34,8 @@ pub struct Facts<'a> {
     /// The instance it is bound (or, for DAEMON tasks, pinned) to.
     pub instance: Option<&'a str>,
     pub started: Option<Timestamp>,
+    /// Protected from scale-in (`spec.protection`) until then ([`Self::at`]).
+    pub protected_until: Option<Timestamp>,
 }
 
 /// The instance a task is bound (or, for DAEMON tasks, pinned) to.
@@ -74,7 +76,15 @@ impl<'a> Facts<'a> {
             target_failure: None,
             instance: instance(task),
             started: status.and_then(|s| s.started_at.as_ref()).map(|t| t.0),
+            protected_until: None,
         }
+    }
+
+    /// These facts at `now`: whether the task's protection lasts.
+    #[must_use]
+    pub fn at(mut self, now: Timestamp) -> Self {
+        self.protected_until = self.task.protected_until(now);
+        self
     }
 
     /// These facts with what the service's load balancers report of the

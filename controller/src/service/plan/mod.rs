@@ -203,7 +203,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
     let facts: Vec<Facts<'_>> = input
         .tasks
         .iter()
-        .map(|t| Facts::of(t, checked).behind(input.targets))
+        .map(|t| Facts::of(t, checked).behind(input.targets).at(now))
         .collect();
     plan.healthy = facts
         .iter()
@@ -320,9 +320,27 @@ impl<'a> Round<'a> {
         if !self.desired.daemon && classified.keep.len() > wanted {
             let scaling = stop::scaling(&self.primary.id);
             let balance = scale_in::Balance::new(&spec.placement_strategy, self.input.instances);
-            let surplus = scale_in::victims(&classified.keep, wanted, &balance);
+            // Protected tasks are never chosen: the others may not cover
+            // the surplus.
+            let surplus = classified.keep.len() - wanted;
+            let (protected, open): (Vec<&Facts<'_>>, Vec<&Facts<'_>>) = classified
+                .keep
+                .iter()
+                .partition(|f| f.protected_until.is_some());
+            let victims = scale_in::victims(&open, open.len().saturating_sub(surplus), &balance);
+            let short = surplus - victims.len();
+            if short > 0 {
+                plan.events.push(Note::normal(
+                    "TasksProtected",
+                    format!(
+                        "service ({}) was unable to scale in due to (reason: {short} tasks under protection)",
+                        self.name
+                    ),
+                ));
+                self.wait_for(plan, &protected);
+            }
             plan.stop.extend(
-                surplus
+                victims
                     .into_iter()
                     .map(|f| Stop::by_scheduler(f, scaling.clone())),
             );
@@ -343,8 +361,23 @@ impl<'a> Round<'a> {
             primary_failed,
             unhealthy: replace::unhealthy_allowance(cover, unhealthy.count()),
         };
-        plan.stop.extend(replace::stops(classified.replace, rules));
+        let (held, replace): (Vec<_>, Vec<_>) = classified
+            .replace
+            .into_iter()
+            .partition(|r| r.facts.protected_until.is_some() && !r.health_failure);
+        if !held.is_empty() {
+            let held: Vec<&Facts<'_>> = held.iter().map(|r| r.facts).collect();
+            self.wait_for(plan, &held);
+        }
+        plan.stop.extend(replace::stops(replace, rules));
         classified.keep
+    }
+
+    /// Look again when the first of these protections ends.
+    fn wait_for(&self, plan: &mut Plan, protected: &[&Facts<'_>]) {
+        if let Some(until) = protected.iter().filter_map(|f| f.protected_until).min() {
+            plan.requeue = sooner(plan.requeue, facts::wait(self.input.now, until));
+        }
     }
 
     /// Start what is missing, unless the start throttle holds.
@@ -418,6 +451,7 @@ impl<'a> Round<'a> {
         };
         plan.events
             .extend(done.mark(&mut deployments[0], name, now));
+        self.say_what_protection_holds(&mut deployments[0]);
         if deployments[0].rollout_state == RolloutState::Failed && degraded.is_none() {
             degraded = Some(status::Degraded::breaker(&deployments[0]));
         }
@@ -458,6 +492,34 @@ impl<'a> Round<'a> {
                 format!("service ({name}) has stopped {} tasks", plan.stop.len()),
             ));
         }
+    }
+}
+
+impl Round<'_> {
+    /// An in-progress deployment that waits for protected tasks of older
+    /// ones says so, and until when.
+    fn say_what_protection_holds(&self, primary: &mut Deployment) {
+        if primary.rollout_state != RolloutState::InProgress {
+            return;
+        }
+        let mut held: Vec<(String, Timestamp)> = self
+            .facts
+            .iter()
+            .filter(|f| f.live && !f.stopping && !f.is_of(primary))
+            .filter_map(|f| Some((f.name(), f.protected_until?)))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        held.sort();
+        let until = held.iter().map(|(_, t)| *t).max().unwrap_or(self.input.now);
+        let names: Vec<&str> = held.iter().map(|(n, _)| n.as_str()).collect();
+        primary.rollout_state_reason = Some(format!(
+            "ECS deployment {} in progress: waiting for {} protected tasks of earlier deployments ({}); their protection ends by {until}.",
+            primary.id,
+            held.len(),
+            names.join(", ")
+        ));
     }
 }
 

@@ -324,3 +324,84 @@ fn an_unhealthy_task_is_replaced_start_first_when_maximum_percent_allows() {
     assert!(p.create.is_empty(), "no room: {:?}", p.create);
     assert_eq!(stops(&p), ["sick"]);
 }
+
+/// `task` protected (`spec.protection`) until `until`, as the controller
+/// timed it.
+fn protected(mut task: Task, until: i64) -> Task {
+    task.metadata.generation = Some(2);
+    task.spec.protection = Some(crds::v1alpha1::TaskProtection {
+        enabled: true,
+        expires_in_minutes: 60,
+    });
+    task.status.get_or_insert_default().protection = Some(crds::v1alpha1::ProtectionStatus {
+        observed_generation: 2,
+        expiration_date: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
+            until,
+        ))),
+    });
+    task
+}
+
+#[test]
+fn a_protected_task_survives_scale_in_and_deployments_until_its_protection_ends() {
+    // Three running, one wanted: the protected one is never chosen.
+    let mut svc = service(json!({"desiredCount": 1}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::Completed)]);
+    let tasks = [
+        running(task("a", 1, 0), "i-1", 1),
+        protected(running(task("b", 1, 2), "i-2", 3), 100),
+        running(task("c", 1, 4), "i-3", 5),
+    ];
+    let p = run(&svc, 1, &tasks, &[], 10);
+    let mut stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    stopped.sort_unstable();
+    assert_eq!(stopped, ["a", "c"]);
+    // Two wanted gone and one protected left: it cannot scale in further.
+    let p = run(&svc, 1, &tasks[1..2], &[], 10);
+    assert!(p.stop.is_empty());
+    let svc_zero = {
+        let mut s = service(json!({"desiredCount": 0}));
+        with_deployments(&mut s, vec![deployment(1, 1, RolloutState::Completed)]);
+        s
+    };
+    let p = run(&svc_zero, 1, &tasks[1..2], &[], 85);
+    assert!(p.stop.is_empty(), "protected: {:?}", p.stop);
+    assert!(reasons(&p).contains(&"TasksProtected"), "{:?}", reasons(&p));
+    assert_eq!(
+        p.requeue,
+        Some(Duration::from_millis(15_100)),
+        "looks again when it ends"
+    );
+    // Once it ends, it goes.
+    let p = run(&svc_zero, 1, &tasks[1..2], &[], 100);
+    assert_eq!(p.stop.len(), 1);
+
+    // A deployment replaces the unprotected old task and waits for the
+    // protected one, saying so.
+    let mut svc = service(json!({"desiredCount": 2}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::Completed)]);
+    let first = run(&svc, 2, &tasks[..2], &[], 10);
+    svc.status = Some(first.status);
+    let mut all = tasks[..2].to_vec();
+    all.push(running(task("new-1", 2, 11), "i-1", 12));
+    all.push(running(task("new-2", 2, 11), "i-3", 12));
+    let p = run(&svc, 2, &all, &[], 20);
+    let stopped: Vec<&str> = p.stop.iter().map(|s| s.task.as_str()).collect();
+    assert_eq!(stopped, ["a"]);
+    let primary = &p.status.deployments[0];
+    assert_eq!(primary.rollout_state, RolloutState::InProgress);
+    assert!(
+        primary
+            .rollout_state_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("waiting for 1 protected tasks") && r.contains("(b)")),
+        "{primary:?}"
+    );
+    svc.status = Some(p.status);
+    let p = run(&svc, 2, &all[1..], &[], 100);
+    assert_eq!(
+        p.stop.iter().map(|s| s.task.as_str()).collect::<Vec<_>>(),
+        ["b"],
+        "its protection over, it is replaced"
+    );
+}
