@@ -26,6 +26,7 @@ async fn kubectl_habits_work_unchanged() {
         says_who_the_caller_is_and_what_it_may_do(kubectl, dir);
         patches_built_in_kinds_strategically(kubectl, dir);
         applies_built_in_lists_by_key(kubectl, dir);
+        service_account_tokens_carry_their_rbac_rights(kubectl, dir);
     })
     .await;
 }
@@ -488,11 +489,10 @@ fn prints_built_in_kinds_as_kube_apiserver_does(kubectl: &Cli) {
     );
 }
 
-fn says_who_the_caller_is_and_what_it_may_do(admin: &Cli, dir: &Path) {
-    // The same server through the read-only token.
-    let token = std::fs::read_to_string(dir.join("pki/read-only.token")).expect("token");
+/// The same server through another bearer token.
+fn with_token(admin: &Cli, dir: &Path, name: &str, token: &str) -> Cli {
     let kubeconfig = std::fs::read_to_string(&admin.kubeconfig).expect("kubeconfig");
-    let read_only_config = dir.join("read-only.kubeconfig");
+    let path = dir.join(format!("{name}.kubeconfig"));
     let replaced: Vec<String> = kubeconfig
         .lines()
         .map(|line| match line.split_once("token:") {
@@ -500,11 +500,16 @@ fn says_who_the_caller_is_and_what_it_may_do(admin: &Cli, dir: &Path) {
             None => line.to_owned(),
         })
         .collect();
-    std::fs::write(&read_only_config, replaced.join("\n")).expect("written");
-    let read_only = Cli {
+    std::fs::write(&path, replaced.join("\n")).expect("written");
+    Cli {
         binary: admin.binary.clone(),
-        kubeconfig: read_only_config,
-    };
+        kubeconfig: path,
+    }
+}
+
+fn says_who_the_caller_is_and_what_it_may_do(admin: &Cli, dir: &Path) {
+    let token = std::fs::read_to_string(dir.join("pki/read-only.token")).expect("token");
+    let read_only = with_token(admin, dir, "read-only", &token);
     assert!(admin.ok(&["auth", "whoami"]).contains("gantry:admin"));
     assert!(
         read_only
@@ -728,4 +733,93 @@ fn applies_built_in_lists_by_key(kubectl: &Cli, dir: &Path) {
             "the neighbours are untouched"
         );
     }
+}
+
+/// `kubectl create token`: a token for a ServiceAccount, which may do
+/// what its RoleBindings grant, in their namespace, and nothing else.
+fn service_account_tokens_carry_their_rbac_rights(admin: &Cli, dir: &Path) {
+    let ns = ["-n", "ci"];
+    let run = |args: &[&str]| admin.ok(&[args, &ns[..]].concat());
+    admin.ok(&["create", "namespace", "ci"]);
+    // "deployer" between two other ServiceAccounts.
+    for account in ["builder", "deployer", "tester"] {
+        run(&["create", "serviceaccount", account]);
+    }
+    run(&[
+        "create",
+        "role",
+        "service-editor",
+        "--verb=get,list,patch",
+        "--resource=services.gantry.dev",
+    ]);
+    run(&[
+        "create",
+        "rolebinding",
+        "deployer-edits-services",
+        "--role=service-editor",
+        "--serviceaccount=ci:deployer",
+    ]);
+    let token = run(&["create", "token", "deployer", "--duration=20m"]);
+    let deployer = with_token(admin, dir, "deployer", token.trim());
+    let whoami = deployer.ok(&["auth", "whoami"]);
+    assert!(
+        whoami.contains("system:serviceaccount:ci:deployer"),
+        "{whoami}"
+    );
+    assert!(whoami.contains("system:serviceaccounts:ci"), "{whoami}");
+    // kubectl prints "yes", or "no - <the reason>".
+    let can = |args: &[&str]| {
+        let out = deployer.run(&[&["auth", "can-i"][..], args].concat());
+        let said = String::from_utf8_lossy(&out.stdout);
+        said.split(" - ")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(can(&["patch", "services.gantry.dev", "-n", "ci"]), "yes");
+    assert_eq!(can(&["delete", "services.gantry.dev", "-n", "ci"]), "no");
+    assert_eq!(
+        can(&["patch", "services.gantry.dev", "-n", "default"]),
+        "no"
+    );
+    assert_eq!(can(&["get", "secrets", "-n", "ci"]), "no");
+    // Its rights, used: it lists services in ci, nothing in default.
+    deployer.ok(&["get", "gsvc", "-n", "ci"]);
+    let refused = deployer.fails(&["get", "gsvc", "-n", "default"]);
+    assert!(
+        refused.contains("Forbidden") && refused.contains("system:serviceaccount:ci:deployer"),
+        "{refused}"
+    );
+    assert!(
+        deployer
+            .fails(&["get", "configmaps", "-n", "ci"])
+            .contains("Forbidden")
+    );
+    // The neighbours' tokens get none of it.
+    let tester = with_token(
+        admin,
+        dir,
+        "tester",
+        run(&["create", "token", "tester"]).trim(),
+    );
+    assert!(
+        tester
+            .fails(&["get", "gsvc", "-n", "ci"])
+            .contains("Forbidden")
+    );
+    // Too short a token is refused, as kube-apiserver refuses it.
+    let short = admin.fails(&["create", "token", "deployer", "--duration=1m", "-n", "ci"]);
+    assert!(short.contains("less than 10 minutes"), "{short}");
+    // A token dies with its ServiceAccount, even if one of the same name
+    // comes back.
+    run(&["delete", "serviceaccount", "deployer"]);
+    run(&["create", "serviceaccount", "deployer"]);
+    let gone = deployer.fails(&["get", "gsvc", "-n", "ci"]);
+    assert!(gone.contains("Unauthorized"), "{gone}");
+    assert!(
+        admin
+            .fails(&["create", "token", "nobody", "-n", "ci"])
+            .contains("not found")
+    );
 }

@@ -15,6 +15,7 @@
 pub mod agent_token;
 pub mod private;
 pub mod server;
+pub mod service_account_token;
 pub mod storage;
 pub mod validation;
 

@@ -12,6 +12,10 @@
 //!   it, and create Events in its namespace (it records each exec),
 //!   nothing else.
 //!
+//! - a service-account token (`crate::service_account_token`, issued by
+//!   TokenRequest) may do what RBAC grants its ServiceAccount
+//!   (`server/rbac.rs`).
+//!
 //! Clients ask through SelfSubjectAccessReview (`kubectl auth can-i`) and
 //! SelfSubjectReview (`kubectl auth whoami`), answered here from the same
 //! rule the authentication layer enforces, never stored.
@@ -21,8 +25,16 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use super::{app::App, objects::meta::now, pki::Credentials};
-use crate::agent_token::{self, AgentToken, Grant};
+use super::{
+    app::App,
+    objects::meta::now,
+    pki::Credentials,
+    rbac::{self, Policies, Subject},
+};
+use crate::{
+    agent_token::{self, AgentToken, Grant},
+    service_account_token::{self, Claims},
+};
 
 /// The identity a bearer token stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +43,7 @@ pub(crate) enum Identity {
     ReadOnly,
     Controller,
     Agent(Arc<Grant>),
+    ServiceAccount(Arc<Claims>),
 }
 
 /// The label the scheduler binds a task to its instance with
@@ -47,6 +60,11 @@ pub(crate) trait Bindings {
     /// its containers' `secrets`, `environmentFiles` or
     /// `repositoryCredentials`.
     fn referenced(&self, namespace: &str, kind: &str, name: &str, instance: &str) -> bool;
+    /// Whether RBAC's Roles and bindings allow `who` what `asked` says.
+    fn rbac(&self, who: &Subject<'_>, asked: &Attributes<'_>) -> bool {
+        let _ = (who, asked);
+        false
+    }
 }
 
 /// What a request asks to do, as Kubernetes' authorizers see it.
@@ -166,15 +184,18 @@ impl Identity {
             Self::ReadOnly => "gantry:read-only".into(),
             Self::Controller => "gantry:controller".into(),
             Self::Agent(grant) => format!("gantry:agent:{}:{}", grant.cluster, grant.instance),
+            Self::ServiceAccount(claims) => claims.username(),
         }
     }
 
-    fn groups(&self) -> &'static [&'static str] {
-        match self {
+    fn groups(&self) -> Vec<String> {
+        let fixed: &[&str] = match self {
             Self::Admin => &["system:masters", "system:authenticated"],
             Self::Agent(_) => &["gantry:agents", "system:authenticated"],
             Self::ReadOnly | Self::Controller => &["system:authenticated"],
-        }
+            Self::ServiceAccount(claims) => return claims.groups(),
+        };
+        fixed.iter().map(|g| (*g).to_owned()).collect()
     }
 
     /// What this identity may do, for refusals.
@@ -193,6 +214,10 @@ impl Identity {
                 cluster = grant.cluster,
                 instance = grant.instance
             ),
+            Self::ServiceAccount(claims) => format!(
+                "no Role or ClusterRole bound to {} (or to its groups) allows it (RBAC)",
+                claims.username()
+            ),
         }
     }
 
@@ -205,6 +230,15 @@ impl Identity {
             Self::ReadOnly => allow(asked.is_read() && !asked.holds_secrets()),
             Self::Controller => allow(!asked.holds_secrets()),
             Self::Agent(grant) => agent_may(grant, asked, bindings),
+            Self::ServiceAccount(claims) => {
+                let groups = claims.groups();
+                let who = Subject {
+                    user: &claims.username(),
+                    groups: &groups,
+                    service_account: Some((&claims.namespace, &claims.name)),
+                };
+                allow(bindings.rbac(&who, asked))
+            }
         }
     }
 
@@ -315,8 +349,65 @@ pub(crate) fn identify_agent(token: &str, app: &App) -> Option<Identity> {
         .map(|grant| Identity::Agent(Arc::new(grant)))
 }
 
+/// Who a service-account token is: its claims, if the server signed it,
+/// it has not expired, and its ServiceAccount (of the same uid) is still
+/// there.
+pub(crate) fn identify_service_account(token: &str, app: &App) -> Option<Identity> {
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let key = app.credentials.service_account_key.as_bytes();
+    let claims = service_account_token::verify(key, token, now)?;
+    let accounts = app.registry.get("", "v1", "serviceaccounts")?;
+    let (_, account) = app
+        .store
+        .get(&accounts.key(Some(&claims.namespace), &claims.name))?;
+    (account.pointer("/metadata/uid").and_then(Value::as_str) == Some(claims.uid.as_str()))
+        .then(|| Identity::ServiceAccount(Arc::new(claims)))
+}
+
 /// The bindings as the store holds them.
 pub(crate) struct Stored<'a>(pub(crate) &'a App);
+
+impl Stored<'_> {
+    fn objects(&self, resource: &str, namespace: Option<&str>) -> Vec<Arc<Value>> {
+        let Some(resource) = self
+            .0
+            .registry
+            .get("rbac.authorization.k8s.io", "v1", resource)
+        else {
+            return Vec::new();
+        };
+        self.0.store.list(&resource.prefix(namespace)).1
+    }
+
+    fn object(&self, resource: &str, namespace: Option<&str>, name: &str) -> Option<Arc<Value>> {
+        let resource = self
+            .0
+            .registry
+            .get("rbac.authorization.k8s.io", "v1", resource)?;
+        self.0
+            .store
+            .get(&resource.key(namespace, name))
+            .map(|(_, o)| o)
+    }
+}
+
+impl Policies for Stored<'_> {
+    fn role_bindings(&self, namespace: &str) -> Vec<Arc<Value>> {
+        self.objects("rolebindings", Some(namespace))
+    }
+
+    fn cluster_role_bindings(&self) -> Vec<Arc<Value>> {
+        self.objects("clusterrolebindings", None)
+    }
+
+    fn role(&self, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        self.object("roles", Some(namespace), name)
+    }
+
+    fn cluster_role(&self, name: &str) -> Option<Arc<Value>> {
+        self.object("clusterroles", None, name)
+    }
+}
 
 impl Stored<'_> {
     fn bound_to(task: &Value, instance: &str) -> bool {
@@ -374,6 +465,10 @@ impl Bindings for Stored<'_> {
                     })
         })
     }
+
+    fn rbac(&self, who: &Subject<'_>, asked: &Attributes<'_>) -> bool {
+        rbac::allows(self, who, asked)
+    }
 }
 
 #[cfg(test)]
@@ -418,6 +513,7 @@ mod tests {
             admin_token: "admin-secret".into(),
             read_only_token: "reader-secret".into(),
             controller_token: "controller-secret".into(),
+            service_account_key: "signing-key".into(),
         };
         for (token, identity) in [
             ("admin-secret", Some(Identity::Admin)),

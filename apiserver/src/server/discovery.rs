@@ -92,6 +92,17 @@ pub(super) fn resources(registry: &Registry, group: &str, version: &str) -> Opti
                 "verbs": ["get", "patch", "update"],
             }));
         }
+        if is_service_accounts(resource) {
+            list.push(json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
+            }));
+        }
         if resource.scale.is_some() {
             list.push(json!({
                 "name": format!("{}/scale", resource.plural),
@@ -162,6 +173,11 @@ pub(super) fn aggregated(registry: &Registry, core: bool) -> Value {
     })
 }
 
+/// ServiceAccounts have the `token` subresource (TokenRequest).
+fn is_service_accounts(resource: &Resource) -> bool {
+    resource.group.is_empty() && resource.plural == "serviceaccounts"
+}
+
 fn aggregated_resource(resource: &Resource) -> Value {
     let kind = json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
     let mut subresources = Vec::new();
@@ -170,6 +186,13 @@ fn aggregated_resource(resource: &Resource) -> Value {
             "subresource": "status",
             "responseKind": kind,
             "verbs": ["get", "patch", "update"],
+        }));
+    }
+    if is_service_accounts(resource) {
+        subresources.push(json!({
+            "subresource": "token",
+            "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+            "verbs": ["create"],
         }));
     }
     if resource.scale.is_some() {

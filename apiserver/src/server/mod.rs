@@ -12,6 +12,7 @@ mod objects;
 mod openapi;
 pub mod pki;
 mod protobuf;
+mod rbac;
 mod registry;
 mod scale;
 mod selector;
@@ -287,7 +288,9 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(identity) = token.and_then(|token| {
-        access::identify(token, &app.credentials).or_else(|| access::identify_agent(token, &app))
+        access::identify(token, &app.credentials)
+            .or_else(|| access::identify_agent(token, &app))
+            .or_else(|| access::identify_service_account(token, &app))
     }) else {
         return ApiError::Unauthorized.into_response();
     };
@@ -378,6 +381,25 @@ async fn dispatch(
         .filter(|s| !s.is_empty())
         .collect();
     let json = |value: serde_json::Value| axum::Json(value).into_response();
+    if let [
+        "api",
+        "v1",
+        "namespaces",
+        namespace,
+        "serviceaccounts",
+        name,
+        "token",
+    ] = segments.as_slice()
+    {
+        if method != Method::POST {
+            return ApiError::MethodNotAllowed("serviceaccounts/token takes only POST".into())
+                .into_response();
+        }
+        return match http::token_request(&app, (namespace, name), &query, &headers, &body) {
+            Ok(answer) => (axum::http::StatusCode::CREATED, axum::Json(answer)).into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     if let (Some(review), Some(identity)) = (review_of(&path), identity)
         && method == Method::POST
     {

@@ -23,10 +23,17 @@ pub struct Credentials {
     pub read_only_token: String,
     /// The controller's: anything but Secrets.
     pub controller_token: String,
+    /// Signs service-account tokens (`crate::service_account_token`).
+    pub service_account_key: String,
 }
 
 /// The token files, in the order of [`Credentials`]' fields.
-const TOKENS: [&str; 3] = ["admin.token", "read-only.token", "controller.token"];
+const TOKENS: [&str; 4] = [
+    "admin.token",
+    "read-only.token",
+    "controller.token",
+    "service-account.key",
+];
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Io(format!("{}: {e}", path.display()))
@@ -107,8 +114,12 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, Error> {
                 .to_owned(),
         );
     }
-    let [admin_token, read_only_token, controller_token] =
-        <[String; 3]>::try_from(tokens).expect("one per file");
+    let [
+        admin_token,
+        read_only_token,
+        controller_token,
+        service_account_key,
+    ] = <[String; 4]>::try_from(tokens).expect("one per file");
     Ok(Credentials {
         ca_pem,
         cert_pem: fs::read_to_string(file("server.crt")).map_err(io(&file("server.crt")))?,
@@ -116,6 +127,7 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, Error> {
         admin_token,
         read_only_token,
         controller_token,
+        service_account_key,
     })
 }
 

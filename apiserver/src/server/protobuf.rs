@@ -318,6 +318,36 @@ const SELF_REVIEW: &[Field] = &[
     ),
 ];
 
+const TOKEN_REQUEST: &[Field] = &[
+    METADATA,
+    one(
+        2,
+        "spec",
+        Kind::Message(&[
+            many(1, "audiences", Kind::Text),
+            one(
+                3,
+                "boundObjectRef",
+                Kind::Message(&[
+                    one(1, "kind", Kind::Text),
+                    one(2, "apiVersion", Kind::Text),
+                    one(3, "name", Kind::Text),
+                    one(4, "uid", Kind::Text),
+                ]),
+            ),
+            one(4, "expirationSeconds", Kind::Int),
+        ]),
+    ),
+    one(
+        3,
+        "status",
+        Kind::Message(&[
+            one(1, "token", Kind::Text),
+            one(2, "expirationTimestamp", Kind::Time),
+        ]),
+    ),
+];
+
 const LEASE: &[Field] = &[
     METADATA,
     one(
@@ -552,6 +582,7 @@ fn message_of(api_version: &str, kind: &str) -> Option<&'static [Field]> {
         ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => ACCESS_REVIEW,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_REVIEW,
+        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
         _ => return None,
     })
 }

@@ -278,6 +278,82 @@ pub(crate) fn name_in_body(
         .map(str::to_owned))
 }
 
+/// A TokenRequest (`kubectl create token SA`): a token for the
+/// ServiceAccount `namespace/name`, as `crate::service_account_token`
+/// makes them, for `spec.expirationSeconds` (an hour by default, at
+/// least ten minutes, at most a day).
+pub(crate) fn token_request(
+    app: &App,
+    (namespace, name): (&str, &str),
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, ApiError> {
+    use crate::service_account_token::{self as tokens, Claims};
+    let not_found = || ApiError::NotFound {
+        resource: "serviceaccounts".into(),
+        name: name.to_owned(),
+    };
+    let accounts = app
+        .registry
+        .get("", "v1", "serviceaccounts")
+        .ok_or_else(not_found)?;
+    let (_, account) = app
+        .store
+        .get(&accounts.key(Some(namespace), name))
+        .ok_or_else(not_found)?;
+    let asked = Request {
+        query,
+        headers,
+        body,
+    }
+    .object()?;
+    if asked
+        .pointer("/spec/boundObjectRef")
+        .is_some_and(|r| !r.is_null())
+    {
+        return Err(ApiError::BadRequest(
+            "spec.boundObjectRef: tokens bound to an object are not issued here; ask without one"
+                .into(),
+        ));
+    }
+    let seconds = match asked.pointer("/spec/expirationSeconds") {
+        None | Some(Value::Null) => tokens::DEFAULT_SECONDS,
+        Some(value) => value.as_i64().ok_or_else(|| {
+            ApiError::BadRequest("spec.expirationSeconds: a whole number of seconds".into())
+        })?,
+    };
+    if seconds < tokens::MIN_SECONDS {
+        return Err(ApiError::BadRequest(format!(
+            "spec.expirationSeconds: may not specify a duration less than {} minutes",
+            tokens::MIN_SECONDS / 60
+        )));
+    }
+    let seconds = seconds.min(tokens::MAX_SECONDS);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let claims = Claims {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: meta(&account, "uid").unwrap_or_default().to_owned(),
+        expires: now.as_second() + seconds,
+    };
+    let token = tokens::issue(app.credentials.service_account_key.as_bytes(), &claims);
+    let expires = k8s_openapi::jiff::Timestamp::from_second(claims.expires)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    Ok(json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": objects::meta::now()},
+        "spec": {
+            "audiences": asked.pointer("/spec/audiences").cloned().unwrap_or_else(|| json!([])),
+            "expirationSeconds": seconds,
+            "boundObjectRef": null,
+        },
+        "status": {"token": token, "expirationTimestamp": expires},
+    }))
+}
+
 /// Answer a review from the caller's identity; the body (JSON or
 /// protobuf) holds the question.
 pub(crate) fn review(
