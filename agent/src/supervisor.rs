@@ -368,9 +368,19 @@ impl<R: Runtime> Supervisor<R> {
             self.patch(&task, &plan.status).await?;
         }
         let mut status = plan.status.clone();
+        // What the task's containers share is made once a step, by its
+        // first launch.
+        let mut prepared = None;
         for action in &plan.actions {
             if let Err(failure) = self
-                .act(&task, definition, &observed, action, &mut status)
+                .act(
+                    &task,
+                    definition,
+                    &observed,
+                    action,
+                    &mut status,
+                    &mut prepared,
+                )
                 .await
             {
                 if let Action::Stop { .. } = action {
@@ -398,6 +408,7 @@ impl<R: Runtime> Supervisor<R> {
         observed: &BTreeMap<String, Observed>,
         action: &Action,
         status: &mut TaskStatus,
+        prepared: &mut Option<Option<String>>,
     ) -> Result<(), Failure> {
         let runtime = &self.context.runtime;
         let failed = |container: &str, e: RuntimeError| Failure {
@@ -414,11 +425,18 @@ impl<R: Runtime> Supervisor<R> {
                     return Ok(());
                 };
                 let mut config = container::config(task, definition, def, &self.context.config);
-                let resources = container::task_resources(task, definition, &self.context.config);
-                config.cgroup_parent = runtime
-                    .prepare_task(&resources)
-                    .await
-                    .map_err(|e| failed(name, e))?;
+                config.cgroup_parent = match prepared {
+                    Some(parent) => parent.clone(),
+                    None => {
+                        let resources =
+                            container::task_resources(task, definition, &self.context.config);
+                        let parent = runtime
+                            .prepare_task(&resources)
+                            .await
+                            .map_err(|e| failed(name, e))?;
+                        prepared.insert(parent).clone()
+                    }
+                };
                 let namespace = task.namespace().unwrap_or_default();
                 let client = &self.context.client;
                 let unready = |reason| Failure {

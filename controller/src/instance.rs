@@ -260,7 +260,6 @@ async fn stop_tasks(
         .await?;
     let mut stopped = 0;
     let now = Timestamp::now();
-    let params = PatchParams::default();
     for task in bound.items {
         let status = task.status.clone().unwrap_or_default();
         if status.last_status == Some(TaskLastStatus::Stopped) {
@@ -268,13 +267,7 @@ async fn stop_tasks(
         }
         let reason = stop::instance_lost(&name, since);
         let patches = stop::patches(&status, StopCode::TerminationNotice, &reason, Some(now));
-        let task = task.name_any();
-        tasks
-            .patch_status(&task, &params, &Patch::Merge(&patches.status))
-            .await?;
-        tasks
-            .patch(&task, &params, &Patch::Merge(&patches.spec))
-            .await?;
+        crate::task::write_stop(&tasks, &task.name_any(), &patches).await?;
         stopped += 1;
     }
     Ok(stopped)

@@ -252,6 +252,24 @@ async fn time_protection(
     merge(context, task, &patch, true).await
 }
 
+/// Write a stop: its cause into the status first, then `desiredStatus:
+/// STOPPED` into the spec, so that the agent that sees the spec finds the
+/// cause recorded and does not record its own (crds/src/stop.rs). A stop
+/// cut short between the two is finished by the sweep above.
+///
+/// # Errors
+/// Either write's.
+pub async fn write_stop(
+    api: &Api<Task>,
+    name: &str,
+    patches: &stop::StopPatches,
+) -> Result<Task, kube::Error> {
+    let params = PatchParams::default();
+    api.patch_status(name, &params, &Patch::Merge(&patches.status))
+        .await?;
+    api.patch(name, &params, &Patch::Merge(&patches.spec)).await
+}
+
 /// Stop a task of a deregistered instance, once the API server confirms
 /// the instance is gone (this process's cache may not have seen a new
 /// one yet).
@@ -270,11 +288,7 @@ async fn deregistered(context: &Context, task: &Task, now: Timestamp) -> Result<
         stop::DEREGISTRATION_FORCED,
         Some(now),
     );
-    let params = PatchParams::default();
-    api.patch_status(&task.name_any(), &params, &Patch::Merge(&patches.status))
-        .await?;
-    api.patch(&task.name_any(), &params, &Patch::Merge(&patches.spec))
-        .await?;
+    write_stop(&api, &task.name_any(), &patches).await?;
     tracing::info!(task = %crate::events::key(task), %instance, "stopped: its instance was deregistered");
     Ok(())
 }

@@ -109,13 +109,7 @@ async fn reconcile(scheduled: &ScheduledTask, ctx: &Context) -> Result<Action, k
             .and_then(|t| t.status.clone())
             .unwrap_or_default();
         let stop = patches(&recorded, StopCode::UserInitiated, why, None);
-        // The cause first, so the agent does not record its own.
-        tasks
-            .patch_status(task, &PatchParams::default(), &Patch::Merge(&stop.status))
-            .await?;
-        tasks
-            .patch(task, &PatchParams::default(), &Patch::Merge(&stop.spec))
-            .await?;
+        crate::task::write_stop(&tasks, task, &stop).await?;
     }
     if let Some((minute, names)) = &plan.start {
         for task_name in names {

@@ -34,7 +34,6 @@ use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{WatchStreamExt, reflector::Store, watcher},
 };
 use rand::{RngExt, SeedableRng, rngs::SmallRng};
@@ -646,15 +645,8 @@ impl Scheduler {
                 &reason,
                 Some(k8s_openapi::jiff::Timestamp::now()),
             );
-            let params = PatchParams::default();
             let name = task.name_any();
-            let written = async {
-                api.patch_status(&name, &params, &Patch::Merge(&patches.status))
-                    .await?;
-                api.patch(&name, &params, &Patch::Merge(&patches.spec))
-                    .await
-            };
-            if let Err(e) = written.await {
+            if let Err(e) = crate::task::write_stop(&api, &name, &patches).await {
                 // The task sweep finishes a stop whose second write failed.
                 tracing::warn!(task = %name, error = %e, "stopping a task that cannot start failed");
             }

@@ -617,16 +617,10 @@ async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<(), kube::Error> {
             Timestamp::now(),
             stop.version.as_deref(),
         );
-        api.patch_status(&stop.task, &params, &Patch::Merge(&patches.status))
-            .await?;
-        api.patch(&stop.task, &params, &Patch::Merge(&patches.spec))
-            .await
+        crate::task::write_stop(api, &stop.task, &patches).await
     } else if stop.bound {
         let patches = stop::patches(&recorded, stop.code, &stop.reason, None);
-        api.patch_status(&stop.task, &params, &Patch::Merge(&patches.status))
-            .await?;
-        api.patch(&stop.task, &params, &Patch::Merge(&patches.spec))
-            .await
+        crate::task::write_stop(api, &stop.task, &patches).await
     } else {
         // No agent has it: it is stopped once it says so.
         let patches = stop::patches(&recorded, stop.code, &stop.reason, Some(Timestamp::now()));
