@@ -1,9 +1,9 @@
 //! `gantry agent`: the flags, and the agent (or N simulated ones) run
 //! until Ctrl-C or SIGTERM.
 
-use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
-use agent::runtime::{Docker, Sim, SimOptions};
+use agent::runtime::{Docker, Sim, SimLoad, SimOptions};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 
@@ -90,6 +90,14 @@ pub struct AgentArgs {
     /// not enforced (the agent warns).
     #[arg(long, value_name = "DIR", default_value = agent::runtime::DEFAULT_CGROUP_ROOT)]
     cgroup_root: PathBuf,
+    /// Seconds between measures of the tasks' CPU and memory use, which
+    /// go to each Task's status.usage (for auto scaling) and the metrics.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    stats_interval_seconds: u64,
+    /// Serve Prometheus metrics (each running task's use) and /healthz,
+    /// /readyz here.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// With --runtime sim: run this many instances, named <name>-<i>.
     #[arg(long, value_name = "N", default_value_t = 1)]
     count: usize,
@@ -102,6 +110,11 @@ pub struct AgentArgs {
     /// With --runtime sim: how many stops fail before stops work.
     #[arg(long, value_name = "N", default_value_t = 0)]
     sim_stop_failures: usize,
+    /// With --runtime sim: a JSON file of what each task group demands in
+    /// all, `{"service:web": {"cpu": 600, "memory": 300}}` (CPU units,
+    /// MiB), shared by its running containers; read at every measure.
+    #[arg(long, value_name = "FILE")]
+    sim_load: Option<PathBuf>,
 }
 
 fn parse_attribute(text: &str) -> Result<(String, String), String> {
@@ -112,7 +125,12 @@ fn parse_attribute(text: &str) -> Result<(String, String), String> {
 }
 
 impl AgentArgs {
-    fn config(&self, name: &str, api: &kube::Config) -> agent::Config {
+    fn config(
+        &self,
+        name: &str,
+        api: &kube::Config,
+        metrics: Option<&Arc<agent::usage::Metrics>>,
+    ) -> agent::Config {
         let mut config = agent::Config::new(&self.cluster, name);
         config.host_ip = self.host_ip.to_string();
         config.cpu = self.cpu;
@@ -136,6 +154,8 @@ impl AgentArgs {
         };
         config.endpoint = Some(std::net::SocketAddr::new(self.host_ip, port));
         config.api = Some(api.clone());
+        config.stats_interval = Duration::from_secs(self.stats_interval_seconds.max(1));
+        config.metrics = metrics.cloned();
         config
     }
 }
@@ -158,6 +178,15 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
         let api = super::kube_config(args.kubeconfig.as_ref()).await?;
         let client =
             kube::Client::try_from(api.clone()).context("building the Kubernetes client")?;
+        let metrics = match args.metrics_addr {
+            Some(addr) => {
+                let metrics = Arc::new(agent::usage::Metrics::default());
+                let encoded = Arc::clone(&metrics);
+                super::metrics_endpoint::serve(addr, move || encoded.encode()).await?;
+                Some(metrics)
+            }
+            None => None,
+        };
         let shutdown = async {
             if let Err(e) = super::shutdown_signal().await {
                 tracing::warn!(error = %e, "cannot listen for signals");
@@ -171,7 +200,13 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
                     .context("is Docker running? pass --docker-host URI if it listens elsewhere")?
                     .with_task_cgroups(&args.cgroup_root)
                     .await;
-                agent::run(client, args.config(&args.name, &api), docker, shutdown).await?;
+                agent::run(
+                    client,
+                    args.config(&args.name, &api, metrics.as_ref()),
+                    docker,
+                    shutdown,
+                )
+                .await?;
             }
             RuntimeKind::Sim => {
                 let options = SimOptions {
@@ -179,6 +214,12 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
                     failure_rate: args.sim_failure_rate,
                     stop_failures: args.sim_stop_failures,
                 };
+                let load = Arc::new(
+                    args.sim_load
+                        .clone()
+                        .map(SimLoad::from_file)
+                        .unwrap_or_default(),
+                );
                 let (stop, _) = tokio::sync::watch::channel(false);
                 let mut agents = tokio::task::JoinSet::new();
                 for i in 0..args.count {
@@ -193,8 +234,8 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
                     };
                     agents.spawn(agent::run(
                         client.clone(),
-                        args.config(&name, &api),
-                        Sim::new(options),
+                        args.config(&name, &api, metrics.as_ref()),
+                        Sim::new(options).with_load(Arc::clone(&load)),
                         signal,
                     ));
                 }

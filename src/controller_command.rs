@@ -48,6 +48,10 @@ pub struct ControllerArgs {
     /// Seconds an allocation whose task cannot be found is kept.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     allocation_grace_seconds: u64,
+    /// Seconds between auto scaling's datapoints: ECS's alarms look at
+    /// one-minute datapoints (3 high in a row scale out, 15 low scale in).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    autoscaling_period_seconds: u64,
     /// This replica's name in events and the leader Lease [default:
     /// $POD_NAME or host-pid].
     #[arg(long, value_name = "NAME")]
@@ -69,6 +73,7 @@ impl ControllerArgs {
         config.instance_loss_timeout = Duration::from_secs(self.instance_loss_timeout_seconds);
         config.task_retention = Duration::from_secs(self.task_retention_seconds);
         config.allocation_grace = Duration::from_secs(self.allocation_grace_seconds);
+        config.autoscaling_period = Duration::from_secs(self.autoscaling_period_seconds.max(1));
         if self.leader_elect {
             let namespace = self.leader_elect_namespace.clone().unwrap_or_else(|| {
                 std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned())

@@ -109,6 +109,9 @@ fn task_labels(task: &Task, agent: &Config) -> BTreeMap<String, String> {
     if let Some(uid) = &agent.cluster_uid {
         labels.insert(labels::CLUSTER_UID.to_owned(), uid.clone());
     }
+    if let Some(group) = &task.spec.group {
+        labels.insert(labels::TASK_GROUP.to_owned(), group.clone());
+    }
     labels
 }
 

@@ -19,6 +19,7 @@ use crate::{
     Config, Error, container, endpoint, registration,
     runtime::{Runtime, labels},
     supervisor::{self, Context, Shared},
+    usage,
 };
 
 /// Run the agent until `shutdown` completes.
@@ -94,6 +95,19 @@ async fn run_inner<R: Runtime>(
     .default_backoff()
     .applied_objects()
     .boxed();
+    let sampling = tokio::spawn({
+        let context = Arc::clone(&context);
+        async move {
+            let mut sampler = usage::Sampler::default();
+            let mut tick = tokio::time::interval(context.config.stats_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                sampler.sample(&context).await;
+            }
+        }
+        .instrument(tracing::Span::current())
+    });
     let mut changes = context.runtime.changes(&config.name);
     let mut resync = tokio::time::interval(config.resync);
     let mut relisting = Vec::new();
@@ -172,6 +186,7 @@ async fn run_inner<R: Runtime>(
             }
         }
     }
+    sampling.abort();
     supervisor::stop_all(&context.shared);
     if config.deregister_on_exit {
         let _ = leases.delete(&config.name, &DeleteParams::default()).await;

@@ -12,6 +12,8 @@
 //! - [`runtime`]: Docker through bollard, or a simulated runtime for scale
 //!   tests; every container is labelled with its task, so a restarted agent
 //!   re-adopts what runs.
+//! - [`usage`]: each running task's CPU and memory use, measured from the
+//!   runtime's stats into `status.usage` and Prometheus metrics.
 
 pub mod container;
 pub mod daemon;
@@ -22,6 +24,7 @@ pub mod registration;
 pub mod runtime;
 pub mod secrets;
 pub mod supervisor;
+pub mod usage;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -67,6 +70,11 @@ pub struct Config {
     /// How to reach the control plane, for the endpoint's access reviews
     /// made with each caller's token; the endpoint needs it.
     pub api: Option<kube::Config>,
+    /// How often the tasks' use is measured ([`usage`]); ECS's agent
+    /// reports its metrics every 20 seconds.
+    pub stats_interval: Duration,
+    /// Where the tasks' use is published for Prometheus, if anywhere.
+    pub metrics: Option<std::sync::Arc<usage::Metrics>>,
 }
 
 impl Config {
@@ -93,6 +101,8 @@ impl Config {
             stop_tasks_when_disconnected: None,
             endpoint: None,
             api: None,
+            stats_interval: Duration::from_secs(20),
+            metrics: None,
         }
     }
 }

@@ -294,6 +294,8 @@ fn status(input: &Input<'_>, stop: Option<&(StopCode, String)>, now: Timestamp) 
         conditions: recorded.conditions.clone(),
         // The controller's to write (`spec.protection`).
         protection: recorded.protection.clone(),
+        // The stats loop's (usage.rs), written on its own interval.
+        usage: recorded.usage.clone(),
     }
 }
 

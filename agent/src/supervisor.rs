@@ -81,6 +81,11 @@ impl Shared {
         gone
     }
 
+    /// Every task bound here, as last seen.
+    pub fn tasks(&self) -> Vec<Arc<Task>> {
+        lock(&self.tasks).values().cloned().collect()
+    }
+
     pub fn task_uids(&self) -> Vec<String> {
         lock(&self.tasks).keys().cloned().collect()
     }

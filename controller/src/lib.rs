@@ -14,6 +14,8 @@
 //! - [`service`]: REPLICA and DAEMON services, rolling deployments and the
 //!   circuit breaker; [`service::plan`] is the pure part, in named steps.
 //! - [`instance`]: agent connectivity from Leases, instance loss, draining.
+//! - [`autoscaling`]: target tracking of services' desiredCount from the
+//!   usage their agents report; [`autoscaling::decide`] is the pure part.
 //! - [`task`]: stopped-task retention, and tasks stopped before placement.
 //! - [`task_definition`]: revisions and the `Valid` condition;
 //!   [`revisions`]: each valid revision recorded, and which revision a
@@ -23,6 +25,7 @@
 //!   [`cache`]: the watch-fed caches the sweeps and reconcilers read.
 //! - [`metrics`]: Prometheus metrics and probes.
 
+pub mod autoscaling;
 pub mod cache;
 pub mod collector;
 pub mod convert;
@@ -65,6 +68,8 @@ pub struct Config {
     /// How long an allocation of a task that is not there is kept, in case
     /// the task is new and not yet seen.
     pub allocation_grace: Duration,
+    /// How often auto scaling takes a datapoint of each metric.
+    pub autoscaling_period: Duration,
 }
 
 impl Config {
@@ -77,6 +82,7 @@ impl Config {
             instance_loss_timeout: Duration::from_secs(5 * 60),
             task_retention: Duration::from_secs(60 * 60),
             allocation_grace: Duration::from_secs(10),
+            autoscaling_period: Duration::from_secs(60),
         }
     }
 }
@@ -164,6 +170,7 @@ pub async fn reconcile(context: Arc<Context>, shutdown: impl Future<Output = ()>
         task::run(Arc::clone(&context), shutdown.clone()),
         task_definition::run(Arc::clone(&context), shutdown.clone()),
         scheduled::run(Arc::clone(&context), shutdown.clone()),
+        autoscaling::run(Arc::clone(&context), shutdown.clone()),
         collector::run(Arc::clone(&context), shutdown),
     );
 }

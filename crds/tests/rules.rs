@@ -700,3 +700,76 @@ fn a_scheduled_task_is_named_for_its_tasks_and_its_schedule_has_eventbridge_s_sh
         "",
     );
 }
+
+#[test]
+fn auto_scaling_keeps_min_below_max_tracks_each_metric_once_and_skips_daemons() {
+    let policy = |metric: &str| json!({"metric": metric, "target": 50});
+    let replica = |scaling: Value| {
+        service(json!({"taskDefinition": "web", "desiredCount": 2, "autoScaling": scaling}))
+    };
+    replica(json!({"minCapacity": 1, "maxCapacity": 4,
+        "targetTracking": [policy("CPUUtilization"), policy("MemoryUtilization")]}))
+    .expect("valid");
+    refused(
+        replica(json!({"minCapacity": 5, "maxCapacity": 4,
+            "targetTracking": [policy("CPUUtilization")]})),
+        "spec.autoScaling.minCapacity",
+        "minCapacity must be at most maxCapacity",
+    );
+    refused(
+        replica(json!({"minCapacity": 1, "maxCapacity": 4,
+            "targetTracking": [policy("CPUUtilization"), policy("CPUUtilization")]})),
+        "spec.autoScaling.targetTracking",
+        "a metric may be tracked only once",
+    );
+    refused(
+        replica(json!({"minCapacity": 1, "maxCapacity": 4, "targetTracking": []})),
+        "spec.autoScaling.targetTracking",
+        "",
+    );
+    refused(
+        replica(json!({"minCapacity": 1, "maxCapacity": 4,
+            "targetTracking": [{"metric": "CPUUtilization", "target": 150}]})),
+        "spec.autoScaling.targetTracking[0].target",
+        "",
+    );
+    refused(
+        replica(json!({"minCapacity": 1, "maxCapacity": 4,
+            "targetTracking": [{"metric": "RequestCount", "target": 50}]})),
+        "spec.autoScaling.targetTracking[0].metric",
+        "",
+    );
+    // An auto scaled service may leave its count to auto scaling; any
+    // other REPLICA service must give one.
+    service(
+        json!({"taskDefinition": "web", "autoScaling": {"minCapacity": 2,
+        "maxCapacity": 4, "targetTracking": [policy("CPUUtilization")]}}),
+    )
+    .expect("valid without desiredCount");
+    refused(
+        service(json!({"taskDefinition": "web"})),
+        "spec.desiredCount",
+        "a REPLICA service needs desiredCount (or autoScaling",
+    );
+    // An auto scaled service may leave its count to auto scaling; any
+    // other REPLICA service must give one.
+    service(
+        json!({"taskDefinition": "web", "autoScaling": {"minCapacity": 2,
+        "maxCapacity": 4, "targetTracking": [policy("CPUUtilization")]}}),
+    )
+    .expect("valid without desiredCount");
+    refused(
+        service(json!({"taskDefinition": "web"})),
+        "spec.desiredCount",
+        "a REPLICA service needs desiredCount (or autoScaling",
+    );
+    refused(
+        service(
+            json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON",
+            "autoScaling": {"minCapacity": 1, "maxCapacity": 4,
+                "targetTracking": [policy("CPUUtilization")]}}),
+        ),
+        "spec.autoScaling",
+        "takes no autoScaling",
+    );
+}

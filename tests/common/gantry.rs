@@ -197,25 +197,28 @@ impl Gantry {
     /// Start one Docker agent per `(name, host IP)` in `namespace`,
     /// renewing its Lease every second.
     pub fn docker_agents(&mut self, namespace: &str, hosts: &[(&str, &str)]) {
+        self.docker_agents_with(namespace, hosts, &[]);
+    }
+
+    /// [`Self::docker_agents`] with more `gantry agent` flags.
+    pub fn docker_agents_with(&mut self, namespace: &str, hosts: &[(&str, &str)], flags: &[&str]) {
         for (host, ip) in hosts {
             let kubeconfig = self.agent_kubeconfig(namespace, host);
-            self.spawn_as(
+            let mut args = vec![
+                "agent",
+                "--runtime",
+                "docker",
+                "--cluster",
+                namespace,
+                "--name",
                 host,
-                &[
-                    "agent",
-                    "--runtime",
-                    "docker",
-                    "--cluster",
-                    namespace,
-                    "--name",
-                    host,
-                    "--host-ip",
-                    ip,
-                    "--lease-renew-seconds",
-                    "1",
-                ],
-                &kubeconfig,
-            );
+                "--host-ip",
+                ip,
+                "--lease-renew-seconds",
+                "1",
+            ];
+            args.extend_from_slice(flags);
+            self.spawn_as(host, &args, &kubeconfig);
         }
     }
 

@@ -11,7 +11,8 @@ use bollard::{
     query_parameters::{
         CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
         InspectContainerOptions, ListContainersOptionsBuilder, LogsOptionsBuilder,
-        RemoveContainerOptionsBuilder, RemoveVolumeOptions, StopContainerOptionsBuilder,
+        RemoveContainerOptionsBuilder, RemoveVolumeOptions, StatsOptions,
+        StopContainerOptionsBuilder,
     },
 };
 use crds::v1alpha1::{HealthStatus, NetworkBinding, NetworkMode, Protocol};
@@ -19,7 +20,7 @@ use futures::{StreamExt, TryStreamExt, stream::BoxStream};
 
 use super::{
     ContainerConfig, Exec, ExecOptions, Info, LogOptions, Observed, Pull, Runtime, RuntimeError,
-    State, TaskCgroups, TaskResources, labels,
+    State, Stats, TaskCgroups, TaskResources, labels,
 };
 
 /// Docker through its API socket.
@@ -454,6 +455,44 @@ impl Runtime for Docker {
             }) => Ok(()),
             other => other.map_err(Self::other),
         }
+    }
+
+    /// One sample of Docker's stats, without waiting for a second one
+    /// (`one-shot`): the agent works out rates between its own samples.
+    async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let sample = self
+            .client
+            .stats(id, Some(options))
+            .next()
+            .await
+            .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?
+            .map_err(Self::other)?;
+        let cpu_nanos = sample
+            .cpu_stats
+            .and_then(|c| c.cpu_usage)
+            .and_then(|u| u.total_usage)
+            .unwrap_or_default();
+        let memory = sample.memory_stats.unwrap_or_default();
+        // As `docker stats` shows it: the page cache that can be reclaimed
+        // is not counted (cgroup v2 calls it inactive_file, v1
+        // total_inactive_file).
+        let cache = memory
+            .stats
+            .as_ref()
+            .and_then(|s| {
+                s.get("inactive_file")
+                    .or_else(|| s.get("total_inactive_file"))
+            })
+            .copied()
+            .unwrap_or_default();
+        Ok(Stats {
+            cpu_nanos,
+            memory_bytes: memory.usage.unwrap_or_default().saturating_sub(cache),
+        })
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {

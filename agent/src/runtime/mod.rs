@@ -6,6 +6,7 @@
 mod cgroup;
 mod docker;
 mod sim;
+mod sim_load;
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
@@ -15,6 +16,7 @@ use futures::stream::BoxStream;
 pub use cgroup::{Limits, TaskCgroups};
 pub use docker::{DEFAULT_CGROUP_ROOT, Docker};
 pub use sim::{Sim, SimOptions};
+pub use sim_load::{Demand, SimLoad};
 
 /// Labels every container carries, so that a restarted agent can tell
 /// whose it is.
@@ -25,6 +27,10 @@ pub mod labels {
     pub const TASK_NAME: &str = "gantry.dev/task-name";
     pub const TASK_UID: &str = "gantry.dev/task-uid";
     pub const CONTAINER: &str = "gantry.dev/container-name";
+    /// The task's group (`service:<name>` for a service's tasks), so that
+    /// `docker ps --filter label=gantry.dev/task-group=service:web` finds a
+    /// service's containers.
+    pub const TASK_GROUP: &str = "gantry.dev/task-group";
     /// The uid of the cluster's namespace: two control planes' agents of
     /// the same name (two `gantry up` runs on one Docker engine) tell
     /// their containers apart, and `gantry down` finds its own.
@@ -181,6 +187,15 @@ impl Observed {
     }
 }
 
+/// A container's use of the host, as [`Runtime::stats`] reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// CPU time used since it started, in nanoseconds.
+    pub cpu_nanos: u64,
+    /// Memory in use, in bytes, less the page cache.
+    pub memory_bytes: u64,
+}
+
 /// What the runtime says about itself, for the ContainerInstance.
 #[derive(Clone, Debug, Default)]
 pub struct Info {
@@ -255,6 +270,10 @@ pub trait Runtime: Send + Sync + 'static {
         id: &str,
         options: &LogOptions,
     ) -> BoxStream<'static, Result<Vec<u8>, RuntimeError>>;
+    /// What a container has used: its CPU time since it started, and the
+    /// memory it holds now. A container that is not running reports
+    /// `NotFound` or no memory.
+    fn stats(&self, id: &str) -> impl Future<Output = Result<Stats, RuntimeError>> + Send;
     /// Run a command in a running container: its output (stdout and
     /// stderr) as it comes, then its exit code.
     fn exec(

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use super::{
     ContainerConfig, Exec, ExecOptions, Info, LogOptions, Observed, Pull, Runtime, RuntimeError,
-    State, TaskResources, labels,
+    SimLoad, State, Stats, TaskResources, labels,
 };
 
 /// How simulated containers behave.
@@ -47,6 +47,18 @@ impl Default for SimOptions {
 struct Container {
     config: ContainerConfig,
     observed: Observed,
+    /// CPU time used so far, and when it was last added up.
+    cpu_nanos: f64,
+    measured_at: Option<std::time::Instant>,
+}
+
+impl Container {
+    fn group(&self) -> Option<&str> {
+        self.config
+            .labels
+            .get(labels::TASK_GROUP)
+            .map(String::as_str)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -64,6 +76,8 @@ pub struct Sim {
     stop_failures: Arc<std::sync::atomic::AtomicUsize>,
     containers: Arc<Mutex<Containers>>,
     changes: broadcast::Sender<(String, String)>,
+    /// What the containers use.
+    load: Arc<SimLoad>,
 }
 
 impl Sim {
@@ -77,7 +91,16 @@ impl Sim {
                 ..Containers::default()
             })),
             changes: broadcast::channel(4096).0,
+            load: Arc::default(),
         }
+    }
+
+    /// Containers that use a share of `load` (which every simulated
+    /// instance of a process should share) rather than nothing.
+    #[must_use]
+    pub fn with_load(mut self, load: Arc<SimLoad>) -> Self {
+        self.load = load;
+        self
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Containers) -> T) -> T {
@@ -111,6 +134,15 @@ impl Sim {
             container.observed.exit_code = exit_code;
             if state == State::Running {
                 container.observed.started_at = Some(k8s_openapi::jiff::Timestamp::now());
+                container.measured_at = Some(std::time::Instant::now());
+            }
+            if let Some(group) = container.group() {
+                let name = &container.config.runtime_name;
+                if state == State::Running {
+                    self.load.started(group, name);
+                } else {
+                    self.load.stopped(group, name);
+                }
             }
             if container.config.health_check.is_some() {
                 container.observed.health = Some(if state == State::Running {
@@ -240,6 +272,8 @@ impl Runtime for Sim {
                 Container {
                     config: config.clone(),
                     observed,
+                    cpu_nanos: 0.0,
+                    measured_at: None,
                 },
             );
             Ok(id)
@@ -285,8 +319,43 @@ impl Runtime for Sim {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        self.with(|c| c.by_id.remove(id));
+        if let Some(container) = self.with(|c| c.by_id.remove(id))
+            && let Some(group) = container.group()
+        {
+            self.load.stopped(group, &container.config.runtime_name);
+        }
         Ok(())
+    }
+
+    /// A running container uses its share of its group's demand
+    /// ([`SimLoad`]), added up since it was last measured.
+    async fn stats(&self, id: &str) -> Result<Stats, RuntimeError> {
+        self.with(|c| {
+            let container = c
+                .by_id
+                .get_mut(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.to_owned()))?;
+            if container.observed.state != State::Running {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                return Ok(Stats {
+                    cpu_nanos: container.cpu_nanos as u64,
+                    memory_bytes: 0,
+                });
+            }
+            let share = container
+                .group()
+                .map(|g| self.load.share(g))
+                .unwrap_or_default();
+            let now = std::time::Instant::now();
+            let since = container.measured_at.unwrap_or(now);
+            container.cpu_nanos += share.cpu / 1024.0 * now.duration_since(since).as_nanos() as f64;
+            container.measured_at = Some(now);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Ok(Stats {
+                cpu_nanos: container.cpu_nanos as u64,
+                memory_bytes: (share.memory * 1024.0 * 1024.0) as u64,
+            })
+        })
     }
 
     // Simulated containers share nothing on a host.

@@ -297,7 +297,7 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         result?;
     }
     publish_endpoints(service, &namespace, &owned, &plan.healthy, state).await?;
-    if service.status.as_ref() != Some(&plan.status) {
+    if !written(service, &plan.status) {
         write_status(service, &plan.status, ctx).await?;
     }
     for note in &plan.events {
@@ -398,7 +398,7 @@ async fn drain(service: &Service, namespace: &str, state: &State) -> Result<Acti
         targets: &targets,
         now: Timestamp::now(),
     });
-    if service.status.as_ref() != Some(&deletion.status) {
+    if !written(service, &deletion.status) {
         write_status(service, &deletion.status, ctx).await?;
     }
     for note in &deletion.events {
@@ -514,6 +514,18 @@ async fn targets(service: &Service, namespace: &str, state: &State) -> plan::tar
         })
         .collect();
     plan::targets::Targets { balancers }
+}
+
+/// Whether the service's status already says `status`, leaving out
+/// `autoScaling`, which is the autoscaler's to write
+/// (controller/src/autoscaling).
+fn written(service: &Service, status: &ServiceStatus) -> bool {
+    service.status.as_ref().is_some_and(|current| {
+        ServiceStatus {
+            auto_scaling: None,
+            ..current.clone()
+        } == *status
+    })
 }
 
 async fn write_status(

@@ -1,5 +1,6 @@
 //! `gantry.dev/v1alpha1`: the kinds of the ECS model.
 
+mod auto_scaling;
 mod common;
 mod container_instance;
 mod container_settings;
@@ -10,6 +11,7 @@ mod task;
 mod task_definition;
 mod task_definition_revision;
 
+pub use auto_scaling::*;
 pub use common::*;
 pub use container_instance::*;
 pub use container_settings::*;

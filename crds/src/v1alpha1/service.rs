@@ -5,8 +5,11 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    NAME_IS_DNS_LABEL, PlacementConstraint, PlacementStrategy, TASK_DEFINITION_REFERENCE,
+use super::{
+    auto_scaling::{AutoScaling, AutoScalingStatus},
+    common::{
+        NAME_IS_DNS_LABEL, PlacementConstraint, PlacementStrategy, TASK_DEFINITION_REFERENCE,
+    },
 };
 
 /// The spec of a Service, as in `aws ecs create-service`.
@@ -34,10 +37,12 @@ use super::common::{
         .message("metadata.name must be a DNS-1123 label of at most 63 characters (a-z, 0-9, '-'): it becomes the task group service:<name>")
 )]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.schedulingStrategy != 'REPLICA' || has(self.desiredCount)")
-    .message("a REPLICA service needs desiredCount").field_path(".desiredCount"))]
+#[x_kube(validation = Rule::new("self.schedulingStrategy != 'REPLICA' || has(self.desiredCount) || has(self.autoScaling)")
+    .message("a REPLICA service needs desiredCount (or autoScaling, which starts it at minCapacity)").field_path(".desiredCount"))]
 #[x_kube(validation = Rule::new("self.schedulingStrategy != 'DAEMON' || !has(self.desiredCount)")
     .message("a DAEMON service runs one task per instance and takes no desiredCount").field_path(".desiredCount"))]
+#[x_kube(validation = Rule::new("self.schedulingStrategy != 'DAEMON' || !has(self.autoScaling)")
+    .message("a DAEMON service runs one task per instance and takes no autoScaling").field_path(".autoScaling"))]
 #[x_kube(validation = Rule::new("self.schedulingStrategy != 'DAEMON' || !has(self.placementStrategy)")
     .message("a DAEMON service takes no placementStrategy").field_path(".placementStrategy"))]
 #[x_kube(validation = Rule::new(
@@ -50,7 +55,10 @@ pub struct ServiceSpec {
     #[schemars(length(min = 1, max = 74), regex(pattern = TASK_DEFINITION_REFERENCE))]
     pub task_definition: String,
 
-    /// Tasks to keep running (REPLICA only); `kubectl scale` sets it.
+    /// Tasks to keep running (REPLICA only); `kubectl scale` and auto
+    /// scaling set it. An auto scaled service may leave it out of its
+    /// manifest (so that re-applying the manifest does not undo auto
+    /// scaling): it then starts at minCapacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100_000))]
     pub desired_count: Option<i32>,
@@ -97,6 +105,23 @@ pub struct ServiceSpec {
     /// running keep what they were started with).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_execute_command: bool,
+
+    /// Target tracking auto scaling of `desiredCount` (REPLICA only), as
+    /// ECS service auto scaling; it writes through the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<AutoScaling>,
+}
+
+impl ServiceSpec {
+    /// The tasks a REPLICA service keeps: `desiredCount`, or, left out
+    /// of an auto scaled service, its `minCapacity`.
+    #[must_use]
+    pub fn desired(&self) -> i32 {
+        self.desired_count
+            .or_else(|| self.auto_scaling.as_ref().map(|a| a.min_capacity))
+            .unwrap_or(0)
+            .max(0)
+    }
 }
 
 /// A LoadBalancer (in the service's namespace) and the container port its
@@ -210,6 +235,10 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// What auto scaling measured and did (written by the autoscaler, not
+    /// by the service's reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_scaling: Option<AutoScalingStatus>,
 }
 
 /// A service's lifecycle state, as ECS reports it. ECS's INACTIVE (all

@@ -364,6 +364,23 @@ pub struct TaskStatus {
     /// computed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protection: Option<ProtectionStatus>,
+    /// What the task's containers use, as its agent last measured them
+    /// (docs/autoscaling.md): written when the figures change, at most
+    /// once per the agent's `--stats-interval-seconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TaskUsage>,
+}
+
+/// A task's resource use, summed over its running containers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskUsage {
+    /// CPU units (1024 per core), averaged since the previous measure.
+    pub cpu: u32,
+    /// MiB of memory, less the page cache Docker's stats count (as
+    /// `docker stats` shows it).
+    pub memory: u32,
+    pub sampled_at: Time,
 }
 
 /// `spec.protection`.

@@ -31,7 +31,7 @@ pub fn desired<'a>(
     if spec.scheduling_strategy == SchedulingStrategy::Replica {
         return Desired {
             daemon: false,
-            count: spec.desired_count.unwrap_or(0).max(0),
+            count: spec.desired(),
             eligible: Vec::new(),
             disconnected: Vec::new(),
         };

@@ -156,6 +156,8 @@ impl<'a> Report<'a> {
             selector: Some(format!("{}={}", labels::SERVICE, self.name)),
             deployments,
             conditions: list,
+            // The autoscaler's (controller/src/autoscaling).
+            auto_scaling: None,
         }
     }
 
@@ -171,6 +173,7 @@ impl<'a> Report<'a> {
         let counts = Counts::of(facts);
         let name = &self.name;
         let mut status = previous.cloned().unwrap_or_default();
+        status.auto_scaling = None;
         if status.state != Some(ServiceState::Draining) {
             events.push(Note::normal(
                 reason::ready::DRAINING,
