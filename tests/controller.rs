@@ -2311,3 +2311,149 @@ async fn a_protected_task_outlives_scale_in_until_its_protection_ends() {
         "stopped at {stopping}, protected until {ends}"
     );
 }
+
+/// A task definition of `cpu` units and 64 MiB.
+fn sized(name: &str, cpu: u32) -> Value {
+    json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "TaskDefinition",
+        "metadata": {"name": name},
+        "spec": {"cpu": cpu, "memory": 64, "containerDefinitions": [
+            {"name": "app", "image": "gantry-test/app:1", "command": ["serve"]}]},
+    })
+}
+
+/// The services of the tasks as they are first bound to `instance`, in
+/// the order the watch saw them.
+fn binding_order(g: &Gantry, ns: &str, instance: &str) -> Arc<Mutex<Vec<String>>> {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let api = g.api::<Task>(ns);
+    let (seen, instance) = (Arc::clone(&order), instance.to_owned());
+    tokio::spawn(async move {
+        let mut bound = std::collections::HashSet::new();
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()));
+        while let Some(event) = stream.next().await {
+            let (Ok(watcher::Event::Apply(t)) | Ok(watcher::Event::InitApply(t))) = event else {
+                continue;
+            };
+            if t.spec.container_instance.as_deref() == Some(instance.as_str())
+                && bound.insert(t.name_any())
+            {
+                let service = t.labels().get("gantry.dev/service").cloned();
+                seen.lock().expect("lock").push(service.unwrap_or_default());
+            }
+        }
+    });
+    order
+}
+
+fn stop_reasons(tasks: &[Task]) -> Vec<String> {
+    tasks
+        .iter()
+        .filter_map(|t| t.status.as_ref()?.stopped_reason.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn daemons_go_first_on_a_new_instance_and_preempt_replicas_only_when_allowed() {
+    let ns = "daemons-first";
+    let mut g = Gantry::start(ns).await;
+    g.agents(ns, "a", 1, 1024, 2048);
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 1).await;
+    // a fills up: logs (256) and three of web's six tasks (256 each);
+    // three wait for room. api has none to lose.
+    g.apply(
+        ns,
+        &[
+            sized("api", 128),
+            service("api", "api", 0, json!({})),
+            sized("logs", 256),
+            daemon("logs"),
+            sized("web", 256),
+            service("web", "web", 6, json!({"minimumHealthyPercent": 50})),
+        ],
+    )
+    .await;
+    g.until_event(ns, "web", "PlacementFailed").await;
+    g.service_until(ns, "web", "3 of 6 running", |s| {
+        s.status.as_ref().is_some_and(|st| st.running_count == 3)
+    })
+    .await;
+
+    // b joins: its daemon is bound there before the waiting web tasks.
+    let order = binding_order(&g, ns, "b");
+    g.agents(ns, "b", 1, 1536, 2048);
+    g.instances_connected(ns, 2).await;
+    let note = g.until_event(ns, "b", "AwaitingDaemons").await;
+    assert!(note.contains("daemon services logs"), "{note}");
+    g.service_until(ns, "web", "6 running", |s| {
+        s.status.as_ref().is_some_and(|st| st.running_count == 6)
+    })
+    .await;
+    g.service_until(ns, "logs", "on both hosts", |s| {
+        s.status.as_ref().is_some_and(|st| st.running_count == 2)
+    })
+    .await;
+    let bound = order.lock().expect("lock").clone();
+    assert_eq!(
+        bound,
+        ["logs", "web", "web", "web"],
+        "the daemon's task first"
+    );
+    let b = g
+        .api::<ContainerInstance>(ns)
+        .get("b")
+        .await
+        .expect("instance b");
+    assert!(
+        b.status.expect("status").awaiting_daemons.is_empty(),
+        "its daemon placed, b takes any task"
+    );
+
+    // A bigger daemon fits on b (512 left) but not on a, full of web's
+    // tasks: without preemptReplicaTasks it waits, and web keeps its 6.
+    g.apply(ns, &[sized("metrics", 512), daemon("metrics")])
+        .await;
+    g.until_event(ns, "metrics", "PlacementFailed").await;
+    g.service_until(ns, "metrics", "running on b", |s| {
+        s.status.as_ref().is_some_and(|st| st.running_count == 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let web = g.tasks(ns, "gantry.dev/service=web").await;
+    assert!(stop_reasons(&web).is_empty(), "{:?}", stop_reasons(&web));
+
+    // With it, two of the replica tasks on a make room (web may lose 3:
+    // 6 running, minimumHealthyPercent 50).
+    let preempt = json!({"spec": {"preemptReplicaTasks": true}});
+    g.api::<crds::v1alpha1::Service>(ns)
+        .patch("metrics", &PatchParams::default(), &Patch::Merge(&preempt))
+        .await
+        .expect("patched");
+    g.service_until(ns, "metrics", "running on both hosts", |s| {
+        s.status.as_ref().is_some_and(|st| st.running_count == 2)
+    })
+    .await;
+    let note = g.until_event(ns, "metrics", "PreemptedReplicaTasks").await;
+    assert!(note.contains("on container instance a"), "{note}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let web = g.tasks(ns, "gantry.dev/service=web").await;
+    let reasons = stop_reasons(&web);
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons.iter().all(|r| r
+            == "Preempted to make room for the task of daemon service metrics (preemptReplicaTasks)"),
+        "{reasons:?}"
+    );
+    // Their replacements find no room: web runs 4, and no other service
+    // lost a task.
+    assert_eq!(
+        web.iter()
+            .filter(|t| last(t) == Some(TaskLastStatus::Running)
+                && t.spec.desired_status == DesiredStatus::Running)
+            .count(),
+        4
+    );
+    let logs = g.tasks(ns, "gantry.dev/service=logs").await;
+    assert!(stop_reasons(&logs).is_empty(), "{:?}", stop_reasons(&logs));
+}

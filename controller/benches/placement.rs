@@ -56,6 +56,7 @@ fn cluster(instances: usize) -> ClusterState {
             agent_version: None,
             registered_at: None,
             reported_remaining: None,
+            awaiting_daemons: false,
         });
         let load: f64 = rng.random_range(0.85..0.95);
         state

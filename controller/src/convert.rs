@@ -43,6 +43,12 @@ pub fn pinned_instance(expression: &str) -> Option<&str> {
         .map(|m| m.as_str())
 }
 
+/// The task group of a service's tasks.
+#[must_use]
+pub fn service_group(service: &str) -> String {
+    format!("service:{service}")
+}
+
 /// ECS's default group of a standalone task.
 #[must_use]
 pub fn default_group(family: &str) -> String {
@@ -236,6 +242,10 @@ pub fn instance_spec(ci: &ContainerInstance) -> InstanceSpec {
         attributes: ci.spec.attributes.clone(),
         draining: ci.spec.state == InstanceState::Draining,
         connected: ci.status.as_ref().is_some_and(|s| s.agent_connected),
+        awaiting_daemons: ci
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.awaiting_daemons.is_empty()),
         agent_version: ci
             .status
             .as_ref()

@@ -9,7 +9,7 @@
 //! that their services replace them. A returning agent then finds them
 //! STOPPED and stops their containers (the agent's fence).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use crds::{
     conditions::{self, ConditionType, Conditions},
@@ -34,7 +34,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{Context, events::Note, runner};
+use crate::{Context, convert, daemons, events::Note, runner};
 
 /// What the Lease says of an instance's agent, at `now`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,20 +196,58 @@ async fn reconcile(ci: &ContainerInstance, ctx: &Context) -> Result<Action, kube
     let status = ci.status.clone().unwrap_or_default();
     let connected = matches!(connectivity, Connectivity::Connected { .. });
     let conditions = conditions(&ci, connectivity, lease.is_some(), now);
+    // Daemons first: an instance that becomes schedulable in this write
+    // lists the daemons it awaits in it, before any scheduler sees it
+    // schedulable (controller/src/daemons.rs).
+    let draining = ci.spec.state == InstanceState::Draining;
+    let became_schedulable = connected
+        && !draining
+        && (!status.agent_connected
+            || conditions::is_true(&status.conditions, ConditionType::Draining));
+    let previous = &status.awaiting_daemons;
+    let awaiting = if became_schedulable || !previous.is_empty() {
+        let known = daemons::daemons(ctx, &namespace).await?;
+        let running: BTreeSet<String> = daemons::bound_to(ctx, &namespace, &name)
+            .await?
+            .iter()
+            .filter_map(|t| t.labels().get(labels::SERVICE).cloned())
+            .collect();
+        let owed = daemons::owed(&convert::instance_spec(&ci), &known, &running);
+        daemons::awaiting(previous, became_schedulable, &owed)
+    } else {
+        previous.clone()
+    };
     if conditions != status.conditions
         || status.agent_connected != connected
         || status.observed_generation != ci.metadata.generation
+        || awaiting != *previous
     {
-        let patch = json!({"status": {
+        let mut patch = json!({"status": {
             "agentConnected": connected,
             "conditions": conditions,
             "observedGeneration": ci.metadata.generation,
         }});
+        if awaiting != *previous {
+            // On the version read: a scheduler may have just taken a
+            // service off the list.
+            patch["status"]["awaitingDaemons"] = json!(awaiting);
+            patch["metadata"] = json!({"resourceVersion": ci.resource_version()});
+        }
         instances
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
     }
     for note in notes(&name, &status.conditions, &conditions) {
+        ctx.events.publish(&ci, &note).await;
+    }
+    if became_schedulable && !awaiting.is_empty() {
+        let note = Note::normal(
+            "AwaitingDaemons",
+            format!(
+                "container instance {name} takes the tasks of daemon services {} before any other",
+                awaiting.join(", ")
+            ),
+        );
         ctx.events.publish(&ci, &note).await;
     }
     let loss = ctx.config.instance_loss_timeout;

@@ -14,6 +14,8 @@
 //! - [`service`]: REPLICA and DAEMON services, rolling deployments and the
 //!   circuit breaker; [`service::plan`] is the pure part, in named steps.
 //! - [`instance`]: agent connectivity from Leases, instance loss, draining.
+//! - [`daemons`]: daemons first — what an instance awaits before other
+//!   tasks, and the replica tasks a daemon may preempt.
 //! - [`autoscaling`]: target tracking of services' desiredCount from the
 //!   usage their agents report; [`autoscaling::decide`] is the pure part.
 //! - [`task`]: stopped-task retention, and tasks stopped before placement.
@@ -29,6 +31,7 @@ pub mod autoscaling;
 pub mod cache;
 pub mod collector;
 pub mod convert;
+pub mod daemons;
 pub mod events;
 pub mod instance;
 pub mod leader;

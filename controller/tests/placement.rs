@@ -24,6 +24,7 @@ fn instance(name: &str, cpu: u32, memory: u32, attributes: &[(&str, &str)]) -> I
         agent_version: None,
         registered_at: None,
         reported_remaining: None,
+        awaiting_daemons: false,
     }
 }
 
@@ -211,6 +212,7 @@ fn member_of_reads_the_facts_of_each_instance() {
             agent_version: Some(version.into()),
             registered_at: at(registered),
             reported_remaining: None,
+            awaiting_daemons: false,
             ..instance(name, 4096, 4096, &[("stack", "prod")])
         });
     }
@@ -319,6 +321,30 @@ fn draining_and_disconnected_instances_take_nothing() {
     // Reconnecting brings it back, with its allocations kept.
     state.upsert_instance(instance("lost", 4096, 4096, &[]));
     assert_eq!(state.place(&t, &mut rng()).expect("fits").name, "lost");
+}
+
+#[test]
+fn an_instance_awaiting_its_daemons_takes_only_tasks_pinned_to_it() {
+    let mut state = ClusterState::new();
+    state.upsert_instance(InstanceSpec {
+        awaiting_daemons: true,
+        ..instance("new", 4096, 4096, &[])
+    });
+    let t = task(1, 1, Strategy::service_default());
+    let refused = state.place(&t, &mut rng()).expect_err("held for daemons");
+    assert_eq!(
+        refused.to_string(),
+        "1 instance: instance awaits its daemon tasks"
+    );
+    // The daemon's own task, pinned there, goes.
+    let daemon = TaskRequest {
+        group: "service:logs".into(),
+        ..task(1, 1, vec![])
+    };
+    assert_eq!(state.place_on("new", &daemon).expect("fits").name, "new");
+    // Once its daemons hold their room, anything may go.
+    state.upsert_instance(instance("new", 4096, 4096, &[]));
+    assert_eq!(state.place(&t, &mut rng()).expect("fits").name, "new");
 }
 
 #[test]

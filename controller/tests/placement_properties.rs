@@ -58,9 +58,10 @@ fn arb_instance() -> impl Generator<Value = InstanceSpec> {
         prop::sample::subsequence(vec![HostPort::tcp(22), HostPort::tcp(80)], 0..=2),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.9),
+        prop::bool::weighted(0.1),
     )
         .prop_map(
-            |(cpu, memory, zone, kind, stack, cores, reserved, draining, connected)| {
+            |(cpu, memory, zone, kind, stack, cores, reserved, draining, connected, awaiting)| {
                 let mut attributes = BTreeMap::from([
                     (TYPE.to_owned(), kind.to_owned()),
                     ("cores".to_owned(), cores.to_owned()),
@@ -82,6 +83,7 @@ fn arb_instance() -> impl Generator<Value = InstanceSpec> {
                     agent_version: None,
                     registered_at: None,
                     reported_remaining: None,
+                    awaiting_daemons: awaiting,
                 }
             },
         )
@@ -268,6 +270,7 @@ proptest! {
                     agent_version: None,
                     registered_at: None,
                     reported_remaining: None,
+                    awaiting_daemons: false,
                 });
             }
         }

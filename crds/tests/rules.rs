@@ -400,6 +400,16 @@ fn strategies_take_the_fields_ecs_documents() {
 fn daemon_services_have_no_count_and_no_strategy() {
     service(json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON"}))
         .expect("valid daemon");
+    service(
+        json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON",
+        "preemptReplicaTasks": true}),
+    )
+    .expect("a daemon may preempt");
+    refused(
+        service(json!({"taskDefinition": "web", "desiredCount": 2, "preemptReplicaTasks": true})),
+        "spec.preemptReplicaTasks",
+        "only a DAEMON service preempts replica tasks",
+    );
     refused(
         service(
             json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON", "desiredCount": 3}),

@@ -118,7 +118,7 @@ impl ClusterState {
         };
         let instance = self.instance(id).expect("named instances are live");
         let p = self.prepare(task);
-        match self.check(instance, &p) {
+        match self.check_pinned(instance, &p) {
             Ok(()) => Ok(Placement {
                 instance: id,
                 name: name.to_owned(),

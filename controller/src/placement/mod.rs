@@ -3,7 +3,9 @@
 //! allocations from its watch cache and commits its choices to the API
 //! server with a resourceVersion precondition.
 //!
-//! ECS's pipeline, in order: instances that are ACTIVE and connected, with
+//! ECS's pipeline, in order: instances that are ACTIVE and connected (and
+//! not holding room for their DAEMON tasks, unless the task is pinned
+//! there: daemons first), with
 //! the CPU, memory and host ports the task needs, that satisfy its
 //! constraints (`distinctInstance`, `memberOf` with the cluster query
 //! language), ranked by its chained strategies (`binpack`, `spread`,
@@ -89,6 +91,9 @@ pub struct InstanceSpec {
     pub draining: bool,
     /// The agent's Lease is current.
     pub connected: bool,
+    /// It waits for DAEMON tasks (`status.awaitingDaemons`): only tasks
+    /// pinned to it (daemons, start-task) may be placed on it until then.
+    pub awaiting_daemons: bool,
     /// The agent version it registered with, for `agentVersion`.
     pub agent_version: Option<String>,
     /// When it registered, for `registeredAt`.
@@ -198,6 +203,7 @@ pub struct Placement {
 pub enum Cause {
     Draining,
     AgentDisconnected,
+    AwaitingDaemons,
     InsufficientCpu,
     InsufficientMemory,
     PortInUse(HostPort),
@@ -210,6 +216,7 @@ impl fmt::Display for Cause {
         match self {
             Self::Draining => f.write_str("instance is DRAINING"),
             Self::AgentDisconnected => f.write_str("agent disconnected"),
+            Self::AwaitingDaemons => f.write_str("instance awaits its daemon tasks"),
             Self::InsufficientCpu => f.write_str("insufficient CPU"),
             Self::InsufficientMemory => f.write_str("insufficient memory"),
             Self::PortInUse(port) => write!(f, "port {port} in use"),

@@ -38,6 +38,7 @@ pub(super) struct Instance {
     pub(super) used_memory: u64,
     pub(super) draining: bool,
     pub(super) connected: bool,
+    pub(super) awaiting_daemons: bool,
     /// The keys this instance is filed under in its class's capacity
     /// indexes, if it is filed. They may be stale-high (see `dirty`).
     indexed: Option<(i64, i64)>,
@@ -96,8 +97,10 @@ impl Counts {
 }
 
 impl Instance {
+    /// Whether any task may be placed here: tasks pinned here are checked
+    /// by `ClusterState::check_pinned` instead.
     pub(super) fn schedulable(&self) -> bool {
-        self.connected && !self.draining
+        self.connected && !self.draining && !self.awaiting_daemons
     }
 
     pub(super) fn remaining_cpu(&self) -> i64 {
@@ -366,6 +369,7 @@ impl ClusterState {
             used_memory: 0,
             draining: spec.draining,
             connected: spec.connected,
+            awaiting_daemons: spec.awaiting_daemons,
             indexed: None,
             dirty: false,
             cold: Box::new(Cold {
@@ -702,6 +706,17 @@ impl ClusterState {
 
     /// The first check `instance` fails for the task, in ECS's order.
     pub(super) fn check(&self, instance: &Instance, p: &Prepared<'_>) -> Result<(), Cause> {
+        self.check_pinned(instance, p)?;
+        if instance.awaiting_daemons {
+            return Err(Cause::AwaitingDaemons);
+        }
+        Ok(())
+    }
+
+    /// [`Self::check`] for a task pinned to `instance`, which the room
+    /// held for daemons does not keep out (it is a daemon's, or named by
+    /// its creator).
+    pub(super) fn check_pinned(&self, instance: &Instance, p: &Prepared<'_>) -> Result<(), Cause> {
         if instance.draining {
             return Err(Cause::Draining);
         }

@@ -150,7 +150,10 @@ fn is_not_found(e: &kube::Error) -> bool {
 
 /// Write an instance's allocations, and the remaining resources and task
 /// counts that go with them (`None` leaves the counts for the allocation
-/// collector to correct), against the version `ci` was read at.
+/// collector to correct), against the version `ci` was read at. A DAEMON
+/// service the instance awaited leaves `awaitingDaemons` in the same
+/// write once its task holds a reservation here: from then on other
+/// tasks may be placed here too.
 ///
 /// # Errors
 /// 409 when the instance changed since.
@@ -165,6 +168,15 @@ pub async fn write_allocations(
         "metadata": {"resourceVersion": ci.resource_version()},
         "status": {"allocations": allocations, "remainingResources": remaining},
     });
+    let awaited = ci
+        .status
+        .as_ref()
+        .map(|s| s.awaiting_daemons.as_slice())
+        .unwrap_or_default();
+    let still = still_awaited(awaited, &allocations);
+    if still.len() != awaited.len() {
+        patch["status"]["awaitingDaemons"] = json!(still);
+    }
     if let Some(tally) = tally {
         patch["status"]["runningTasksCount"] = json!(tally.running);
         patch["status"]["pendingTasksCount"] = json!(tally.pending);
@@ -175,6 +187,20 @@ pub async fn write_allocations(
         &Patch::Merge(&patch),
     )
     .await
+}
+
+/// The DAEMON services of `awaited` with no task among `allocations`.
+fn still_awaited(awaited: &[String], allocations: &[Allocation]) -> Vec<String> {
+    awaited
+        .iter()
+        .filter(|service| {
+            let group = convert::service_group(service);
+            !allocations
+                .iter()
+                .any(|a| a.group.as_deref() == Some(group.as_str()))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Bind one task; the count is the conflicts met.

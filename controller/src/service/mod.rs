@@ -54,6 +54,7 @@ type Seen = (Option<i64>, bool);
 
 struct State {
     context: Arc<Context>,
+    services: Store<Service>,
     instances: Store<ContainerInstance>,
     /// The EndpointSlices Gantry manages.
     slices: Store<EndpointSlice>,
@@ -171,6 +172,7 @@ pub async fn run(
     };
     let state = Arc::new(State {
         context,
+        services,
         instances,
         slices,
         balancers,
@@ -296,6 +298,14 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     for result in created.into_iter().chain(stopped).chain(released) {
         result?;
     }
+    crate::daemons::preempt(
+        ctx,
+        service,
+        &owned,
+        &state.services.state(),
+        &state.instances.state(),
+    )
+    .await?;
     publish_endpoints(service, &namespace, &owned, &plan.healthy, state).await?;
     if !written(service, &plan.status) {
         write_status(service, &plan.status, ctx).await?;
@@ -585,7 +595,7 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
             task_definition: Reference::parse(&spec.task_definition).family.to_owned(),
             task_definition_revision: Some(new.revision),
             definition: Some(new.definition.clone()),
-            group: Some(format!("service:{name}")),
+            group: Some(convert::service_group(&name)),
             started_by: Some(plan::deployment_id(new.deployment)),
             overrides: None,
             placement_strategy: strategy,

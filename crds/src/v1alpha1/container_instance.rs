@@ -110,6 +110,15 @@ pub struct ContainerInstanceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["task".into()]))]
     pub allocations: Vec<Allocation>,
+    /// DAEMON services whose task this instance waits for before it takes
+    /// any other (daemons first): set by the controller when the instance
+    /// joins, comes back or stops draining, and when a daemon preempts
+    /// replica tasks here; a service leaves the list when a scheduler
+    /// reserves its task here, or when it no longer runs here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Set)]
+    #[schemars(length(max = 100))]
+    pub awaiting_daemons: Vec<String>,
     /// Registered minus allocated; host ports list what is taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remaining_resources: Option<Resources>,

@@ -43,6 +43,8 @@ use super::{
     .message("a DAEMON service runs one task per instance and takes no desiredCount").field_path(".desiredCount"))]
 #[x_kube(validation = Rule::new("self.schedulingStrategy != 'DAEMON' || !has(self.autoScaling)")
     .message("a DAEMON service runs one task per instance and takes no autoScaling").field_path(".autoScaling"))]
+#[x_kube(validation = Rule::new("self.schedulingStrategy == 'DAEMON' || !has(self.preemptReplicaTasks) || !self.preemptReplicaTasks")
+    .message("only a DAEMON service preempts replica tasks").field_path(".preemptReplicaTasks"))]
 #[x_kube(validation = Rule::new("self.schedulingStrategy != 'DAEMON' || !has(self.placementStrategy)")
     .message("a DAEMON service takes no placementStrategy").field_path(".placementStrategy"))]
 #[x_kube(validation = Rule::new(
@@ -105,6 +107,13 @@ pub struct ServiceSpec {
     /// running keep what they were started with).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_execute_command: bool,
+
+    /// DAEMON only: when its task does not fit on an instance, stop the
+    /// smallest REPLICA tasks there that make room, as far as their
+    /// services' minimumHealthyPercent allows, each with a reason naming
+    /// this service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preempt_replica_tasks: bool,
 
     /// Target tracking auto scaling of `desiredCount` (REPLICA only), as
     /// ECS service auto scaling; it writes through the scale subresource.

@@ -159,6 +159,7 @@ pub fn instance(name: &str, attributes: &[(&str, &str)]) -> InstanceSpec {
         agent_version: None,
         registered_at: None,
         reported_remaining: None,
+        awaiting_daemons: false,
     }
 }
 
