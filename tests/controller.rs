@@ -2457,3 +2457,108 @@ async fn daemons_go_first_on_a_new_instance_and_preempt_replicas_only_when_allow
     let logs = g.tasks(ns, "gantry.dev/service=logs").await;
     assert!(stop_reasons(&logs).is_empty(), "{:?}", stop_reasons(&logs));
 }
+
+/// One simulated instance `name` in `zone`.
+fn zoned(g: &mut Gantry, ns: &str, name: &str, zone: &str) {
+    g.agents_with(ns, name, 1, (2048, 2048), &["--availability-zone", zone]);
+}
+
+/// Running tasks per instance, which the test names after its zone.
+fn per_zone(tasks: &[Task]) -> BTreeMap<String, usize> {
+    let mut zones = BTreeMap::new();
+    for t in tasks
+        .iter()
+        .filter(|t| last(t) == Some(TaskLastStatus::Running))
+    {
+        let zone = t.spec.container_instance.clone().unwrap_or_default();
+        *zones.entry(zone).or_default() += 1;
+    }
+    zones
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_rebalances_over_a_zone_that_joins_never_below_its_minimum_healthy() {
+    let ns = "rebalance";
+    let mut g = Gantry::start(ns).await;
+    zoned(&mut g, ns, "az-a", "az-a");
+    zoned(&mut g, ns, "az-b", "az-b");
+    g.controller("controller", &[]);
+    g.instances_connected(ns, 2).await;
+    // api and worker keep what they have; web, between them, rebalances.
+    let rebalanced = |name: &str, rebalancing: &str| {
+        let mut s = service(name, name, 6, json!({}));
+        s["spec"]["rebalancing"] = json!(rebalancing);
+        s
+    };
+    g.apply(
+        ns,
+        &[
+            task_definition("api", 64, &["httpd"], "1"),
+            service("api", "api", 4, json!({})),
+            task_definition("web", 64, &["httpd"], "1"),
+            rebalanced("web", "ENABLED"),
+            task_definition("worker", 64, &["work"], "1"),
+            rebalanced("worker", "DISABLED"),
+        ],
+    )
+    .await;
+    for name in ["api", "web", "worker"] {
+        g.service_until(ns, name, "steady", ready).await;
+    }
+    let even = BTreeMap::from([("az-a".to_owned(), 3), ("az-b".to_owned(), 3)]);
+    assert_eq!(per_zone(&g.live_tasks(ns, "web").await), even);
+
+    // az-c joins: web moves two tasks there, one at a time, never below
+    // its 6 healthy (minimumHealthyPercent 100) nor above 12.
+    let (bounds, sampler) = sample_bounds(&g, ns, "web");
+    zoned(&mut g, ns, "az-c", "az-c");
+    g.instances_connected(ns, 3).await;
+    let balanced = BTreeMap::from([
+        ("az-a".to_owned(), 2),
+        ("az-b".to_owned(), 2),
+        ("az-c".to_owned(), 2),
+    ]);
+    for _ in 0..300 {
+        let web = g.live_tasks(ns, "web").await;
+        if per_zone(&web) == balanced && web.len() == 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let web = g.tasks(ns, "gantry.dev/service=web").await;
+    assert_eq!(
+        per_zone(&g.live_tasks(ns, "web").await),
+        balanced,
+        "{}",
+        g.logs()
+    );
+    sampler.abort();
+    let (min_healthy, max_live, samples) = *bounds.lock().expect("lock");
+    assert!(samples > 10, "sampled {samples} watch events");
+    assert!(min_healthy >= 6, "healthy fell to {min_healthy}");
+    assert!(max_live <= 12, "{max_live} live tasks");
+    let moved: Vec<_> = web
+        .iter()
+        .filter_map(|t| t.status.as_ref()?.stopped_reason.clone())
+        .collect();
+    assert_eq!(
+        moved,
+        vec!["Rebalancing activity initiated by (deployment ecs-svc/1)"; 2],
+        "two tasks moved"
+    );
+    let note = g.until_event(ns, "web", "Rebalancing").await;
+    assert!(
+        note.contains("ecs.availability-zone az-") && note.contains("has 0"),
+        "{note}"
+    );
+    // The others stay where they are.
+    for name in ["api", "worker"] {
+        let tasks = g.tasks(ns, &format!("gantry.dev/service={name}")).await;
+        assert!(
+            tasks
+                .iter()
+                .all(|t| t.spec.container_instance.as_deref() != Some("az-c")),
+            "{name} moved"
+        );
+    }
+}

@@ -14,6 +14,11 @@ pub const DEPLOYMENT: &str = "gantry.dev/deployment";
 /// watches only its own tasks.
 pub const CONTAINER_INSTANCE: &str = "gantry.dev/container-instance";
 
+/// On a Task a service started to move one of its tasks (`rebalancing:
+/// ENABLED`): `"true"`. The service keeps one task above its count until
+/// this one runs, then stops one where its tasks crowd.
+pub const REBALANCING: &str = "gantry.dev/rebalancing";
+
 /// On a TaskDefinitionRevision: its family (TaskDefinition name).
 pub const TASK_DEFINITION: &str = "gantry.dev/task-definition";
 

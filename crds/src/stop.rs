@@ -38,6 +38,12 @@ pub fn scaling(deployment_id: &str) -> String {
     format!("Scaling activity initiated by (deployment {deployment_id})")
 }
 
+/// The reason of a task a service stops to move it (`rebalancing`).
+#[must_use]
+pub fn rebalancing(deployment_id: &str) -> String {
+    format!("Rebalancing activity initiated by (deployment {deployment_id})")
+}
+
 /// The reason of a task stopped because its instance was lost.
 #[must_use]
 pub fn instance_lost(instance: &str, since: impl std::fmt::Display) -> String {

@@ -406,6 +406,21 @@ fn daemon_services_have_no_count_and_no_strategy() {
     )
     .expect("a daemon may preempt");
     refused(
+        service(
+            json!({"taskDefinition": "agent", "schedulingStrategy": "DAEMON",
+            "rebalancing": "ENABLED"}),
+        ),
+        "spec.rebalancing",
+        "is not rebalanced",
+    );
+    service(json!({"taskDefinition": "web", "desiredCount": 2, "rebalancing": "ENABLED"}))
+        .expect("a replica service may rebalance");
+    refused(
+        service(json!({"taskDefinition": "web", "desiredCount": 2, "rebalancing": "SOMETIMES"})),
+        "spec.rebalancing",
+        "",
+    );
+    refused(
         service(json!({"taskDefinition": "web", "desiredCount": 2, "preemptReplicaTasks": true})),
         "spec.preemptReplicaTasks",
         "only a DAEMON service preempts replica tasks",

@@ -584,10 +584,16 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
         metadata: ObjectMeta {
             name: Some(new.name.clone()),
             namespace: service.namespace(),
-            labels: Some(BTreeMap::from([
-                (labels::SERVICE.to_owned(), name.clone()),
-                (labels::DEPLOYMENT.to_owned(), new.deployment.to_string()),
-            ])),
+            labels: Some({
+                let mut labels = BTreeMap::from([
+                    (labels::SERVICE.to_owned(), name.clone()),
+                    (labels::DEPLOYMENT.to_owned(), new.deployment.to_string()),
+                ]);
+                if new.rebalancing {
+                    labels.insert(labels::REBALANCING.to_owned(), "true".to_owned());
+                }
+                labels
+            }),
             owner_references: service.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },

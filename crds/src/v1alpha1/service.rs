@@ -45,6 +45,8 @@ use super::{
     .message("a DAEMON service runs one task per instance and takes no autoScaling").field_path(".autoScaling"))]
 #[x_kube(validation = Rule::new("self.schedulingStrategy == 'DAEMON' || !has(self.preemptReplicaTasks) || !self.preemptReplicaTasks")
     .message("only a DAEMON service preempts replica tasks").field_path(".preemptReplicaTasks"))]
+#[x_kube(validation = Rule::new("self.schedulingStrategy != 'DAEMON' || !has(self.rebalancing) || self.rebalancing == 'DISABLED'")
+    .message("a DAEMON service runs one task per instance and is not rebalanced").field_path(".rebalancing"))]
 #[x_kube(validation = Rule::new("self.schedulingStrategy != 'DAEMON' || !has(self.placementStrategy)")
     .message("a DAEMON service takes no placementStrategy").field_path(".placementStrategy"))]
 #[x_kube(validation = Rule::new(
@@ -108,6 +110,15 @@ pub struct ServiceSpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enable_execute_command: bool,
 
+    /// REPLICA only: `ENABLED` moves tasks, one at a time within
+    /// minimumHealthyPercent and maximumPercent, when the first `spread`
+    /// of its placement strategy (by default availability zones) is
+    /// unbalanced by two tasks or more and an instance could even it out
+    /// (a zone or instance joined, a drained host returned), as ECS's
+    /// availability-zone rebalancing does. `DISABLED` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalancing: Option<Rebalancing>,
+
     /// DAEMON only: when its task does not fit on an instance, stop the
     /// smallest REPLICA tasks there that make room, as far as their
     /// services' minimumHealthyPercent allows, each with a reason naming
@@ -146,6 +157,14 @@ pub struct ServiceLoadBalancer {
     pub container_name: String,
     #[schemars(range(min = 1, max = 65535))]
     pub container_port: u16,
+}
+
+/// Whether a service moves tasks to keep its spread even.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Rebalancing {
+    Enabled,
+    Disabled,
 }
 
 /// ECS scheduling strategy of a service.

@@ -136,6 +136,15 @@ impl<'a> Facts<'a> {
         self.task.name_any()
     }
 
+    /// Started by rebalancing (`gantry.dev/rebalancing`), to move a task.
+    #[must_use]
+    pub fn rebalancing(&self) -> bool {
+        self.task
+            .labels()
+            .get(crds::labels::REBALANCING)
+            .is_some_and(|v| v == "true")
+    }
+
     /// Not bound, and its scheduler said no instance can take it
     /// (`Scheduled=False`).
     #[must_use]

@@ -13,11 +13,13 @@
 //! 5. [`scale_in`]: which surplus tasks stop;
 //! 6. [`replace`]: which replacements stop now, within
 //!    `minimumHealthyPercent`;
-//! 7. [`complete`]: whether the primary deployment is done;
-//! 8. [`deployments::tally`] and [`status`]: counts, conditions, events;
-//! 9. [`targets`]: behind load balancers, a task counts as healthy only
-//!    when they say so, a stop first deregisters it (DEACTIVATING), and
-//!    [`targets::release`] lets it stop once drained.
+//! 7. [`rebalance`]: with `rebalancing: ENABLED`, in steady state, one
+//!    task moves when the leading spread is uneven;
+//! 8. [`complete`]: whether the primary deployment is done;
+//! 9. [`deployments::tally`] and [`status`]: counts, conditions, events;
+//! 10. [`targets`]: behind load balancers, a task counts as healthy only
+//!     when they say so, a stop first deregisters it (DEACTIVATING), and
+//!     [`targets::release`] lets it stop once drained.
 //!
 //! [`deletion::deletion`] plans a Service being deleted (DRAINING):
 //! every task stopped, drained first behind load balancers.
@@ -30,6 +32,7 @@ pub mod deletion;
 pub mod deployments;
 pub mod desired;
 pub mod facts;
+pub mod rebalance;
 pub mod replace;
 pub mod scale_in;
 pub mod slots;
@@ -42,7 +45,7 @@ use std::{cmp::Reverse, collections::BTreeSet, time::Duration};
 use crds::{
     stop,
     v1alpha1::{
-        Deployment, Reference, RolloutState, Service, ServiceStatus, StopCode, Task,
+        Deployment, Rebalancing, Reference, RolloutState, Service, ServiceStatus, StopCode, Task,
         TaskDefinitionSpec,
     },
 };
@@ -90,6 +93,8 @@ pub struct NewTask {
     pub definition: TaskDefinitionSpec,
     /// The instance a DAEMON task is pinned to.
     pub instance: Option<String>,
+    /// Started to move a task ([`rebalance`]): labelled so.
+    pub rebalancing: bool,
 }
 
 /// A task to stop.
@@ -315,10 +320,24 @@ impl<'a> Round<'a> {
             self.start(plan, classified.keep.len(), max_total);
         }
         let wanted = usize::try_from(self.desired.count).unwrap_or(0);
+        // A task started to rebalance is one too many until it is healthy;
+        // then scale-in stops one where the tasks crowd.
+        let moving = (classified.keep.len() == wanted + 1)
+            .then(|| classified.keep.iter().max_by_key(|f| f.created()))
+            .flatten()
+            .filter(|f| f.rebalancing() && !f.stopping);
+        let arriving = moving.is_some_and(|f| !f.healthy && !f.unplaceable());
+        if arriving {
+            plan.requeue = sooner(plan.requeue, Duration::from_secs(5));
+        }
         // Most rounds have nothing to scale in: the ranking is built only
         // for a surplus.
-        if !self.desired.daemon && classified.keep.len() > wanted {
-            let scaling = stop::scaling(&self.primary.id);
+        if !self.desired.daemon && classified.keep.len() > wanted && !arriving {
+            let scaling = if moving.is_some() {
+                stop::rebalancing(&self.primary.id)
+            } else {
+                stop::scaling(&self.primary.id)
+            };
             let balance = scale_in::Balance::new(&spec.placement_strategy, self.input.instances);
             // Protected tasks are never chosen: the others may not cover
             // the surplus.
@@ -370,7 +389,75 @@ impl<'a> Round<'a> {
             self.wait_for(plan, &held);
         }
         plan.stop.extend(replace::stops(replace, rules));
+        let steady = classified.keep.len() == wanted
+            && classified.keep.iter().all(|f| f.healthy)
+            && !self.facts.iter().any(|f| f.live && f.stopping)
+            && plan.create.is_empty()
+            && plan.stop.is_empty();
+        if steady && self.primary.rollout_state == RolloutState::Completed {
+            self.rebalance(plan, &classified.keep, (min_healthy, max_total));
+        }
         classified.keep
+    }
+
+    /// In steady state, move one task if the leading spread is uneven:
+    /// start one more where it is thin if `maximumPercent` leaves room,
+    /// else stop one where it crowds if `minimumHealthyPercent` allows.
+    fn rebalance(
+        &self,
+        plan: &mut Plan,
+        keep: &[&'a Facts<'a>],
+        (min_healthy, max_total): (i64, i64),
+    ) {
+        let spec = &self.input.service.spec;
+        if spec.rebalancing != Some(Rebalancing::Enabled) || self.desired.daemon {
+            return;
+        }
+        let Some(definition) = &self.snapshot else {
+            return;
+        };
+        let constraints: Vec<_> = spec
+            .placement_constraints
+            .iter()
+            .chain(&definition.placement_constraints)
+            .cloned()
+            .collect();
+        let spread = rebalance::Spread {
+            strategy: &spec.placement_strategy,
+            constraints: &constraints,
+            definition,
+            instances: self.input.instances,
+        };
+        let Some(imbalance) = rebalance::imbalance(&spread, keep) else {
+            return;
+        };
+        let live = i64::try_from(self.facts.iter().filter(|f| f.live).count()).unwrap_or(i64::MAX);
+        let healthy = i64::try_from(keep.len()).unwrap_or(0);
+        let how = if live < max_total {
+            plan.create = self.new_tasks(vec![None], true);
+            "starting a task to take its place"
+        } else if healthy > min_healthy {
+            let balance = scale_in::Balance::new(&spec.placement_strategy, self.input.instances);
+            let victims = scale_in::victims(keep, keep.len() - 1, &balance);
+            let reason = stop::rebalancing(&self.primary.id);
+            plan.stop.extend(
+                victims
+                    .into_iter()
+                    .map(|f| Stop::by_scheduler(f, reason.clone())),
+            );
+            "stopping one there first (maximumPercent leaves no room for one more)"
+        } else {
+            return;
+        };
+        plan.events.push(Note::normal(
+            "Rebalancing",
+            format!(
+                "service ({}) is rebalancing: {}; moving one task from {}, {how}",
+                self.name,
+                imbalance.describe(),
+                imbalance.fullest.0
+            ),
+        ));
     }
 
     /// Look again when the first of these protections ends.
@@ -382,9 +469,9 @@ impl<'a> Round<'a> {
 
     /// Start what is missing, unless the start throttle holds.
     fn start(&self, plan: &mut Plan, kept: usize, max_total: i64) {
-        let Some(definition) = &self.snapshot else {
+        if self.snapshot.is_none() {
             return;
-        };
+        }
         let now = self.input.now;
         let starts = starts::starts(
             self.facts,
@@ -409,16 +496,23 @@ impl<'a> Round<'a> {
             ));
             plan.requeue = sooner(plan.requeue, facts::wait(now, until));
         }
+        plan.create = self.new_tasks(starts.on, false);
+    }
+
+    /// Tasks of the primary deployment, one per entry of `on` (the
+    /// instance a DAEMON task is pinned to), in the next free slots.
+    fn new_tasks(&self, on: Vec<Option<String>>, rebalancing: bool) -> Vec<NewTask> {
+        let Some(definition) = &self.snapshot else {
+            return Vec::new();
+        };
         let deployment = serial(&self.primary.id);
         let names = slots::next(
             &self.name,
             deployment,
             self.input.tasks.iter().chain(self.input.former),
-            starts.on.len(),
+            on.len(),
         );
-        plan.create = starts
-            .on
-            .into_iter()
+        on.into_iter()
             .zip(names)
             .map(|(instance, name)| NewTask {
                 name,
@@ -426,8 +520,9 @@ impl<'a> Round<'a> {
                 revision: self.primary.task_definition_revision,
                 definition: definition.clone(),
                 instance,
+                rebalancing,
             })
-            .collect();
+            .collect()
     }
 
     /// Completion, deployments and status, and the events of this round.

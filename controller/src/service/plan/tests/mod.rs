@@ -6,6 +6,7 @@ mod complete;
 mod deployments;
 mod desired;
 mod plan;
+mod rebalance;
 mod replace;
 mod scale_in;
 mod starts;

@@ -405,3 +405,82 @@ fn a_protected_task_survives_scale_in_and_deployments_until_its_protection_ends(
         "its protection over, it is replaced"
     );
 }
+
+/// Three zones of one instance each, `a`, `b` and `c`.
+fn zones() -> Vec<InstanceSpec> {
+    ["a", "b", "c"]
+        .into_iter()
+        .map(|z| instance(z, &[("ecs.availability-zone", z)]))
+        .collect()
+}
+
+/// A steady, rebalancing service of 4 tasks: 2 in a, 2 in b, none in c.
+fn lopsided(config: serde_json::Value) -> (Service, Vec<Task>) {
+    let mut svc = service(json!({"desiredCount": 4, "rebalancing": "ENABLED",
+        "deploymentConfiguration": config}));
+    with_deployments(&mut svc, vec![deployment(1, 1, RolloutState::Completed)]);
+    let tasks = ["a", "a", "b", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, z)| running(task(&format!("web-1-{i}"), 1, 0), z, 1))
+        .collect();
+    (svc, tasks)
+}
+
+#[test]
+fn rebalancing_starts_one_task_more_then_stops_one_where_tasks_crowd() {
+    let instances = zones();
+    let (svc, mut tasks) = lopsided(json!({}));
+    let p = run(&svc, 1, &tasks, &instances, 10);
+    assert_eq!(p.create.len(), 1);
+    assert!(p.create[0].rebalancing && p.create[0].instance.is_none());
+    assert!(p.stop.is_empty());
+    assert!(reasons(&p).contains(&"Rebalancing"));
+
+    // While it starts, the service keeps its one task too many.
+    let mut moving = task(&p.create[0].name, 1, 5);
+    moving
+        .metadata
+        .labels
+        .get_or_insert_default()
+        .insert("gantry.dev/rebalancing".into(), "true".into());
+    tasks.push(moving.clone());
+    let p = run(&svc, 1, &tasks, &instances, 11);
+    assert!(p.create.is_empty() && p.stop.is_empty(), "{:?}", p.stop);
+
+    // Running in c: one of a's or b's goes, with the rebalancing reason.
+    *tasks.last_mut().expect("the new task") = running(moving, "c", 12);
+    let p = run(&svc, 1, &tasks, &instances, 13);
+    assert!(p.create.is_empty());
+    assert_eq!(p.stop.len(), 1);
+    assert_ne!(
+        p.stop[0].task,
+        tasks[4].metadata.name.clone().unwrap_or_default()
+    );
+    assert_eq!(
+        p.stop[0].reason,
+        "Rebalancing activity initiated by (deployment ecs-svc/1)"
+    );
+}
+
+#[test]
+fn without_room_above_its_count_rebalancing_stops_first_within_its_minimum_healthy() {
+    let instances = zones();
+    let (svc, tasks) = lopsided(json!({"minimumHealthyPercent": 50, "maximumPercent": 100}));
+    let p = run(&svc, 1, &tasks, &instances, 10);
+    assert!(p.create.is_empty());
+    assert_eq!(p.stop.len(), 1);
+    assert_eq!(
+        p.stop[0].reason,
+        "Rebalancing activity initiated by (deployment ecs-svc/1)"
+    );
+    // 100% healthy and 100% at most: nothing may move.
+    let (svc, tasks) = lopsided(json!({"minimumHealthyPercent": 100, "maximumPercent": 100}));
+    let p = run(&svc, 1, &tasks, &instances, 10);
+    assert!(p.create.is_empty() && p.stop.is_empty());
+    // Not enabled: nothing either.
+    let (mut svc, tasks) = lopsided(json!({}));
+    svc.spec.rebalancing = None;
+    let p = run(&svc, 1, &tasks, &instances, 10);
+    assert!(p.create.is_empty() && p.stop.is_empty());
+}
