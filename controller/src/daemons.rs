@@ -314,17 +314,33 @@ pub async fn preempt(
             "Preempted to make room for the task of daemon service {name} (preemptReplicaTasks)"
         );
         for victim in &victims {
-            let recorded = here
-                .iter()
-                .find(|t| t.name_any() == victim.task)
-                .and_then(|t| t.status.clone())
-                .unwrap_or_default();
-            let patches = stop::patches(
-                &recorded,
-                StopCode::ServiceSchedulerInitiated,
-                &reason,
-                None,
-            );
+            let Some(task) = here.iter().find(|t| t.name_any() == victim.task) else {
+                continue;
+            };
+            // Behind a load balancer a task is deregistered first, and its
+            // own service lets it stop once drained (docs/balancer.md).
+            let balanced = services.iter().any(|s| {
+                s.namespace().as_deref() == Some(&namespace)
+                    && s.name_any() == victim.service
+                    && !s.spec.load_balancers.is_empty()
+            });
+            let running =
+                task.status.as_ref().and_then(|s| s.last_status) == Some(TaskLastStatus::Running);
+            let patches = if balanced && running {
+                stop::deactivating(
+                    StopCode::ServiceSchedulerInitiated,
+                    &reason,
+                    now,
+                    task.resource_version().as_deref(),
+                )
+            } else {
+                stop::patches(
+                    &task.status.clone().unwrap_or_default(),
+                    StopCode::ServiceSchedulerInitiated,
+                    &reason,
+                    None,
+                )
+            };
             crate::task::write_stop(&api, &victim.task, &patches).await?;
         }
         let names: Vec<&str> = victims.iter().map(|v| v.task.as_str()).collect();

@@ -14,6 +14,8 @@
 //! - A scale-out waits for the scale-out cooldown after the previous
 //!   scale-out, a scale-in for the scale-in cooldown after the previous
 //!   scale-in; a scale-in cooldown never holds a scale-out back.
+//! - No scale-in while a deployment is in progress (Application Auto
+//!   Scaling suspends it then); scale-out goes on.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -118,6 +120,8 @@ pub struct Input<'a> {
     pub history: &'a History,
     pub last_scale_out: Option<Timestamp>,
     pub last_scale_in: Option<Timestamp>,
+    /// A deployment of the service is in progress.
+    pub deploying: bool,
     pub now: Timestamp,
 }
 
@@ -219,7 +223,7 @@ fn scale_in(input: &Input<'_>) -> Option<Decision> {
         history,
         ..
     } = *input;
-    if scaling.disable_scale_in {
+    if scaling.disable_scale_in || input.deploying {
         return None;
     }
     // Every policy must be low; the count is the largest any asks for.
@@ -314,6 +318,7 @@ mod tests {
             history,
             last_scale_out: None,
             last_scale_in: None,
+            deploying: false,
             now: at(1000),
         }
     }
@@ -411,6 +416,19 @@ mod tests {
         assert_eq!(floor.desired, 1);
         assert!(floor.message.contains("held to minCapacity 1"), "{floor:?}");
         assert_eq!(decide(&input(&s, 1, &idle)), None, "already at min");
+    }
+
+    #[test]
+    fn a_deployment_in_progress_holds_scale_in_but_not_scale_out() {
+        let s = cpu_at_50(0);
+        let idle = history(CPU, &[Some(0.0); 15]);
+        let mut deploying = input(&s, 6, &idle);
+        deploying.deploying = true;
+        assert_eq!(decide(&deploying), None);
+        let high = history(CPU, &[Some(100.0); 3]);
+        let mut deploying = input(&s, 6, &high);
+        deploying.deploying = true;
+        assert_eq!(decide(&deploying).map(|d| d.desired), Some(10));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::{collections::HashMap, future::Future, sync::Arc};
 
 use crds::{
     labels,
-    v1alpha1::{AutoScalingStatus, MetricValue, SchedulingStrategy, Service, Task},
+    v1alpha1::{AutoScalingStatus, MetricValue, RolloutState, SchedulingStrategy, Service, Task},
 };
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
@@ -128,12 +128,19 @@ async fn scale(context: &Context, service: &Service, tasks: &[Task], history: &m
         |recorded: &Option<Time>, done: Option<Timestamp>| recorded.as_ref().map(|t| t.0).max(done);
     let last_scale_out = last(&recorded.last_scale_out_time, history.scaled_out);
     let last_scale_in = last(&recorded.last_scale_in_time, history.scaled_in);
+    let deploying = service.status.as_ref().is_some_and(|s| {
+        s.deployments.len() > 1
+            || s.deployments
+                .first()
+                .is_some_and(|d| d.rollout_state == RolloutState::InProgress)
+    });
     let decision = decide::decide(&decide::Input {
         scaling,
         desired: service.spec.desired(),
         history,
         last_scale_out,
         last_scale_in,
+        deploying,
         now,
     });
     let mut status = AutoScalingStatus {
