@@ -239,13 +239,8 @@ pub async fn preempt(
     let namespace = service.namespace().unwrap_or_default();
     let name = service.name_any();
     for task in tasks.iter().filter(|t| unplaced(t)) {
-        let Some(instance) = task
-            .spec
-            .placement_constraints
-            .iter()
-            .filter_map(|c| c.expression.as_deref())
-            .find_map(convert::pinned_instance)
-        else {
+        // Unplaced, it is bound nowhere: this is the instance it is pinned to.
+        let Some(instance) = crate::service::plan::facts::instance(task) else {
             continue;
         };
         let Some(ci) = instances

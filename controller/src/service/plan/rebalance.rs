@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use crds::v1alpha1::{PlacementConstraint, PlacementStrategy, TaskDefinitionSpec};
 
-use super::facts::Facts;
+use super::{facts::Facts, scale_in};
 use crate::{
     convert,
     placement::{InstanceSpec, Query, SpreadField, Strategy},
@@ -75,14 +75,7 @@ pub fn imbalance(spread: &Spread<'_>, running: &[&Facts<'_>]) -> Option<Imbalanc
         .iter()
         .map(|i| (i.name.as_str(), i))
         .collect();
-    let value = |instance: &InstanceSpec| -> String {
-        match field {
-            SpreadField::Instance => instance.name.clone(),
-            SpreadField::Attribute(name) => {
-                instance.attributes.get(name).cloned().unwrap_or_default()
-            }
-        }
-    };
+    let value = |instance: &InstanceSpec| scale_in::spread_value(field, instance).to_owned();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for f in running {
         let Some(instance) = f.instance.and_then(|i| by_name.get(i)) else {

@@ -55,14 +55,10 @@ impl<'a> Balance<'a> {
     where
         'a: 'f,
     {
-        match field {
-            SpreadField::Instance => instance,
-            SpreadField::Attribute(name) => self
-                .instances
-                .get(instance)
-                .copied()
-                .and_then(|i| i.attributes.get(name))
-                .map_or("", String::as_str),
+        match self.instances.get(instance) {
+            Some(registered) => spread_value(field, registered),
+            None if matches!(field, SpreadField::Instance) => instance,
+            None => "",
         }
     }
 
@@ -78,6 +74,16 @@ impl<'a> Balance<'a> {
                 BinpackField::Memory => memory,
             })
         })
+    }
+}
+
+/// The value of `field` an instance has for a spread: its name, or the
+/// attribute (an attribute it lacks is the value `""`, one of its own).
+#[must_use]
+pub fn spread_value<'i>(field: &'i SpreadField, instance: &'i InstanceSpec) -> &'i str {
+    match field {
+        SpreadField::Instance => &instance.name,
+        SpreadField::Attribute(name) => instance.attributes.get(name).map_or("", String::as_str),
     }
 }
 
