@@ -602,9 +602,12 @@ fn patches_built_in_kinds_strategically(kubectl: &Cli, dir: &Path) {
     assert_eq!(
         stored["spec"]["template"]["spec"]["containers"],
         serde_json::json!([
-            {"name": "web", "image": "web:2", "ports": [{"containerPort": 80}],
-             "env": [{"name": "C", "value": "3"}, {"name": "D", "value": "4"}]},
-            {"name": "log", "image": "log:2"},
+            {"name": "web", "image": "web:2", "ports": [{"containerPort": 80, "protocol": "TCP"}],
+             "env": [{"name": "C", "value": "3"}, {"name": "D", "value": "4"}],
+             "imagePullPolicy": "IfNotPresent", "terminationMessagePath": "/dev/termination-log",
+             "terminationMessagePolicy": "File"},
+            {"name": "log", "image": "log:2", "imagePullPolicy": "IfNotPresent",
+             "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"},
         ])
     );
     assert_eq!(
@@ -708,8 +711,10 @@ fn applies_built_in_lists_by_key(kubectl: &Cli, dir: &Path) {
         containers("ssa"),
         serde_json::json!([
             {"name": "web", "image": "web:1", "env": [{"name": "A", "value": "2"}],
-             "ports": [{"containerPort": 80, "protocol": "TCP"}]},
-            {"name": "sidecar", "image": "side:1"},
+             "ports": [{"containerPort": 80, "protocol": "TCP"}], "imagePullPolicy": "IfNotPresent",
+             "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"},
+            {"name": "sidecar", "image": "side:1", "imagePullPolicy": "IfNotPresent",
+             "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"},
         ])
     );
     // team-b may not change team-a's image.

@@ -1,7 +1,8 @@
 //! What kube-apiserver's registries do to built-in kinds on every write,
 //! so that readers see what they would see there: a Secret's
 //! `stringData` folded into `data`, a Namespace's name label, finalizer
-//! and phase, a Service's defaults; and an object that its kind's type cannot hold (a number
+//! and phase, a Service's defaults, a Deployment's and a DaemonSet's
+//! (`workload_defaults.rs`); and an object that its kind's type cannot hold (a number
 //! where a string goes, a required field missing, Secret data that is
 //! not base64) refused, so typed clients can always read back a list.
 
@@ -16,19 +17,24 @@ use k8s_openapi::api::{
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use super::meta::{meta, metadata_mut};
+use super::{
+    meta::{meta, metadata_mut},
+    workload_defaults,
+};
 use crate::{FieldError, FieldErrorKind, server::registry::Resource};
 
 /// Prepare a built-in object for storing (`old` is the stored one, on an
 /// update).
 pub(super) fn prepare(resource: &Resource, object: &mut Value, old: Option<&Value>) {
-    if !resource.group.is_empty() || resource.custom || !object.is_object() {
+    if resource.custom || !object.is_object() {
         return;
     }
-    match resource.plural.as_str() {
-        "secrets" => fold_string_data(object),
-        "namespaces" => namespace(object, old.is_none()),
-        "services" => service_defaults(object),
+    match (resource.group.as_str(), resource.plural.as_str()) {
+        ("", "secrets") => fold_string_data(object),
+        ("", "namespaces") => namespace(object, old.is_none()),
+        ("", "services") => service_defaults(object),
+        ("apps", "deployments") => workload_defaults::deployment(object),
+        ("apps", "daemonsets") => workload_defaults::daemon_set(object),
         _ => {}
     }
 }

@@ -17,6 +17,7 @@ mod patch;
 mod strategic;
 mod target;
 mod update;
+mod workload_defaults;
 
 pub(crate) use create::create;
 pub(crate) use delete::Propagation;

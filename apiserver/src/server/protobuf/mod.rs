@@ -1,7 +1,9 @@
 //! Protobuf request bodies. Go clients send built-in kinds as protobuf
 //! (client-go's default since 1.32) and do not fall back to JSON, so the
 //! kinds they write here are decoded, each by a table of its message's
-//! fields (`message_of`): a body with a field the table does not know is
+//! fields (`schema.rs`, written by `scripts/protobuf-schema` from the Go
+//! types of a Kubernetes release: every built-in kind served here, whole).
+//! A body with a field the table does not know (a newer release's) is
 //! refused (415), never stored with the field dropped. Responses stay
 //! JSON, which those clients accept.
 //!
@@ -12,6 +14,12 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::status::ApiError;
+
+#[cfg(test)]
+mod encoded;
+mod schema;
+
+use schema::message_of;
 
 const MAGIC: &[u8] = b"k8s\0";
 
@@ -100,7 +108,16 @@ enum Kind {
     BytesMap,
     /// `map<string, resource.Quantity>`: quantities as their strings.
     QuantityMap,
+    /// `map<string, message { repeated string items = 1 }>`: lists.
+    TextListMap,
+    /// `resource.Quantity`, as its string.
+    Quantity,
+    /// Bytes holding JSON (`RawExtension`, `FieldsV1`), as that JSON.
+    Raw,
     Message(&'static [Field]),
+    /// An embedded Go struct: a message of its own in protobuf whose
+    /// fields JSON writes inline.
+    Inline(&'static [Field]),
 }
 
 /// One field of a message: its number, its JSON name, what it holds and
@@ -116,476 +133,14 @@ const fn many(number: u64, name: &'static str, kind: Kind) -> Field {
     Field(number, name, kind, true)
 }
 
-const OWNER_REFERENCE: &[Field] = &[
-    one(1, "kind", Kind::Text),
-    one(3, "name", Kind::Text),
-    one(4, "uid", Kind::Text),
-    one(5, "apiVersion", Kind::Text),
-    one(6, "controller", Kind::Bool),
-    one(7, "blockOwnerDeletion", Kind::Bool),
-];
-
-const OBJECT_META: &[Field] = &[
-    one(1, "name", Kind::Text),
-    one(2, "generateName", Kind::Text),
-    one(3, "namespace", Kind::Text),
-    one(4, "selfLink", Kind::Text),
-    one(5, "uid", Kind::Text),
-    one(6, "resourceVersion", Kind::Text),
-    one(7, "generation", Kind::Count),
-    one(8, "creationTimestamp", Kind::Time),
-    one(9, "deletionTimestamp", Kind::Time),
-    one(10, "deletionGracePeriodSeconds", Kind::Int),
-    one(11, "labels", Kind::TextMap),
-    one(12, "annotations", Kind::TextMap),
-    many(13, "ownerReferences", Kind::Message(OWNER_REFERENCE)),
-    many(14, "finalizers", Kind::Text),
-];
-
-const METADATA: Field = one(1, "metadata", Kind::Message(OBJECT_META));
-
-const SECRET: &[Field] = &[
-    METADATA,
-    one(2, "data", Kind::BytesMap),
-    one(3, "type", Kind::Text),
-    one(4, "stringData", Kind::TextMap),
-    one(5, "immutable", Kind::Bool),
-];
-
-const CONFIG_MAP: &[Field] = &[
-    METADATA,
-    one(2, "data", Kind::TextMap),
-    one(3, "binaryData", Kind::BytesMap),
-    one(4, "immutable", Kind::Bool),
-];
-
-const NAMESPACE_CONDITION: &[Field] = &[
-    one(1, "type", Kind::Text),
-    one(2, "status", Kind::Text),
-    one(4, "lastTransitionTime", Kind::Time),
-    one(5, "reason", Kind::Text),
-    one(6, "message", Kind::Text),
-];
-
-const NAMESPACE: &[Field] = &[
-    METADATA,
-    one(
-        2,
-        "spec",
-        Kind::Message(&[many(1, "finalizers", Kind::Text)]),
-    ),
-    one(
-        3,
-        "status",
-        Kind::Message(&[
-            one(1, "phase", Kind::Text),
-            many(2, "conditions", Kind::Message(NAMESPACE_CONDITION)),
-        ]),
-    ),
-];
-
-const OBJECT_REFERENCE: &[Field] = &[
-    one(1, "kind", Kind::Text),
-    one(2, "namespace", Kind::Text),
-    one(3, "name", Kind::Text),
-    one(4, "uid", Kind::Text),
-    one(5, "apiVersion", Kind::Text),
-    one(6, "resourceVersion", Kind::Text),
-    one(7, "fieldPath", Kind::Text),
-];
-
-const SERVICE_ACCOUNT: &[Field] = &[
-    METADATA,
-    many(2, "secrets", Kind::Message(OBJECT_REFERENCE)),
-    many(
-        3,
-        "imagePullSecrets",
-        Kind::Message(&[one(1, "name", Kind::Text)]),
-    ),
-    one(4, "automountServiceAccountToken", Kind::Bool),
-];
-
-const POLICY_RULE: &[Field] = &[
-    many(1, "verbs", Kind::Text),
-    many(2, "apiGroups", Kind::Text),
-    many(3, "resources", Kind::Text),
-    many(4, "resourceNames", Kind::Text),
-    many(5, "nonResourceURLs", Kind::Text),
-];
-
-const LABEL_SELECTOR: &[Field] = &[
-    one(1, "matchLabels", Kind::TextMap),
-    many(
-        2,
-        "matchExpressions",
-        Kind::Message(&[
-            one(1, "key", Kind::Text),
-            one(2, "operator", Kind::Text),
-            many(3, "values", Kind::Text),
-        ]),
-    ),
-];
-
-const ROLE: &[Field] = &[METADATA, many(2, "rules", Kind::Message(POLICY_RULE))];
-
-const CLUSTER_ROLE: &[Field] = &[
-    METADATA,
-    many(2, "rules", Kind::Message(POLICY_RULE)),
-    one(
-        3,
-        "aggregationRule",
-        Kind::Message(&[many(
-            1,
-            "clusterRoleSelectors",
-            Kind::Message(LABEL_SELECTOR),
-        )]),
-    ),
-];
-
-const BINDING: &[Field] = &[
-    METADATA,
-    many(
-        2,
-        "subjects",
-        Kind::Message(&[
-            one(1, "kind", Kind::Text),
-            one(2, "apiGroup", Kind::Text),
-            one(3, "name", Kind::Text),
-            one(4, "namespace", Kind::Text),
-        ]),
-    ),
-    one(
-        3,
-        "roleRef",
-        Kind::Message(&[
-            one(1, "apiGroup", Kind::Text),
-            one(2, "kind", Kind::Text),
-            one(3, "name", Kind::Text),
-        ]),
-    ),
-];
-
-const ACCESS_REVIEW: &[Field] = &[
-    METADATA,
-    one(
-        2,
-        "spec",
-        Kind::Message(&[
-            one(
-                1,
-                "resourceAttributes",
-                Kind::Message(&[
-                    one(1, "namespace", Kind::Text),
-                    one(2, "verb", Kind::Text),
-                    one(3, "group", Kind::Text),
-                    one(4, "version", Kind::Text),
-                    one(5, "resource", Kind::Text),
-                    one(6, "subresource", Kind::Text),
-                    one(7, "name", Kind::Text),
-                ]),
-            ),
-            one(
-                2,
-                "nonResourceAttributes",
-                Kind::Message(&[one(1, "path", Kind::Text), one(2, "verb", Kind::Text)]),
-            ),
-        ]),
-    ),
-    one(
-        3,
-        "status",
-        Kind::Message(&[
-            one(1, "allowed", Kind::Bool),
-            one(2, "reason", Kind::Text),
-            one(3, "evaluationError", Kind::Text),
-            one(4, "denied", Kind::Bool),
-        ]),
-    ),
-];
-
-const USER_INFO: &[Field] = &[
-    one(1, "username", Kind::Text),
-    one(2, "uid", Kind::Text),
-    many(3, "groups", Kind::Text),
-];
-
-const SELF_REVIEW: &[Field] = &[
-    METADATA,
-    one(
-        2,
-        "status",
-        Kind::Message(&[one(1, "userInfo", Kind::Message(USER_INFO))]),
-    ),
-];
-
-const TOKEN_REQUEST: &[Field] = &[
-    METADATA,
-    one(
-        2,
-        "spec",
-        Kind::Message(&[
-            many(1, "audiences", Kind::Text),
-            one(
-                3,
-                "boundObjectRef",
-                Kind::Message(&[
-                    one(1, "kind", Kind::Text),
-                    one(2, "apiVersion", Kind::Text),
-                    one(3, "name", Kind::Text),
-                    one(4, "uid", Kind::Text),
-                ]),
-            ),
-            one(4, "expirationSeconds", Kind::Int),
-        ]),
-    ),
-    one(
-        3,
-        "status",
-        Kind::Message(&[
-            one(1, "token", Kind::Text),
-            one(2, "expirationTimestamp", Kind::Time),
-        ]),
-    ),
-];
-
-const LEASE: &[Field] = &[
-    METADATA,
-    one(
-        2,
-        "spec",
-        Kind::Message(&[
-            one(1, "holderIdentity", Kind::Text),
-            one(2, "leaseDurationSeconds", Kind::Int),
-            one(3, "acquireTime", Kind::MicroTime),
-            one(4, "renewTime", Kind::MicroTime),
-            one(5, "leaseTransitions", Kind::Int),
-            one(6, "strategy", Kind::Text),
-            one(7, "preferredHolder", Kind::Text),
-        ]),
-    ),
-];
-
-const CONDITION: &[Field] = &[
-    one(1, "type", Kind::Text),
-    one(2, "status", Kind::Text),
-    one(3, "observedGeneration", Kind::Count),
-    one(4, "lastTransitionTime", Kind::Time),
-    one(5, "reason", Kind::Text),
-    one(6, "message", Kind::Text),
-];
-
-const SERVICE_PORT: &[Field] = &[
-    one(1, "name", Kind::Text),
-    one(2, "protocol", Kind::Text),
-    one(3, "port", Kind::Int),
-    one(4, "targetPort", Kind::IntOrString),
-    one(5, "nodePort", Kind::Count),
-    one(6, "appProtocol", Kind::Text),
-];
-
-const SERVICE_SPEC: &[Field] = &[
-    many(1, "ports", Kind::Message(SERVICE_PORT)),
-    one(2, "selector", Kind::TextMap),
-    one(3, "clusterIP", Kind::Text),
-    one(4, "type", Kind::Text),
-    many(5, "externalIPs", Kind::Text),
-    one(7, "sessionAffinity", Kind::Text),
-    one(8, "loadBalancerIP", Kind::Text),
-    many(9, "loadBalancerSourceRanges", Kind::Text),
-    one(10, "externalName", Kind::Text),
-    one(11, "externalTrafficPolicy", Kind::Text),
-    one(12, "healthCheckNodePort", Kind::Count),
-    one(13, "publishNotReadyAddresses", Kind::Flag),
-    one(
-        14,
-        "sessionAffinityConfig",
-        Kind::Message(&[one(
-            1,
-            "clientIP",
-            Kind::Message(&[one(1, "timeoutSeconds", Kind::Int)]),
-        )]),
-    ),
-    one(17, "ipFamilyPolicy", Kind::Text),
-    many(18, "clusterIPs", Kind::Text),
-    many(19, "ipFamilies", Kind::Text),
-    one(20, "allocateLoadBalancerNodePorts", Kind::Bool),
-    one(21, "loadBalancerClass", Kind::Text),
-    one(22, "internalTrafficPolicy", Kind::Text),
-    one(23, "trafficDistribution", Kind::Text),
-];
-
-const SERVICE: &[Field] = &[
-    METADATA,
-    one(2, "spec", Kind::Message(SERVICE_SPEC)),
-    one(
-        3,
-        "status",
-        Kind::Message(&[
-            one(
-                1,
-                "loadBalancer",
-                Kind::Message(&[many(
-                    1,
-                    "ingress",
-                    Kind::Message(&[one(1, "ip", Kind::Text), one(2, "hostname", Kind::Text)]),
-                )]),
-            ),
-            many(2, "conditions", Kind::Message(CONDITION)),
-        ]),
-    ),
-];
-
 /// `resource.Quantity`: its string.
 const QUANTITY: &[Field] = &[one(1, "string", Kind::Text)];
 
-const CONTAINER: &[Field] = &[
-    one(1, "name", Kind::Text),
-    one(2, "image", Kind::Text),
-    many(3, "command", Kind::Text),
-    many(4, "args", Kind::Text),
-    one(5, "workingDir", Kind::Text),
-    many(
-        6,
-        "ports",
-        Kind::Message(&[
-            one(1, "name", Kind::Text),
-            one(2, "hostPort", Kind::Count),
-            one(3, "containerPort", Kind::Int),
-            one(4, "protocol", Kind::Text),
-            one(5, "hostIP", Kind::Text),
-        ]),
-    ),
-    many(
-        7,
-        "env",
-        Kind::Message(&[one(1, "name", Kind::Text), one(2, "value", Kind::Text)]),
-    ),
-    one(
-        8,
-        "resources",
-        Kind::Message(&[
-            one(1, "limits", Kind::QuantityMap),
-            one(2, "requests", Kind::QuantityMap),
-        ]),
-    ),
-    one(13, "terminationMessagePath", Kind::Text),
-    one(14, "imagePullPolicy", Kind::Text),
-    one(16, "stdin", Kind::Flag),
-    one(17, "stdinOnce", Kind::Flag),
-    one(18, "tty", Kind::Flag),
-    one(20, "terminationMessagePolicy", Kind::Text),
-    one(24, "restartPolicy", Kind::Text),
-];
+/// The message a list is wrapped in as a map's value.
+const ITEMS: &[Field] = &[many(1, "items", Kind::Text)];
 
-/// The pod fields `kubectl create deployment` and most clients write; a
-/// pod spec with others (volumes, probes, affinity, …) is refused whole
-/// (415) and can be sent as JSON.
-const POD_SPEC: &[Field] = &[
-    many(2, "containers", Kind::Message(CONTAINER)),
-    one(3, "restartPolicy", Kind::Text),
-    one(4, "terminationGracePeriodSeconds", Kind::Int),
-    one(5, "activeDeadlineSeconds", Kind::Int),
-    one(6, "dnsPolicy", Kind::Text),
-    one(7, "nodeSelector", Kind::TextMap),
-    one(8, "serviceAccountName", Kind::Text),
-    one(9, "serviceAccount", Kind::Text),
-    one(10, "nodeName", Kind::Text),
-    one(11, "hostNetwork", Kind::Flag),
-    one(12, "hostPID", Kind::Flag),
-    one(13, "hostIPC", Kind::Flag),
-    many(
-        15,
-        "imagePullSecrets",
-        Kind::Message(&[one(1, "name", Kind::Text)]),
-    ),
-    one(16, "hostname", Kind::Text),
-    one(17, "subdomain", Kind::Text),
-    one(19, "schedulerName", Kind::Text),
-    many(20, "initContainers", Kind::Message(CONTAINER)),
-    one(21, "automountServiceAccountToken", Kind::Bool),
-    one(24, "priorityClassName", Kind::Text),
-    one(25, "priority", Kind::Int),
-    one(27, "shareProcessNamespace", Kind::Bool),
-    one(29, "runtimeClassName", Kind::Text),
-    one(30, "enableServiceLinks", Kind::Bool),
-    one(31, "preemptionPolicy", Kind::Text),
-    one(35, "setHostnameAsFQDN", Kind::Bool),
-    one(37, "hostUsers", Kind::Bool),
-    one(41, "hostnameOverride", Kind::Text),
-];
-
-const DEPLOYMENT: &[Field] = &[
-    METADATA,
-    one(
-        2,
-        "spec",
-        Kind::Message(&[
-            one(1, "replicas", Kind::Int),
-            one(2, "selector", Kind::Message(LABEL_SELECTOR)),
-            one(
-                3,
-                "template",
-                Kind::Message(&[METADATA, one(2, "spec", Kind::Message(POD_SPEC))]),
-            ),
-            one(
-                4,
-                "strategy",
-                Kind::Message(&[
-                    one(1, "type", Kind::Text),
-                    one(
-                        2,
-                        "rollingUpdate",
-                        Kind::Message(&[
-                            one(1, "maxUnavailable", Kind::IntOrString),
-                            one(2, "maxSurge", Kind::IntOrString),
-                        ]),
-                    ),
-                ]),
-            ),
-            one(5, "minReadySeconds", Kind::Count),
-            one(6, "revisionHistoryLimit", Kind::Int),
-            one(7, "paused", Kind::Flag),
-            one(9, "progressDeadlineSeconds", Kind::Int),
-        ]),
-    ),
-    one(
-        3,
-        "status",
-        Kind::Message(&[
-            one(1, "observedGeneration", Kind::Count),
-            one(2, "replicas", Kind::Count),
-            one(3, "updatedReplicas", Kind::Count),
-            one(4, "availableReplicas", Kind::Count),
-            one(5, "unavailableReplicas", Kind::Count),
-            one(7, "readyReplicas", Kind::Count),
-            one(8, "collisionCount", Kind::Int),
-            one(9, "terminatingReplicas", Kind::Int),
-        ]),
-    ),
-];
-
-/// The message of each kind whose protobuf bodies are read: those Go
-/// clients write here (Helm keeps releases in Secrets; `kubectl create
-/// namespace|serviceaccount|role|rolebinding|clusterrole|
-/// clusterrolebinding|configmap|secret`).
-fn message_of(api_version: &str, kind: &str) -> Option<&'static [Field]> {
-    Some(match (api_version, kind) {
-        ("v1", "Secret") => SECRET,
-        ("v1", "ConfigMap") => CONFIG_MAP,
-        ("v1", "Namespace") => NAMESPACE,
-        ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
-        ("v1", "Service") => SERVICE,
-        ("coordination.k8s.io/v1", "Lease") => LEASE,
-        ("apps/v1", "Deployment") => DEPLOYMENT,
-        ("rbac.authorization.k8s.io/v1", "Role") => ROLE,
-        ("rbac.authorization.k8s.io/v1", "ClusterRole") => CLUSTER_ROLE,
-        ("rbac.authorization.k8s.io/v1", "RoleBinding" | "ClusterRoleBinding") => BINDING,
-        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => ACCESS_REVIEW,
-        ("authentication.k8s.io/v1", "SelfSubjectReview") => SELF_REVIEW,
-        ("authentication.k8s.io/v1", "TokenRequest") => TOKEN_REQUEST,
-        _ => return None,
-    })
-}
+/// `runtime.RawExtension` and `meta.v1.FieldsV1`: JSON as bytes.
+const RAW: &[Field] = &[one(1, "raw", Kind::Bytes)];
 
 /// One message as JSON. A field this schema does not know is an error,
 /// never dropped: a body is stored whole or not at all.
@@ -604,7 +159,12 @@ fn message(bytes: &[u8], schema: &[Field]) -> Result<Map<String, Value>, String>
             continue;
         }
         match (kind, repeated) {
-            (Kind::TextMap | Kind::BytesMap | Kind::QuantityMap, _) => {
+            (Kind::Inline(_), _) => {
+                if let Value::Object(inline) = value {
+                    out.extend(inline);
+                }
+            }
+            (Kind::TextMap | Kind::BytesMap | Kind::QuantityMap | Kind::TextListMap, _) => {
                 let map = out.entry(name).or_insert_with(|| json!({}));
                 if let (Some(map), Value::Object(entry)) = (map.as_object_mut(), value) {
                     map.extend(entry);
@@ -655,23 +215,40 @@ fn scalar(value: Wire<'_>, kind: Kind) -> Result<Option<Value>, String> {
             Value::String(base64::engine::general_purpose::STANDARD.encode(b))
         }
         (Kind::Time, Wire::Bytes(b)) => return timestamp(b, false),
-        (Kind::TextMap | Kind::BytesMap | Kind::QuantityMap, Wire::Bytes(b)) => {
-            let value_kind = match kind {
-                Kind::BytesMap => Kind::Bytes,
-                Kind::QuantityMap => Kind::Message(QUANTITY),
-                _ => Kind::Text,
+        (
+            Kind::TextMap | Kind::BytesMap | Kind::QuantityMap | Kind::TextListMap,
+            Wire::Bytes(b),
+        ) => {
+            let (value_kind, empty) = match kind {
+                Kind::BytesMap => (Kind::Bytes, json!("")),
+                Kind::QuantityMap => (Kind::Quantity, json!("")),
+                Kind::TextListMap => (Kind::Message(ITEMS), json!({"items": []})),
+                _ => (Kind::Text, json!("")),
             };
             let entry = message(b, &[one(1, "key", Kind::Text), one(2, "value", value_kind)])?;
             let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
-            let value = match entry.get("value") {
-                Some(Value::Object(quantity)) => {
-                    quantity.get("string").cloned().unwrap_or(json!(""))
-                }
-                other => other.cloned().unwrap_or(json!("")),
-            };
+            let mut value = entry.get("value").cloned().unwrap_or(empty);
+            if let Some(items) = value.get_mut("items") {
+                value = items.take();
+            }
             json!({ key: value })
         }
-        (Kind::Message(schema), Wire::Bytes(b)) => Value::Object(message(b, schema)?),
+        (Kind::Quantity, Wire::Bytes(b)) => {
+            message(b, QUANTITY)?.remove("string").unwrap_or(json!(""))
+        }
+        (Kind::Raw, Wire::Bytes(b)) => {
+            let raw = message(b, RAW)?;
+            let Some(encoded) = raw.get("raw").and_then(Value::as_str) else {
+                return Ok(None);
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .map_err(|e| e.to_string())?;
+            serde_json::from_slice(&bytes).map_err(|e| format!("raw JSON: {e}"))?
+        }
+        (Kind::Message(schema) | Kind::Inline(schema), Wire::Bytes(b)) => {
+            Value::Object(message(b, schema)?)
+        }
         _ => return Err(wrong()),
     }))
 }
@@ -847,7 +424,7 @@ mod tests {
 
     #[test]
     fn refuses_other_kinds_and_garbage() {
-        let type_meta = [bytes(1, b"apps/v1"), bytes(2, b"DaemonSet")].concat();
+        let type_meta = [bytes(1, b"batch/v1"), bytes(2, b"Job")].concat();
         let body = [MAGIC.to_vec(), bytes(1, &type_meta)].concat();
         assert!(matches!(
             decode(&body),
@@ -979,8 +556,8 @@ mod tests {
 
     #[test]
     fn a_field_not_read_here_refuses_the_body_rather_than_dropping_the_field() {
-        // ObjectMeta's managedFields (17) is not in the table.
-        let meta = [bytes(1, b"prod"), bytes(17, b"")].concat();
+        // ObjectMeta has no field 99.
+        let meta = [bytes(1, b"prod"), bytes(99, b"")].concat();
         let type_meta = [bytes(1, b"v1"), bytes(2, b"Namespace")].concat();
         let body = [
             MAGIC.to_vec(),
@@ -989,7 +566,7 @@ mod tests {
         ]
         .concat();
         assert!(
-            matches!(decode(&body), Err(ApiError::UnsupportedMediaType(m)) if m.contains("field 17"))
+            matches!(decode(&body), Err(ApiError::UnsupportedMediaType(m)) if m.contains("field 99"))
         );
         // So is a fixed-width number where none is expected.
         let fixed = [tag(9, 1), vec![0; 8]].concat();
