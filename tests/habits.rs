@@ -27,6 +27,7 @@ async fn kubectl_habits_work_unchanged() {
         patches_built_in_kinds_strategically(kubectl, dir);
         applies_built_in_lists_by_key(kubectl, dir);
         service_account_tokens_carry_their_rbac_rights(kubectl, dir);
+        impersonates_whom_kubectl_as_names(kubectl, dir);
     })
     .await;
 }
@@ -772,16 +773,7 @@ fn service_account_tokens_carry_their_rbac_rights(admin: &Cli, dir: &Path) {
         "{whoami}"
     );
     assert!(whoami.contains("system:serviceaccounts:ci"), "{whoami}");
-    // kubectl prints "yes", or "no - <the reason>".
-    let can = |args: &[&str]| {
-        let out = deployer.run(&[&["auth", "can-i"][..], args].concat());
-        let said = String::from_utf8_lossy(&out.stdout);
-        said.split(" - ")
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
+    let can = |args: &[&str]| can_i(&deployer, args);
     assert_eq!(can(&["patch", "services.gantry.dev", "-n", "ci"]), "yes");
     assert_eq!(can(&["delete", "services.gantry.dev", "-n", "ci"]), "no");
     assert_eq!(
@@ -827,4 +819,116 @@ fn service_account_tokens_carry_their_rbac_rights(admin: &Cli, dir: &Path) {
             .fails(&["create", "token", "nobody", "-n", "ci"])
             .contains("not found")
     );
+}
+
+/// `kubectl auth can-i ARGS`: "yes" or "no" (kubectl prints "yes", or
+/// "no - <the reason>").
+fn can_i(cli: &Cli, args: &[&str]) -> String {
+    let out = cli.run(&[&["auth", "can-i"][..], args].concat());
+    String::from_utf8_lossy(&out.stdout)
+        .split(" - ")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// `kubectl --as` and `--as-group`, and SubjectAccessReviews: the admin
+/// acts as a user, a group member or a ServiceAccount with exactly their
+/// RBAC rights; a token not allowed to impersonate may not.
+fn impersonates_whom_kubectl_as_names(admin: &Cli, dir: &Path) {
+    let ns = ["-n", "imp"];
+    let run = |args: &[&str]| admin.ok(&[args, &ns[..]].concat());
+    admin.ok(&["create", "namespace", "imp"]);
+    for account in ["a", "robot", "z"] {
+        run(&["create", "serviceaccount", account]);
+    }
+    for map in ["c1", "c2", "c3"] {
+        run(&["create", "configmap", map, "--from-literal=k=v"]);
+    }
+    run(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get,list",
+        "--resource=configmaps",
+    ]);
+    for (binding, subject) in [
+        ("robot-reads", "--serviceaccount=imp:robot"),
+        ("alice-reads", "--user=alice"),
+        ("auditors-read", "--group=auditors"),
+    ] {
+        run(&["create", "rolebinding", binding, "--role=reader", subject]);
+    }
+    let whoami = admin.ok(&["auth", "whoami", "--as=alice", "--as-group=devs"]);
+    assert!(
+        whoami.contains("alice")
+            && whoami.contains("devs")
+            && whoami.contains("system:authenticated"),
+        "{whoami}"
+    );
+    let can = |args: &[&str]| can_i(admin, &[args, &ns[..]].concat());
+    for (args, answer) in [
+        (
+            &["list", "configmaps", "--as=system:serviceaccount:imp:robot"][..],
+            "yes",
+        ),
+        (
+            &["list", "configmaps", "--as=system:serviceaccount:imp:z"],
+            "no",
+        ),
+        (&["list", "configmaps", "--as=alice"], "yes"),
+        (&["delete", "configmaps", "--as=alice"], "no"),
+        (&["list", "configmaps", "--as=bob"], "no"),
+        (
+            &["list", "configmaps", "--as=bob", "--as-group=auditors"],
+            "yes",
+        ),
+        (
+            &["get", "secrets", "--as=bob", "--as-group=system:masters"],
+            "yes",
+        ),
+    ] {
+        assert_eq!(can(args), answer, "can-i {args:?}");
+    }
+    // The rights, used: alice lists the three ConfigMaps of imp and
+    // nothing elsewhere.
+    let listed = run(&["get", "configmaps", "--as=alice", "-o", "name"]);
+    for map in ["c1", "c2", "c3"] {
+        assert!(listed.contains(&format!("configmap/{map}")), "{listed}");
+    }
+    let refused = admin.fails(&["get", "configmaps", "-n", "default", "--as=alice"]);
+    assert!(
+        refused.contains("Forbidden") && refused.contains("alice"),
+        "{refused}"
+    );
+    // The read-only token may not become the admin.
+    let token = std::fs::read_to_string(dir.join("pki/read-only.token")).expect("token");
+    let read_only = with_token(admin, dir, "read-only-imp", &token);
+    let refused = read_only.fails(&["get", "secrets", "-n", "imp", "--as=gantry:admin"]);
+    assert!(
+        refused.contains("Forbidden") && refused.contains("impersonate"),
+        "{refused}"
+    );
+    // A SubjectAccessReview asks about another user.
+    let review = |user: &str| {
+        let path = dir.join(format!("review-{user}.json"));
+        let body = format!(
+            r#"{{"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {{"user": "{user}", "resourceAttributes":
+              {{"verb": "list", "resource": "configmaps", "namespace": "imp"}}}}}}"#
+        );
+        std::fs::write(&path, body).expect("written");
+        let answer = admin.ok(&[
+            "create",
+            "--raw",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            "-f",
+            path.to_str().expect("UTF-8 path"),
+        ]);
+        let answer: serde_json::Value = serde_json::from_str(&answer).expect("JSON");
+        answer["status"]["allowed"].clone()
+    };
+    assert_eq!(review("alice"), serde_json::json!(true));
+    assert_eq!(review("bob"), serde_json::json!(false));
 }

@@ -27,6 +27,7 @@ use subtle::ConstantTimeEq;
 
 use super::{
     app::App,
+    impersonation::User,
     objects::meta::now,
     pki::Credentials,
     rbac::{self, Policies, Subject},
@@ -44,6 +45,8 @@ pub(crate) enum Identity {
     Controller,
     Agent(Arc<Grant>),
     ServiceAccount(Arc<Claims>),
+    /// A user impersonated, or named by a SubjectAccessReview.
+    User(Arc<User>),
 }
 
 /// The label the scheduler binds a task to its instance with
@@ -185,6 +188,7 @@ impl Identity {
             Self::Controller => "gantry:controller".into(),
             Self::Agent(grant) => format!("gantry:agent:{}:{}", grant.cluster, grant.instance),
             Self::ServiceAccount(claims) => claims.username(),
+            Self::User(user) => user.name.clone(),
         }
     }
 
@@ -194,6 +198,7 @@ impl Identity {
             Self::Agent(_) => &["gantry:agents", "system:authenticated"],
             Self::ReadOnly | Self::Controller => &["system:authenticated"],
             Self::ServiceAccount(claims) => return claims.groups(),
+            Self::User(user) => return user.groups.clone(),
         };
         fixed.iter().map(|g| (*g).to_owned()).collect()
     }
@@ -214,9 +219,9 @@ impl Identity {
                 cluster = grant.cluster,
                 instance = grant.instance
             ),
-            Self::ServiceAccount(claims) => format!(
+            Self::ServiceAccount(_) | Self::User(_) => format!(
                 "no Role or ClusterRole bound to {} (or to its groups) allows it (RBAC)",
-                claims.username()
+                self.username()
             ),
         }
     }
@@ -228,7 +233,7 @@ impl Identity {
         match self {
             Self::Admin => Decision::Allow,
             Self::ReadOnly => allow(asked.is_read() && !asked.holds_secrets()),
-            Self::Controller => allow(!asked.holds_secrets()),
+            Self::Controller => allow(!asked.holds_secrets() && asked.verb != "impersonate"),
             Self::Agent(grant) => agent_may(grant, asked, bindings),
             Self::ServiceAccount(claims) => {
                 let groups = claims.groups();
@@ -239,12 +244,32 @@ impl Identity {
                 };
                 allow(bindings.rbac(&who, asked))
             }
+            Self::User(user) => {
+                if user.groups.iter().any(|g| g == "system:masters") {
+                    return Decision::Allow;
+                }
+                let who = Subject {
+                    user: &user.name,
+                    groups: &user.groups,
+                    service_account: user
+                        .service_account
+                        .as_ref()
+                        .map(|(ns, name)| (ns.as_str(), name.as_str())),
+                };
+                allow(bindings.rbac(&who, asked))
+            }
         }
     }
 
-    /// The answer to a SelfSubjectAccessReview: the review with its
-    /// status filled in.
-    pub(crate) fn access_review(&self, mut review: Value, bindings: &impl Bindings) -> Value {
+    /// The answer to a SelfSubjectAccessReview (or, for the user it
+    /// names, a SubjectAccessReview: `kind`): the review with its status
+    /// filled in.
+    pub(crate) fn access_review(
+        &self,
+        kind: &str,
+        mut review: Value,
+        bindings: &impl Bindings,
+    ) -> Value {
         let spec = review.get("spec").cloned().unwrap_or(Value::Null);
         let text = |pointer: &str| spec.pointer(pointer).and_then(Value::as_str);
         let given = |pointer: &str| text(pointer).filter(|s| !s.is_empty());
@@ -269,7 +294,7 @@ impl Identity {
         };
         if let Some(map) = review.as_object_mut() {
             map.insert("apiVersion".into(), json!("authorization.k8s.io/v1"));
-            map.insert("kind".into(), json!("SelfSubjectAccessReview"));
+            map.insert("kind".into(), json!(kind));
             map.insert("metadata".into(), json!({"creationTimestamp": now()}));
             map.insert(
                 "status".into(),
@@ -645,7 +670,11 @@ mod tests {
             ("", "configmaps", true),
             ("gantry.dev", "secrets", true),
         ] {
-            let answer = Identity::ReadOnly.access_review(review(group, resource), NOBODY);
+            let answer = Identity::ReadOnly.access_review(
+                "SelfSubjectAccessReview",
+                review(group, resource),
+                NOBODY,
+            );
             assert_eq!(answer["status"]["allowed"], allowed, "{group}/{resource}");
         }
         let secrets = attributes_of(&Method::GET, "/api/v1/namespaces/default/secrets", None);
@@ -665,13 +694,13 @@ mod tests {
             (Identity::ReadOnly, "*", false),
             (Identity::Controller, "*", true),
         ] {
-            let answer = identity.access_review(review(verb), NOBODY);
+            let answer = identity.access_review("SelfSubjectAccessReview", review(verb), NOBODY);
             assert_eq!(answer["status"]["allowed"], allowed, "{identity:?} {verb}");
             assert_eq!(answer["spec"], review(verb)["spec"], "the question is kept");
         }
         let path = json!({"spec": {"nonResourceAttributes": {"path": "/healthz", "verb": "get"}}});
         assert_eq!(
-            Identity::ReadOnly.access_review(path, NOBODY)["status"]["allowed"],
+            Identity::ReadOnly.access_review("SelfSubjectAccessReview", path, NOBODY)["status"]["allowed"],
             true
         );
         assert_eq!(
@@ -826,7 +855,8 @@ mod tests {
         }
         let can_i = |verb: &str, resource: &str, name: &str| {
             let review = json!({"spec": {"resourceAttributes": {"verb": verb, "group": "gantry.dev", "resource": resource, "namespace": "prod", "name": name}}});
-            agent().access_review(review, &Fixed)["status"]["allowed"].clone()
+            agent().access_review("SelfSubjectAccessReview", review, &Fixed)["status"]["allowed"]
+                .clone()
         };
         assert_eq!(can_i("create", "containerinstances", "host-a"), true);
         assert_eq!(can_i("create", "containerinstances", "host-b"), false);

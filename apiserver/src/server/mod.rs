@@ -8,6 +8,7 @@ pub mod connections;
 mod crd;
 mod discovery;
 mod http;
+mod impersonation;
 mod objects;
 mod openapi;
 pub mod pki;
@@ -294,9 +295,16 @@ async fn authenticate(State(app): State<Arc<App>>, request: Request, next: Next)
     }) else {
         return ApiError::Unauthorized.into_response();
     };
-    // Reviews only ask, so anyone may ask them; everything else is the
-    // verb the method is, under the identity's rule.
-    let review = *request.method() == Method::POST && review_of(path).is_some();
+    let identity =
+        match impersonation::acting_as(identity, request.headers(), &access::Stored(&app)) {
+            Ok(identity) => identity,
+            Err(e) => return e.into_response(),
+        };
+    // Reviews of oneself only ask, so anyone may ask them; everything
+    // else (a SubjectAccessReview too) is the verb the method is, under
+    // the identity's rule.
+    let review = *request.method() == Method::POST
+        && review_of(path).is_some_and(|r| !matches!(r, Review::Subject));
     let decision = if review {
         Decision::Allow
     } else {
@@ -350,6 +358,7 @@ fn review_of(path: &str) -> Option<Review> {
     match path.trim_end_matches('/') {
         "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" => Some(Review::Access),
         "/apis/authentication.k8s.io/v1/selfsubjectreviews" => Some(Review::SelfSubject),
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews" => Some(Review::Subject),
         _ => None,
     }
 }

@@ -28,6 +28,7 @@ pub(crate) use self::route::resolve;
 use super::{
     access::{self, Identity},
     app::App,
+    impersonation,
     objects::{self, Written, meta::meta},
     registry::Resource,
     scale,
@@ -254,6 +255,8 @@ pub(crate) enum Review {
     Access,
     /// SelfSubjectReview: who am I?
     SelfSubject,
+    /// SubjectAccessReview: may this user?
+    Subject,
 }
 
 /// The `metadata.name` of the object in a request's body (JSON or
@@ -371,7 +374,38 @@ pub(crate) fn review(
     };
     let asked = request.object()?;
     Ok(match review {
-        Review::Access => identity.access_review(asked, &access::Stored(app)),
+        Review::Access => {
+            identity.access_review("SelfSubjectAccessReview", asked, &access::Stored(app))
+        }
         Review::SelfSubject => identity.self_review(),
+        Review::Subject => {
+            let text = |pointer: &str| asked.pointer(pointer).and_then(Value::as_str);
+            let Some(user) = text("/spec/user").filter(|u| !u.is_empty()) else {
+                return Err(ApiError::Invalid {
+                    kind: "SubjectAccessReview".into(),
+                    group: "authorization.k8s.io".into(),
+                    name: String::new(),
+                    errors: crate::FieldErrors(vec![crate::FieldError {
+                        field: "spec.user".into(),
+                        kind: crate::FieldErrorKind::Required,
+                        value: None,
+                        detail: "a SubjectAccessReview names the user it asks about".into(),
+                    }]),
+                });
+            };
+            let groups = asked
+                .pointer("/spec/groups")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            impersonation::user(user, groups).access_review(
+                "SubjectAccessReview",
+                asked,
+                &access::Stored(app),
+            )
+        }
     })
 }
