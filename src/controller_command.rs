@@ -56,6 +56,12 @@ pub struct ControllerArgs {
     /// $POD_NAME or host-pid].
     #[arg(long, value_name = "NAME")]
     identity: Option<String>,
+    /// Seconds a scheduler replica's member Lease lasts unrenewed before
+    /// the other replicas of its name take its tasks. Replicas share the
+    /// tasks of their name through these Leases (in the leader-election
+    /// namespace).
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    scheduler_lease_seconds: u64,
 }
 
 impl ControllerArgs {
@@ -74,10 +80,13 @@ impl ControllerArgs {
         config.task_retention = Duration::from_secs(self.task_retention_seconds);
         config.allocation_grace = Duration::from_secs(self.allocation_grace_seconds);
         config.autoscaling_period = Duration::from_secs(self.autoscaling_period_seconds.max(1));
+        let namespace = self.leader_elect_namespace.clone().unwrap_or_else(|| {
+            std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned())
+        });
+        let mut members = controller::scheduler::members::Options::new(&namespace, &identity);
+        members.duration = Duration::from_secs(self.scheduler_lease_seconds.max(2));
+        config.scheduler_members = Some(members);
         if self.leader_elect {
-            let namespace = self.leader_elect_namespace.clone().unwrap_or_else(|| {
-                std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned())
-            });
             let mut options = controller::leader::Options::new(&namespace);
             options.duration = Duration::from_secs(self.leader_elect_lease_seconds.max(2));
             options.renew = options.duration / 3;

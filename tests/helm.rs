@@ -293,6 +293,20 @@ async fn the_gantry_chart_installs_upgrades_and_uninstalls() {
         renew.resource_names.as_deref(),
         Some(&["gantry-controller".to_owned()][..])
     );
+    // The scheduler replicas' member Leases, here only: watched, renewed
+    // and deleted by their owners.
+    assert!(
+        leader
+            .rules
+            .iter()
+            .flatten()
+            .any(|r| r.resource_names.is_none()
+                && ["list", "watch", "update", "delete"]
+                    .iter()
+                    .all(|v| r.verbs.contains(&(*v).to_owned()))),
+        "{:?}",
+        leader.rules
+    );
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     assert!(
         bindings

@@ -1,7 +1,9 @@
-//! Several `gantry controller` processes race to place the same tasks on
-//! the same simulated instances; the no-over-commit invariant
-//! (docs/architecture.md, "Invariants") is checked on every instance
-//! version, then again with one scheduler killed. It has a
+//! Several `gantry controller` processes place tasks on the same
+//! simulated instances: replicas of one scheduler name, which share the
+//! tasks through their member Leases and race for the instances' room;
+//! the no-over-commit invariant (docs/architecture.md, "Invariants") is
+//! checked on every instance version, then again with one replica killed
+//! and another joining mid-run, and no task is left unbound. It has a
 //! test binary of its own so that it does not share the machine with the
 //! other controller tests.
 
@@ -60,6 +62,17 @@ fn check_instance(ci: &ContainerInstance) -> Result<(), String> {
     Ok(())
 }
 
+/// Leader Leases long enough that a loaded CI machine does not move the
+/// leadership by itself (killing s1 still moves it); member Leases
+/// short, so a killed replica's tasks move on within seconds.
+const LEASES: [&str; 5] = [
+    "--leader-elect",
+    "--leader-elect-lease-seconds",
+    "10",
+    "--scheduler-lease-seconds",
+    "3",
+];
+
 /// Instances, and how many tasks fill one (by cpu and memory alike).
 const INSTANCES: usize = 50;
 const PER_INSTANCE: usize = 64;
@@ -93,9 +106,18 @@ fn race_task(name: &str, i: usize) -> Task {
     .expect("a task")
 }
 
+/// A replica leaving or joining mid-run.
+enum Change {
+    /// SIGKILL: it never deletes its member Lease.
+    Kill(&'static str),
+    /// A new replica, with these flags.
+    Start(&'static str, &'static [&'static str]),
+}
+
 /// Create `n` tasks, wait until all are bound, stop them all and wait
-/// until no allocation is left; kill `victim` once `kill_after` are bound.
-async fn race(g: &mut Gantry, round: &str, n: usize, victim: Option<(&str, usize)>) {
+/// until no allocation is left; make each change once that many tasks
+/// are bound.
+async fn race(g: &mut Gantry, round: &str, n: usize, changes: &[(usize, Change)]) {
     let ns = "race";
     let tasks = g.api::<Task>(ns);
     let names: Vec<String> = (0..n).map(|i| format!("{round}-{i}")).collect();
@@ -112,7 +134,7 @@ async fn race(g: &mut Gantry, round: &str, n: usize, victim: Option<(&str, usize
         .collect()
         .await;
     assert!(created.iter().all(Result::is_ok), "tasks created");
-    let mut killed = victim.is_none();
+    let mut made = 0;
     let mut bound = 0;
     // Generous: on two cores three debug-build schedulers take 2-3 minutes
     // to bind 2,000 tasks; this test checks the invariant, not the speed
@@ -128,12 +150,16 @@ async fn race(g: &mut Gantry, round: &str, n: usize, victim: Option<(&str, usize
                     && t.spec.container_instance.is_some()
             })
             .count();
-        if !killed
-            && let Some((name, after)) = victim
-            && bound >= after
+        while let Some((after, change)) = changes.get(made)
+            && bound >= *after
         {
-            g.kill_9(name);
-            killed = true;
+            match change {
+                Change::Kill(name) => g.kill_9(name),
+                Change::Start(name, flags) => {
+                    g.controller(name, flags);
+                }
+            }
+            made += 1;
         }
         if bound == n {
             break;
@@ -268,12 +294,9 @@ async fn three_schedulers_race_without_over_committing_even_when_one_is_killed()
     let mut g = Gantry::start(ns).await;
     // 128 cpu and 16 MiB a task: PER_INSTANCE tasks fill an instance.
     g.agents(ns, "small", INSTANCES, 8192, 1024);
-    // Leases long enough that a loaded CI machine does not move the
-    // leadership by itself; killing s1 still moves it.
-    let lease = ["--leader-elect", "--leader-elect-lease-seconds", "10"];
     let ports: Vec<u16> = ["s1", "s2", "s3"]
         .iter()
-        .map(|name| g.controller(name, &lease))
+        .map(|name| g.controller(name, &LEASES))
         .collect();
     g.instances_connected(ns, INSTANCES).await;
     // Every version of every instance, as the watch delivers them.
@@ -326,10 +349,12 @@ async fn three_schedulers_race_without_over_committing_even_when_one_is_killed()
             }
         })
     };
-    race(&mut g, "one", TASKS, None).await;
+    race(&mut g, "one", TASKS, &[]).await;
     let mut conflicts = 0.0;
     let mut placements = 0.0;
+    let mut shares = Vec::new();
     for port in &ports {
+        let before = placements;
         let metrics = g.scrape(*port).await;
         for line in metrics.lines() {
             let value = || {
@@ -345,8 +370,13 @@ async fn three_schedulers_race_without_over_committing_even_when_one_is_killed()
                 placements += value();
             }
         }
+        shares.push(placements - before);
     }
-    eprintln!("three schedulers: {placements} placements, {conflicts} conflicts");
+    eprintln!("three replicas: {placements} placements ({shares:?} each), {conflicts} conflicts");
+    assert!(
+        shares.iter().all(|n| *n > 0.0),
+        "every replica placed its share of the tasks: {shares:?}"
+    );
     assert_eq!(
         placements, TASKS as f64,
         "each task counted once, by the scheduler that bound it"
@@ -356,8 +386,19 @@ async fn three_schedulers_race_without_over_committing_even_when_one_is_killed()
         "the schedulers did race: no conflict was counted"
     );
 
-    // Again, with one scheduler killed once 500 tasks are bound.
-    race(&mut g, "two", TASKS, Some(("s1", 500))).await;
+    // Again, with one replica killed once 500 tasks are bound (the
+    // others take its tasks once its Lease lapses) and a new one joining
+    // at 1,000.
+    race(
+        &mut g,
+        "two",
+        TASKS,
+        &[
+            (500, Change::Kill("s1")),
+            (1000, Change::Start("s4", &LEASES)),
+        ],
+    )
+    .await;
 
     checker.abort();
     binder.abort();

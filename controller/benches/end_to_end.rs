@@ -6,11 +6,19 @@
 //! instances (objects whose `status.agentConnected` is set; no agent runs),
 //! and measures:
 //! - `"placements"`: 2,000 run-task Tasks, all created before the
-//!   schedulers start, bound by 1, 2 and 4 schedulers racing over the same
-//!   instances, with the default strategy and with `binpack(memory)` (every
-//!   scheduler then wants the same instance): placements per second from
-//!   the schedulers' start to the last binding, and the conflicts (409s)
-//!   met per placement;
+//!   schedulers start, with the default strategy and with
+//!   `binpack(memory)` (every scheduler then wants the same instance),
+//!   bound by 1, 2 and 4 schedulers in three arrangements (`"mode"`):
+//!   `race`, replicas of one name each placing every task (as before
+//!   member Leases); `share`, replicas of one name sharing the tasks
+//!   through their member Leases (`scheduler::members`); `names`,
+//!   schedulers of different names, each placing its own share of the
+//!   tasks on the same instances. Placements per second from the
+//!   schedulers' start to the last binding, the conflicts (409s) met per
+//!   placement, the reservations written again after a 409 once the same
+//!   choice was checked against the newer instance (`rechecks`), the
+//!   placements started over (`retries`), and Omega's conflict fraction:
+//!   placements started over per placement;
 //! - `"service"`: a Service of desiredCount 1,000 created with the service
 //!   and task-definition reconcilers and one scheduler running: from the
 //!   create call to each of its tasks' binding, p50, p99 and the last.
@@ -105,25 +113,62 @@ fn definition() -> Value {
         {"name": "app", "image": "bench/app:1", "essential": true}]})
 }
 
-/// Schedulers racing until `stop` is set; each counts in its own metrics.
+/// How several schedulers divide the tasks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Replicas of one name, each placing every task.
+    Race,
+    /// Replicas of one name sharing the tasks through member Leases.
+    Share,
+    /// Schedulers of different names, each with its own tasks.
+    Names,
+}
+
+impl Mode {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Race => "race",
+            Self::Share => "share",
+            Self::Names => "names",
+        }
+    }
+
+    /// The scheduler name of scheduler (or task group) `i` of `n`.
+    fn name(self, i: usize, n: usize) -> String {
+        match self {
+            Self::Names => format!("s{}", i % n),
+            Self::Race | Self::Share => "gantry".to_owned(),
+        }
+    }
+}
+
+/// Schedulers until `stop` is set; each counts in its own metrics.
 fn schedulers(
     client: &Client,
     n: usize,
+    mode: Mode,
     stop: &watch::Receiver<bool>,
-) -> Vec<(Arc<Metrics>, JoinHandle<()>)> {
+) -> Vec<(String, Arc<Metrics>, JoinHandle<()>)> {
     (0..n)
-        .map(|_| {
+        .map(|i| {
             let metrics = Arc::new(Metrics::new());
             let mut stop = stop.clone();
+            let name = mode.name(i, n);
+            let mut options = scheduler::Options::new(&name);
+            if mode == Mode::Share {
+                let mut members = scheduler::members::Options::new(NS, &format!("replica-{i}"));
+                members.duration = Duration::from_secs(10);
+                options.members = Some(members);
+            }
             let running = tokio::spawn(scheduler::run(
                 client.clone(),
-                scheduler::Options::new("gantry"),
+                options,
                 Arc::clone(&metrics),
                 async move {
                     let _ = stop.wait_for(|s| *s).await;
                 },
             ));
-            (metrics, running)
+            (name, metrics, running)
         })
         .collect()
 }
@@ -151,7 +196,7 @@ async fn bindings(client: &Client, count: usize, since: Instant) -> Vec<Duration
     times
 }
 
-async fn placements(schedulers_n: usize, strategy: &str) {
+async fn placements(schedulers_n: usize, strategy: &str, mode: Mode) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (server, client) = start(dir.path()).await;
     let tasks: Api<Task> = Api::namespaced(client.clone(), NS);
@@ -168,6 +213,7 @@ async fn placements(schedulers_n: usize, strategy: &str) {
                     "apiVersion": "gantry.dev/v1alpha1", "kind": "Task",
                     "metadata": {"name": format!("t-{i:05}")},
                     "spec": {
+                        "schedulerName": mode.name(i, schedulers_n),
                         "taskDefinition": "app", "taskDefinitionRevision": 1,
                         "placementStrategy": placement,
                         "definition": definition(),
@@ -185,22 +231,24 @@ async fn placements(schedulers_n: usize, strategy: &str) {
         .await;
     let (stop, stopped) = watch::channel(false);
     let start = Instant::now();
-    let metrics = schedulers(&client, schedulers_n, &stopped);
+    let metrics = schedulers(&client, schedulers_n, mode, &stopped);
     let times = bindings(&client, TASKS, start).await;
     let elapsed = times.last().copied().unwrap_or_default();
     let _ = stop.send(true);
     // A binding is seen before the round that wrote it has counted it.
-    let mut placed = 0;
-    let mut conflicts = 0;
-    for (metrics, running) in metrics {
+    let [mut placed, mut conflicts, mut rechecks, mut retries] = [0; 4];
+    for (name, metrics, running) in metrics {
         running.await.expect("scheduler ran");
-        let (p, c) = metrics.counts("gantry");
+        let [p, c, k, r] = metrics.counts(&name);
         placed += p;
         conflicts += c;
+        rechecks += k;
+        retries += r;
     }
     emit(&json!({
         "bench": "placements",
         "schedulers": schedulers_n,
+        "mode": mode.label(),
         "strategy": strategy,
         "instances": INSTANCES,
         "tasks": TASKS,
@@ -209,6 +257,9 @@ async fn placements(schedulers_n: usize, strategy: &str) {
         "placements_counted": placed,
         "conflicts": conflicts,
         "conflicts_per_placement": round(conflicts as f64 / placed.max(1) as f64),
+        "rechecks": rechecks,
+        "retries": retries,
+        "conflict_fraction": round(retries as f64 / placed.max(1) as f64),
     }));
     server.shutdown().await;
 }
@@ -234,7 +285,7 @@ async fn service() {
         signal(),
     ));
     tokio::spawn(controller::service::run(Arc::clone(&context), signal()));
-    let _ = schedulers(&client, 1, &stopped);
+    let _ = schedulers(&client, 1, Mode::Race, &stopped);
 
     let definitions: Api<TaskDefinition> = Api::namespaced(client.clone(), NS);
     let td: TaskDefinition = serde_json::from_value(json!({
@@ -285,12 +336,30 @@ fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
+/// `cargo bench -p controller --bench end_to_end [-- WORD]`: with a word,
+/// only the measurements whose label (`placements-share-binpack-4`,
+/// `service`) contains it.
 #[tokio::main]
 async fn main() {
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
     for strategy in ["default", "binpack"] {
-        for n in [1, 2, 4] {
-            placements(n, strategy).await;
+        for mode in [Mode::Race, Mode::Share, Mode::Names] {
+            for n in [1, 2, 4] {
+                if mode != Mode::Race && n == 1 {
+                    // One scheduler is one scheduler in every mode.
+                    continue;
+                }
+                let label = format!("placements-{}-{strategy}-{n}", mode.label());
+                if label.contains(&only) {
+                    placements(n, strategy, mode).await;
+                }
+            }
         }
     }
-    service().await;
+    if "service".contains(&only) {
+        service().await;
+    }
 }

@@ -73,6 +73,10 @@ pub struct Config {
     pub allocation_grace: Duration,
     /// How often auto scaling takes a datapoint of each metric.
     pub autoscaling_period: Duration,
+    /// The scheduler's member Lease, which shares the tasks of its name
+    /// among the replicas running it (`scheduler::members`); `None`: this
+    /// replica places every task of the name, racing any other.
+    pub scheduler_members: Option<scheduler::members::Options>,
 }
 
 impl Config {
@@ -86,6 +90,7 @@ impl Config {
             task_retention: Duration::from_secs(60 * 60),
             allocation_grace: Duration::from_secs(10),
             autoscaling_period: Duration::from_secs(60),
+            scheduler_members: Some(scheduler::members::Options::new("default", identity)),
         }
     }
 }
@@ -126,9 +131,11 @@ pub async fn run(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
+    let mut options = scheduler::Options::new(&config.scheduler_name);
+    options.members.clone_from(&config.scheduler_members);
     let scheduler = tokio::spawn(scheduler::run(
         client.clone(),
-        scheduler::Options::new(&config.scheduler_name),
+        options,
         Arc::clone(&metrics),
         signal(),
     ));

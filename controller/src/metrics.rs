@@ -41,6 +41,12 @@ pub struct Metrics {
     pub placements: Family<SchedulerLabel, Counter>,
     /// 409s met while reserving or binding, as the Omega paper counts them.
     pub conflicts: Family<SchedulerLabel, Counter>,
+    /// Reservations written again on the same instance after a 409, the
+    /// same choice checked against the newer version first.
+    pub rechecks: Family<SchedulerLabel, Counter>,
+    /// Placements started over after a failed round: the conflicts that
+    /// cost work (Omega's conflict fraction is these per placement).
+    pub retries: Family<SchedulerLabel, Counter>,
     pub unplaceable: Family<SchedulerLabel, Counter>,
     pub tasks: Family<StatusLabel, Gauge>,
     registry: Registry,
@@ -62,6 +68,8 @@ impl Metrics {
         ]);
         let placements = Family::default();
         let conflicts = Family::default();
+        let rechecks = Family::default();
+        let retries = Family::default();
         let unplaceable = Family::default();
         let tasks = Family::default();
         let mut registry = Registry::with_prefix("gantry");
@@ -91,6 +99,16 @@ impl Metrics {
             conflicts.clone(),
         );
         registry.register(
+            "placement_rechecks",
+            "Reservations written again on the same instance after a 409, per scheduler",
+            rechecks.clone(),
+        );
+        registry.register(
+            "placement_retries",
+            "Placements started over after a failed round, per scheduler",
+            retries.clone(),
+        );
+        registry.register(
             "placement_failures",
             "Placement attempts that found no instance, per scheduler",
             unplaceable.clone(),
@@ -106,6 +124,8 @@ impl Metrics {
             placement_latency,
             placements,
             conflicts,
+            rechecks,
+            retries,
             unplaceable,
             tasks,
             registry,
@@ -141,15 +161,35 @@ impl Metrics {
             .inc_by(n);
     }
 
+    pub fn rechecked(&self, scheduler: &str) {
+        self.rechecks
+            .get_or_create(&SchedulerLabel {
+                scheduler: scheduler.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn retried(&self, scheduler: &str) {
+        self.retries
+            .get_or_create(&SchedulerLabel {
+                scheduler: scheduler.to_owned(),
+            })
+            .inc();
+    }
+
+    /// One scheduler's placements, 409s, rechecks and retries.
     #[must_use]
-    pub fn counts(&self, scheduler: &str) -> (u64, u64) {
+    pub fn counts(&self, scheduler: &str) -> [u64; 4] {
         let label = SchedulerLabel {
             scheduler: scheduler.to_owned(),
         };
-        (
-            self.placements.get_or_create(&label).get(),
-            self.conflicts.get_or_create(&label).get(),
-        )
+        [
+            &self.placements,
+            &self.conflicts,
+            &self.rechecks,
+            &self.retries,
+        ]
+        .map(|family| family.get_or_create(&label).get())
     }
 
     /// The text exposition format.

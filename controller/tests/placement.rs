@@ -147,6 +147,11 @@ fn distinct_instance_keeps_one_task_of_the_group_per_instance() {
         refused.causes,
         BTreeMap::from([(Cause::DistinctInstance, 3)])
     );
+    // Nor does checking a choice again let a second one onto "b".
+    assert_eq!(
+        state.place_again("b", &t).expect_err("b runs one").causes,
+        BTreeMap::from([(Cause::DistinctInstance, 1)])
+    );
     // Another group is not constrained by web's tasks.
     t.group = "service:api".into();
     assert!(state.place(&t, &mut rng).is_ok());
@@ -342,6 +347,15 @@ fn an_instance_awaiting_its_daemons_takes_only_tasks_pinned_to_it() {
         ..task(1, 1, vec![])
     };
     assert_eq!(state.place_on("new", &daemon).expect("fits").name, "new");
+    // A choice checked again (after a 409) meets every rule place does,
+    // the room held for daemons among them.
+    assert_eq!(
+        state
+            .place_again("new", &t)
+            .expect_err("held for daemons")
+            .to_string(),
+        "1 instance: instance awaits its daemon tasks"
+    );
     // Once its daemons hold their room, anything may go.
     state.upsert_instance(instance("new", 4096, 4096, &[]));
     assert_eq!(state.place(&t, &mut rng()).expect("fits").name, "new");

@@ -110,6 +110,26 @@ impl ClusterState {
     /// [`Unplaceable`] with that instance's cause, or with no instances if
     /// it is unknown.
     pub fn place_on(&self, name: &str, task: &TaskRequest) -> Result<Placement, Unplaceable> {
+        self.check_named(name, task, true)
+    }
+
+    /// Check `task` again on the instance it was placed on, against a
+    /// newer version of that instance: every check [`Self::place`] makes
+    /// of a candidate (the strategy aside, which chose it), so a choice
+    /// that still fits can be written again rather than made anew.
+    ///
+    /// # Errors
+    /// As [`Self::place_on`].
+    pub fn place_again(&self, name: &str, task: &TaskRequest) -> Result<Placement, Unplaceable> {
+        self.check_named(name, task, false)
+    }
+
+    fn check_named(
+        &self,
+        name: &str,
+        task: &TaskRequest,
+        pinned: bool,
+    ) -> Result<Placement, Unplaceable> {
         let Some(id) = self.instance_id(name) else {
             return Err(Unplaceable {
                 instances: 0,
@@ -118,7 +138,12 @@ impl ClusterState {
         };
         let instance = self.instance(id).expect("named instances are live");
         let p = self.prepare(task);
-        match self.check_pinned(instance, &p) {
+        let checked = if pinned {
+            self.check_pinned(instance, &p)
+        } else {
+            self.check(instance, &p)
+        };
+        match checked {
             Ok(()) => Ok(Placement {
                 instance: id,
                 name: name.to_owned(),

@@ -65,6 +65,10 @@ pub struct Outcome {
     /// When the reservation succeeded: the version it was written
     /// against, and the version it produced.
     pub reserved: Option<(Option<String>, Option<String>)>,
+    /// The reservation met a newer version of the instance (409): every
+    /// task is to be retried, and [`Self::latest`] is that version, to
+    /// check the same choice against first.
+    pub outdated: bool,
 }
 
 /// Run one round on `instance` (the newest object the scheduler has).
@@ -82,6 +86,7 @@ pub async fn round(
         results: Vec::new(),
         conflicts: 0,
         reserved: None,
+        outdated: false,
     };
     let new: Vec<Allocation> = placed.iter().filter_map(|p| p.allocation.clone()).collect();
     let mut latest = instance;
@@ -98,6 +103,7 @@ pub async fn round(
             Err(e) => {
                 if is_conflict(&e) {
                     outcome.conflicts += 1;
+                    outcome.outdated = true;
                 } else {
                     tracing::warn!(instance = %name, error = %e, "reserving failed");
                 }

@@ -12,9 +12,15 @@
 //! per instance at a time (a second would carry a stale resourceVersion).
 //! Placements made while an instance's round is in flight wait for it and
 //! go out together in the next one.
+//!
+//! Replicas of one scheduler name share the tasks rather than race for
+//! them: each holds a member Lease and places only the tasks it owns by
+//! rendezvous hashing over the live replicas ([`members`]). Replicas of
+//! other names compete only for instance capacity.
 
 mod bind;
 pub mod cache;
+pub mod members;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -31,7 +37,7 @@ use crds::{
     },
 };
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::ObjectReference};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{WatchStreamExt, reflector::Store, watcher},
@@ -57,6 +63,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Tasks placed per pass of the loop.
     pub batch: usize,
+    /// This replica's member Lease, to share the tasks of its name with
+    /// the other replicas; `None` places every task of the name.
+    pub members: Option<members::Options>,
 }
 
 impl Options {
@@ -66,6 +75,7 @@ impl Options {
             name: name.to_owned(),
             concurrency: 64,
             batch: 512,
+            members: None,
         }
     }
 }
@@ -112,6 +122,11 @@ struct Scheduler {
     /// What keeps [`Self::revisions`] filled, until `run` takes it.
     revisions_feed: Option<BoxFuture<'static, ()>>,
     pending: HashMap<Key, Pending>,
+    /// Tasks of this scheduler name that another replica owns, kept to be
+    /// taken over when the replicas change.
+    others: HashMap<Key, Arc<Task>>,
+    /// The replicas of this name, when they share the tasks.
+    view: Option<members::View>,
     ready: VecDeque<Key>,
     retry: Vec<(Instant, Key)>,
     /// Instances with a round in flight, and the placements waiting for it.
@@ -128,6 +143,10 @@ impl Scheduler {
         let events = Events::new(client.clone(), &format!("scheduler/{}", options.name));
         let (revisions, feed) =
             crate::cache::cache::<TaskDefinitionRevision>(&client, watcher::Config::default());
+        let view = options
+            .members
+            .as_ref()
+            .map(|m| members::View::new(&m.identity, m.duration));
         Self {
             revisions,
             revisions_feed: Some(Box::pin(feed)),
@@ -138,6 +157,8 @@ impl Scheduler {
             clusters: HashMap::new(),
             definitions: HashMap::new(),
             pending: HashMap::new(),
+            others: HashMap::new(),
+            view,
             ready: VecDeque::new(),
             retry: Vec::new(),
             rounds: HashMap::new(),
@@ -165,6 +186,29 @@ impl Scheduler {
             .revisions_feed
             .take()
             .unwrap_or_else(|| Box::pin(std::future::pending()));
+        let membership = self
+            .options
+            .members
+            .as_ref()
+            .map(|m| members::Membership::new(self.client.clone(), &self.options.name, m));
+        let mut renewing: BoxFuture<'_, ()> = match &membership {
+            Some(m) => Box::pin(m.renew()),
+            None => Box::pin(std::future::pending()),
+        };
+        let mut leases: futures::stream::BoxStream<'static, _> = match &self.options.members {
+            Some(m) => watcher(
+                Api::<Lease>::namespaced(self.client.clone(), &m.namespace),
+                watcher::Config::default().labels(&format!(
+                    "{}={}",
+                    members::SCHEDULER_LABEL,
+                    self.options.name
+                )),
+            )
+            .default_backoff()
+            .boxed(),
+            None => futures::stream::pending().boxed(),
+        };
+        let mut relist_leases: Option<Vec<Lease>> = None;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut rounds: FuturesUnordered<Round> = FuturesUnordered::new();
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -215,6 +259,7 @@ impl Scheduler {
                     Ok(watcher::Event::InitDone) => {
                         if let Some(seen) = relist_tasks.take() {
                             self.pending.retain(|k, p| p.busy || seen.contains(k));
+                            self.others.retain(|k, _| seen.contains(k));
                         }
                         synced[1] = true;
                     }
@@ -227,6 +272,7 @@ impl Scheduler {
                         if self.pending.get(&key).is_some_and(|p| !p.busy) {
                             self.pending.remove(&key);
                         }
+                        self.others.remove(&key);
                     }
                     Err(e) => tracing::warn!(error = %e, "watching tasks"),
                 },
@@ -251,9 +297,37 @@ impl Scheduler {
                     Err(e) => tracing::warn!(error = %e, "watching task definitions"),
                 },
                 () = &mut revisions => {}
-                _ = tick.tick() => self.wake(),
+                () = &mut renewing => {}
+                Some(event) = leases.next() => {
+                    let now = Instant::now();
+                    match (event, self.view.as_mut()) {
+                        (Ok(watcher::Event::Init), _) => relist_leases = Some(Vec::new()),
+                        (Ok(watcher::Event::InitApply(lease)), Some(view)) => {
+                            view.observe(&lease, now);
+                            if let Some(seen) = &mut relist_leases {
+                                seen.push(lease);
+                            }
+                        }
+                        (Ok(watcher::Event::InitDone), Some(view)) => {
+                            if let Some(seen) = relist_leases.take() {
+                                view.keep_only(&seen);
+                            }
+                        }
+                        (Ok(watcher::Event::Apply(lease)), Some(view)) => view.observe(&lease, now),
+                        (Ok(watcher::Event::Delete(lease)), Some(view)) => view.forget(&lease),
+                        (Err(e), _) => tracing::warn!(error = %e, "watching scheduler member Leases"),
+                        _ => {}
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.view.as_mut().is_some_and(|v| v.refresh(Instant::now())) {
+                        self.reassign();
+                    }
+                    self.wake();
+                }
             }
-            if synced.iter().all(|s| *s) {
+            let now = Instant::now();
+            if synced.iter().all(|s| *s) && self.view.as_ref().is_none_or(|v| v.ready(now)) {
                 self.dispatch(&mut rounds);
             }
         }
@@ -261,6 +335,10 @@ impl Scheduler {
         // collector exists for, but there is no need to leave one.
         while let Some(outcome) = rounds.next().await {
             self.finish(outcome, &mut FuturesUnordered::new());
+        }
+        drop(renewing);
+        if let Some(membership) = &membership {
+            membership.leave().await;
         }
         tracing::info!("scheduler stopped");
     }
@@ -288,18 +366,30 @@ impl Scheduler {
         {
             self.cluster(&task).stopping(&uid);
         }
-        if !self.wants(&task) {
+        let task = Arc::new(task);
+        let wanted = self.wants(&task);
+        if !wanted || !self.owns(&task) {
             match self.pending.get_mut(&key) {
                 // In a round: keep the news, so a retry sees it is done.
-                Some(p) if p.busy => p.task = Arc::new(task),
+                Some(p) if p.busy => p.task = Arc::clone(&task),
                 Some(_) => {
                     self.pending.remove(&key);
                 }
                 None => {}
             }
+            if wanted {
+                self.others.insert(key, task);
+            } else {
+                self.others.remove(&key);
+            }
             return;
         }
-        let task = Arc::new(task);
+        self.others.remove(&key);
+        self.enqueue(key, task);
+    }
+
+    /// Queue a task this replica places (or refresh the one queued).
+    fn enqueue(&mut self, key: Key, task: Arc<Task>) {
         match self.pending.get_mut(&key) {
             Some(p) if p.task.uid() == task.uid() => p.task = task,
             _ => {
@@ -315,6 +405,44 @@ impl Scheduler {
                     },
                 );
                 self.ready.push_back(key);
+            }
+        }
+    }
+
+    /// Whether this replica, rather than another of its name, places the
+    /// task.
+    fn owns(&self, task: &Task) -> bool {
+        self.view
+            .as_ref()
+            .is_none_or(|v| v.owns(task.metadata.uid.as_deref().unwrap_or_default()))
+    }
+
+    /// The replicas changed: take the tasks now owned here, hand back
+    /// those now another's (unless in a round, which finishes first).
+    fn reassign(&mut self) {
+        if let Some(view) = &self.view {
+            tracing::info!(replicas = ?view.live(), "scheduler replicas changed");
+        }
+        let taken: Vec<Key> = self
+            .others
+            .iter()
+            .filter(|(_, task)| self.owns(task))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in taken {
+            if let Some(task) = self.others.remove(&key) {
+                self.enqueue(key, task);
+            }
+        }
+        let given: Vec<Key> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| !p.busy && !self.owns(&p.task))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in given {
+            if let Some(p) = self.pending.remove(&key) {
+                self.others.insert(key, p.task);
             }
         }
     }
@@ -416,14 +544,22 @@ impl Scheduler {
             }
             return;
         };
-        // A choice made against another version of the instance is made
-        // again: writing it against this one could over-commit.
+        // A choice made against another version of the instance is
+        // checked again against this one (writing it unchecked could
+        // over-commit); one that no longer fits is made anew.
         let current = instance.resource_version();
-        let (placements, stale): (Vec<_>, Vec<_>) = placements
+        let (mut placements, stale): (Vec<_>, Vec<_>) = placements
             .into_iter()
             .partition(|p| p.allocation.is_none() || p.basis == current);
         for p in &stale {
-            self.undo(&namespace, &name, p);
+            if let Some(cluster) = self.clusters.get_mut(&namespace) {
+                cluster.settle(&name, &p.task.uid().unwrap_or_default());
+            }
+            let key = key_of(p.task.as_ref());
+            match self.recheck(&key, &name) {
+                Some(placed) => placements.push(placed),
+                None => self.again(&key),
+            }
         }
         if placements.is_empty() {
             return;
@@ -438,6 +574,16 @@ impl Scheduler {
 
     /// Choose an instance for a task and hold its reservation in the cache.
     fn place(&mut self, task: &Task) -> Result<(String, bind::Placed), NotPlaced> {
+        self.place_where(task, None)
+    }
+
+    /// [`Self::place`], on `on` only when given: the same choice checked
+    /// again against a newer version of the instance.
+    fn place_where(
+        &mut self,
+        task: &Task,
+        on: Option<&str>,
+    ) -> Result<(String, bind::Placed), NotPlaced> {
         let namespace = task.namespace().unwrap_or_default();
         let uid = task.uid().unwrap_or_default();
         let (definition, snapshot) = self.definition(task)?;
@@ -459,9 +605,10 @@ impl Scheduler {
                 },
             ));
         }
-        let placement = match &request.pinned {
-            Some(instance) => cluster.state.place_on(instance, &request.task),
-            None => cluster.state.place(&request.task, &mut self.rng),
+        let placement = match (&request.pinned, on) {
+            (Some(instance), _) => cluster.state.place_on(instance, &request.task),
+            (None, Some(instance)) => cluster.state.place_again(instance, &request.task),
+            (None, None) => cluster.state.place(&request.task, &mut self.rng),
         }
         .map_err(|unplaceable| match &task.spec.container_instance {
             Some(instance) => NotPlaced::Refused {
@@ -551,7 +698,15 @@ impl Scheduler {
             self.pending.remove(key);
             return;
         }
+        if self.pending.get(key).is_some_and(|p| !self.owns(&p.task)) {
+            // Another replica's since the round started.
+            if let Some(p) = self.pending.remove(key) {
+                self.others.insert(key.clone(), p.task);
+            }
+            return;
+        }
         if let Some(p) = self.pending.get_mut(key) {
+            self.metrics.retried(&self.options.name);
             p.busy = false;
             p.attempts += 1;
             let jitter = self
@@ -576,8 +731,19 @@ impl Scheduler {
         for (task, _) in &outcome.results {
             cluster.settle(&outcome.instance, &task.uid().unwrap_or_default());
         }
+        let mut rechecked = Vec::new();
         for (task, result) in outcome.results {
             let key = key_of(task.as_ref());
+            if outcome.outdated && result == bind::Result::Retry {
+                // The instance changed under the reservation: if the same
+                // choice still fits the version just read, write it again
+                // against that version; only if not, place anew.
+                match self.recheck(&key, &outcome.instance) {
+                    Some(placed) => rechecked.push(placed),
+                    None => self.again(&key),
+                }
+                continue;
+            }
             match result {
                 bind::Result::Bound => {
                     if let Some(p) = self.pending.remove(&key) {
@@ -591,6 +757,7 @@ impl Scheduler {
             }
         }
         let mut waiting = self.rounds.remove(&instance_key).unwrap_or_default();
+        waiting.extend(rechecked);
         // Choices made against the version this round wrote over stand on
         // what it wrote: they carry over to the version its write produced
         // (and only to that one: any later change is someone else's).
@@ -604,6 +771,20 @@ impl Scheduler {
         if !waiting.is_empty() {
             self.start_round(instance_key, waiting, rounds);
         }
+    }
+
+    /// The same instance for a task whose reservation met a newer version
+    /// of it, if the task still fits there by every rule; the placement,
+    /// held in the cache.
+    fn recheck(&mut self, key: &Key, instance: &str) -> Option<bind::Placed> {
+        let p = self.pending.get(key)?;
+        if !self.wants(&p.task) || !self.owns(&p.task) {
+            return None;
+        }
+        let task = Arc::clone(&p.task);
+        let (_, placed) = self.place_where(&task, Some(instance)).ok()?;
+        self.metrics.rechecked(&self.options.name);
+        Some(placed)
     }
 
     /// Park a task nothing can take; say why on it and its owner, once per
