@@ -2361,7 +2361,9 @@ async fn daemons_go_first_on_a_new_instance_and_preempt_replicas_only_when_allow
     g.controller("controller", &[]);
     g.instances_connected(ns, 1).await;
     // a fills up: logs (256) and three of web's six tasks (256 each);
-    // three wait for room. api has none to lose.
+    // three wait for room. api has none to lose. a was schedulable
+    // before logs existed, so it holds no room for it: logs goes first
+    // here only because it is applied first.
     g.apply(
         ns,
         &[
@@ -2369,6 +2371,16 @@ async fn daemons_go_first_on_a_new_instance_and_preempt_replicas_only_when_allow
             service("api", "api", 0, json!({})),
             sized("logs", 256),
             daemon("logs"),
+        ],
+    )
+    .await;
+    g.service_until(ns, "logs", "running on a", |s| {
+        s.status.as_ref().is_some_and(|st| st.running_count == 1)
+    })
+    .await;
+    g.apply(
+        ns,
+        &[
             sized("web", 256),
             service("web", "web", 6, json!({"minimumHealthyPercent": 50})),
         ],
