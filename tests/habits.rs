@@ -580,6 +580,27 @@ fn patches_built_in_kinds_strategically(kubectl: &Cli, dir: &Path) {
         );
         kubectl.ok(&["apply", "-f", &path]);
     }
+    // A selector that does not select the template's pods is refused,
+    // as kube-apiserver refuses it, and nothing is stored.
+    let stray = write(
+        "stray.json",
+        deployment("stray", "web:1", &[]).replacen(
+            r#""labels": {"app": "stray"}"#,
+            r#""labels": {"app": "other"}"#,
+            1,
+        ),
+    );
+    let refused = kubectl.fails(&["apply", "-f", &stray]);
+    assert!(
+        refused.contains("spec.template.metadata.labels")
+            && refused.contains("`selector` does not match template `labels`"),
+        "{refused}"
+    );
+    assert!(
+        kubectl
+            .fails(&["get", "deployment", "stray"])
+            .contains("NotFound")
+    );
     // A second client-side apply: image changed, B removed, C added.
     let changed = write(
         "web-2.json",

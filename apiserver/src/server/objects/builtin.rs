@@ -88,8 +88,14 @@ pub(super) fn check_type(resource: &Resource, object: &Value) -> Result<(), Fiel
         ("", "services") => decodes::<Service>(object),
         ("", "events") => decodes::<Event>(object),
         ("coordination.k8s.io", "leases") => decodes::<Lease>(object),
-        ("apps", "deployments") => decodes::<Deployment>(object),
-        ("apps", "daemonsets") => decodes::<DaemonSet>(object),
+        ("apps", "deployments") => {
+            decodes::<Deployment>(object)?;
+            selects_its_template(object, "deployment")
+        }
+        ("apps", "daemonsets") => {
+            decodes::<DaemonSet>(object)?;
+            selects_its_template(object, "daemonset")
+        }
         ("discovery.k8s.io", "endpointslices") => decodes::<EndpointSlice>(object),
         ("rbac.authorization.k8s.io", "roles") => decodes::<Role>(object),
         ("rbac.authorization.k8s.io", "rolebindings") => decodes::<RoleBinding>(object),
@@ -110,6 +116,56 @@ fn required(resource: &Resource) -> &'static [&'static str] {
         ("discovery.k8s.io", "endpointslices") => &["addressType", "endpoints"],
         _ => &[],
     }
+}
+
+/// A workload's selector must select its own pods, as kube-apiserver's
+/// validation has it: not empty, and matching the template's labels.
+fn selects_its_template(object: &Value, kind: &str) -> Result<(), FieldError> {
+    let selector = object.pointer("/spec/selector").unwrap_or(&Value::Null);
+    let labels = object
+        .pointer("/spec/template/metadata/labels")
+        .and_then(Value::as_object);
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+    let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+    if match_labels.is_none_or(serde_json::Map::is_empty) && expressions.is_none_or(Vec::is_empty) {
+        return Err(FieldError {
+            field: "spec.selector".into(),
+            kind: FieldErrorKind::Invalid,
+            value: Some(selector.clone()),
+            detail: format!("empty selector is invalid for {kind}"),
+        });
+    }
+    let by_label = match_labels
+        .into_iter()
+        .flatten()
+        .all(|(key, value)| label(key) == value.as_str());
+    let by_expression = expressions.into_iter().flatten().all(|e| {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        match e.get("operator").and_then(Value::as_str) {
+            Some("In") => label(key).is_some_and(|v| values.contains(&v)),
+            Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
+            Some("Exists") => label(key).is_some(),
+            Some("DoesNotExist") => label(key).is_none(),
+            _ => false,
+        }
+    });
+    if by_label && by_expression {
+        return Ok(());
+    }
+    Err(FieldError {
+        field: "spec.template.metadata.labels".into(),
+        kind: FieldErrorKind::Invalid,
+        value: labels.map(|l| Value::Object(l.clone())),
+        detail: "`selector` does not match template `labels`".into(),
+    })
 }
 
 /// Whether the object decodes as `T`; where not, the field and why. (The
@@ -261,6 +317,37 @@ mod tests {
         assert_eq!(
             (field.as_str(), kind),
             ("spec.selector", FieldErrorKind::Required)
+        );
+        let selected = |selector: Value, labels: Value| {
+            check(
+                &deployments,
+                json!({"metadata": {"name": "d"}, "spec": {"selector": selector,
+                    "template": {"metadata": {"labels": labels}, "spec": {"containers": []}}}}),
+            )
+            .map_err(|e| (e.0, e.2))
+        };
+        assert_eq!(
+            selected(
+                json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+                    {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                    {"key": "canary", "operator": "DoesNotExist"}]}),
+                json!({"app": "web", "tier": "b", "team": "x"})
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            selected(
+                json!({"matchLabels": {"app": "web"}}),
+                json!({"app": "api"})
+            ),
+            Err((
+                "spec.template.metadata.labels".into(),
+                "`selector` does not match template `labels`".into()
+            ))
+        );
+        assert_eq!(
+            selected(json!({}), json!({"app": "web"})).map_err(|e| e.0),
+            Err("spec.selector".to_owned())
         );
         let role_binding = builtin("rbac.authorization.k8s.io", "rolebindings");
         assert_eq!(
