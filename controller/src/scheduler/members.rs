@@ -91,6 +91,11 @@ pub struct View {
     /// came back through the watch, by when the Leases of replicas that
     /// started with it have too. Until then it would own every task.
     ready_at: Option<Instant>,
+    /// When it started: one that cannot see its Lease (no right to write
+    /// or watch Leases) places anyway after a Lease's duration, racing
+    /// the others as schedulers did before member Leases, rather than
+    /// never.
+    started: Instant,
 }
 
 /// How long after its own Lease is seen a replica waits for those of
@@ -99,8 +104,9 @@ const SETTLE: Duration = Duration::from_millis(250);
 
 impl View {
     #[must_use]
-    pub fn new(me: &str, duration: Duration) -> Self {
+    pub fn new(me: &str, duration: Duration, now: Instant) -> Self {
         Self {
+            started: now,
             me: me.to_owned(),
             duration,
             seen: HashMap::new(),
@@ -160,6 +166,7 @@ impl View {
     #[must_use]
     pub fn ready(&self, now: Instant) -> bool {
         self.ready_at.is_some_and(|at| now >= at)
+            || now.duration_since(self.started) >= self.duration
     }
 
     #[must_use]
@@ -309,8 +316,9 @@ mod tests {
     fn a_member_is_live_while_its_lease_changes_and_gone_once_deleted() {
         let start = Instant::now();
         let later = |s| start + Duration::from_secs(s);
-        let mut view = View::new("b", Duration::from_secs(10));
+        let mut view = View::new("b", Duration::from_secs(10), start);
         assert!(!view.ready(later(5)), "not before its own Lease is seen");
+        assert!(view.ready(later(10)), "nor never, if it cannot see it");
         view.observe(&lease("b", "1"), start);
         assert!(!view.ready(start) && view.ready(start + SETTLE));
         view.observe(&lease("a", "1"), start);

@@ -146,7 +146,7 @@ impl Scheduler {
         let view = options
             .members
             .as_ref()
-            .map(|m| members::View::new(&m.identity, m.duration));
+            .map(|m| members::View::new(&m.identity, m.duration, Instant::now()));
         Self {
             revisions,
             revisions_feed: Some(Box::pin(feed)),
