@@ -782,7 +782,13 @@ impl Scheduler {
             return None;
         }
         let task = Arc::clone(&p.task);
-        let (_, placed) = self.place_where(&task, Some(instance)).ok()?;
+        let (on, placed) = self.place_where(&task, Some(instance)).ok()?;
+        if on != instance {
+            // Reserved elsewhere meanwhile (by a round of another
+            // scheduler): nothing is held here, and placing anew binds it
+            // where its reservation is.
+            return None;
+        }
         self.metrics.rechecked(&self.options.name);
         Some(placed)
     }
