@@ -33,21 +33,31 @@ pub struct Claims {
     pub expires: i64,
 }
 
+/// What the username of a ServiceAccount starts with; then
+/// `NAMESPACE:NAME`.
+pub const USERNAME_PREFIX: &str = "system:serviceaccount:";
+
+/// The groups Kubernetes gives the ServiceAccounts of `namespace`.
+#[must_use]
+pub fn groups(namespace: &str) -> Vec<String> {
+    vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated".to_owned(),
+    ]
+}
+
 impl Claims {
     /// The username Kubernetes gives a ServiceAccount.
     #[must_use]
     pub fn username(&self) -> String {
-        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+        format!("{USERNAME_PREFIX}{}:{}", self.namespace, self.name)
     }
 
     /// Its groups, as Kubernetes gives them.
     #[must_use]
     pub fn groups(&self) -> Vec<String> {
-        vec![
-            "system:serviceaccounts".to_owned(),
-            format!("system:serviceaccounts:{}", self.namespace),
-            "system:authenticated".to_owned(),
-        ]
+        groups(&self.namespace)
     }
 }
 

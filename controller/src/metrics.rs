@@ -145,36 +145,20 @@ impl Metrics {
     }
 
     pub fn placed(&self, scheduler: &str, latency: Duration) {
-        self.placements
-            .get_or_create(&SchedulerLabel {
-                scheduler: scheduler.to_owned(),
-            })
-            .inc();
+        count(&self.placements, scheduler, 1);
         self.placement_latency.observe(latency.as_secs_f64());
     }
 
     pub fn conflict(&self, scheduler: &str, n: u64) {
-        self.conflicts
-            .get_or_create(&SchedulerLabel {
-                scheduler: scheduler.to_owned(),
-            })
-            .inc_by(n);
+        count(&self.conflicts, scheduler, n);
     }
 
     pub fn rechecked(&self, scheduler: &str) {
-        self.rechecks
-            .get_or_create(&SchedulerLabel {
-                scheduler: scheduler.to_owned(),
-            })
-            .inc();
+        count(&self.rechecks, scheduler, 1);
     }
 
     pub fn retried(&self, scheduler: &str) {
-        self.retries
-            .get_or_create(&SchedulerLabel {
-                scheduler: scheduler.to_owned(),
-            })
-            .inc();
+        count(&self.retries, scheduler, 1);
     }
 
     /// One scheduler's placements, 409s, rechecks and retries.
@@ -199,6 +183,15 @@ impl Metrics {
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// Add `n` to one scheduler's counter of `family`.
+fn count(family: &Family<SchedulerLabel, Counter>, scheduler: &str, n: u64) {
+    family
+        .get_or_create(&SchedulerLabel {
+            scheduler: scheduler.to_owned(),
+        })
+        .inc_by(n);
 }
 
 #[cfg(test)]

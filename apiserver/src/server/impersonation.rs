@@ -18,13 +18,12 @@ use super::{
     access::{Attributes, Bindings, Decision, Identity},
     status::ApiError,
 };
+use crate::service_account_token;
 
 const USER: &str = "impersonate-user";
 const GROUP: &str = "impersonate-group";
 const UID: &str = "impersonate-uid";
 const EXTRA: &str = "impersonate-extra-";
-
-const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 
 /// A user known by name, groups and perhaps ServiceAccount only: one
 /// impersonated, or named by a SubjectAccessReview.
@@ -38,7 +37,9 @@ pub(crate) struct User {
 
 /// `system:serviceaccount:NS:NAME` as `(NS, NAME)`.
 fn service_account_of(user: &str) -> Option<(String, String)> {
-    let (namespace, name) = user.strip_prefix(SERVICE_ACCOUNT_PREFIX)?.split_once(':')?;
+    let (namespace, name) = user
+        .strip_prefix(service_account_token::USERNAME_PREFIX)?
+        .split_once(':')?;
     (!namespace.is_empty() && !name.is_empty() && !name.contains(':'))
         .then(|| (namespace.to_owned(), name.to_owned()))
 }
@@ -47,20 +48,17 @@ fn service_account_of(user: &str) -> Option<(String, String)> {
 /// groups gets its own; every user but `system:anonymous` is in
 /// `system:authenticated`.
 pub(crate) fn user(name: &str, mut groups: Vec<String>) -> Identity {
-    match name {
-        "gantry:admin" => return Identity::Admin,
-        "gantry:read-only" => return Identity::ReadOnly,
-        "gantry:controller" => return Identity::Controller,
-        _ => {}
+    if let Some(fixed) = [Identity::Admin, Identity::ReadOnly, Identity::Controller]
+        .into_iter()
+        .find(|fixed| fixed.username() == name)
+    {
+        return fixed;
     }
     let service_account = service_account_of(name);
     if let Some((namespace, _)) = &service_account
         && groups.is_empty()
     {
-        groups = vec![
-            "system:serviceaccounts".to_owned(),
-            format!("system:serviceaccounts:{namespace}"),
-        ];
+        groups = service_account_token::groups(namespace);
     }
     if name != "system:anonymous" && !groups.iter().any(|g| g == "system:authenticated") {
         groups.push("system:authenticated".to_owned());

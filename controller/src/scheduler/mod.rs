@@ -555,11 +555,7 @@ impl Scheduler {
             if let Some(cluster) = self.clusters.get_mut(&namespace) {
                 cluster.settle(&name, &p.task.uid().unwrap_or_default());
             }
-            let key = key_of(p.task.as_ref());
-            match self.recheck(&key, &name) {
-                Some(placed) => placements.push(placed),
-                None => self.again(&key),
-            }
+            placements.extend(self.recheck_or_again(&key_of(p.task.as_ref()), &name));
         }
         if placements.is_empty() {
             return;
@@ -738,10 +734,7 @@ impl Scheduler {
                 // The instance changed under the reservation: if the same
                 // choice still fits the version just read, write it again
                 // against that version; only if not, place anew.
-                match self.recheck(&key, &outcome.instance) {
-                    Some(placed) => rechecked.push(placed),
-                    None => self.again(&key),
-                }
+                rechecked.extend(self.recheck_or_again(&key, &outcome.instance));
                 continue;
             }
             match result {
@@ -771,6 +764,15 @@ impl Scheduler {
         if !waiting.is_empty() {
             self.start_round(instance_key, waiting, rounds);
         }
+    }
+
+    /// [`Self::recheck`], or else the task placed anew later.
+    fn recheck_or_again(&mut self, key: &Key, instance: &str) -> Option<bind::Placed> {
+        let placed = self.recheck(key, instance);
+        if placed.is_none() {
+            self.again(key);
+        }
+        placed
     }
 
     /// The same instance for a task whose reservation met a newer version
