@@ -12,6 +12,15 @@
 //! `spread_az` (spread over `ecs.availability-zone`) and `member_of`
 //! (`attribute:ecs.instance-type =~ t2.*`, random). Throughput is counted
 //! in tasks. Only the placements are timed; they are released afterwards.
+//!
+//! Three more ids, in `placement` and `placement_naive` only, time the
+//! paths whose cost once grew with the cluster (docs/placement.md, "Why it
+//! stays fast"), each for a task of the group that already runs on every
+//! instance: `spread_instance` (ECS's service default, spread over zones
+//! then instances), `binpack_spread` (binpack on CPU then spread over
+//! instances, for a task that reserves no CPU, so that the instances tied
+//! on the least remaining CPU stay tied) and `unplaceable`
+//! (a task no instance has the memory for, explained per cause).
 
 use std::{
     collections::BTreeMap,
@@ -67,7 +76,7 @@ fn cluster(instances: usize) -> ClusterState {
                     cpu: (f64::from(CPU) * load) as u32,
                     memory: (f64::from(MEMORY) * load) as u32,
                     ports: vec![],
-                    group: "service:background".into(),
+                    group: BACKGROUND.into(),
                     family: "background".into(),
                 },
             )
@@ -76,7 +85,47 @@ fn cluster(instances: usize) -> ClusterState {
     state
 }
 
+/// The group every instance of [`cluster`] runs one task of.
+const BACKGROUND: &str = "service:background";
+
+/// The strategies that every size runs in every group.
+const EVERY_GROUP: [&str; 3] = ["binpack", "spread_az", "member_of"];
+
+/// The strategies timed in `placement` and `placement_naive` only.
+const GROWING_ONCE: [&str; 3] = ["spread_instance", "binpack_spread", "unplaceable"];
+
 fn task(strategy: &str) -> TaskRequest {
+    let background = |strategy| TaskRequest {
+        cpu: 1,
+        memory: 4,
+        ports: vec![],
+        group: BACKGROUND.into(),
+        family: "background".into(),
+        constraints: vec![],
+        strategy,
+    };
+    match strategy {
+        "spread_instance" => return background(Strategy::service_default()),
+        // No CPU reserved, as many ECS tasks ask: placing one leaves every
+        // tie on the least remaining CPU tied, so each placement meets
+        // them all.
+        "binpack_spread" => {
+            return TaskRequest {
+                cpu: 0,
+                ..background(vec![
+                    Strategy::Binpack(BinpackField::Cpu),
+                    Strategy::Spread(SpreadField::Instance),
+                ])
+            };
+        }
+        "unplaceable" => {
+            return TaskRequest {
+                memory: MEMORY / 2,
+                ..background(Strategy::run_task_default())
+            };
+        }
+        _ => {}
+    }
     let (strategy, constraints) = match strategy {
         "binpack" => (vec![Strategy::Binpack(BinpackField::Memory)], vec![]),
         "spread_az" => (
@@ -131,20 +180,35 @@ fn run(
 }
 
 fn engine(state: &mut ClusterState, id: &str, task: &TaskRequest, rng: &mut SmallRng) {
-    black_box(state.place_and_allocate(id, task, rng).expect("fits"));
+    let placed = state.place_and_allocate(id, task, rng);
+    black_box(placed.expect("fits"));
 }
 
 fn naive(state: &mut ClusterState, id: &str, task: &TaskRequest, _: &mut SmallRng) {
     black_box(reference::place_and_allocate(state, id, task).expect("fits"));
 }
 
+fn engine_refused(state: &mut ClusterState, _: &str, task: &TaskRequest, rng: &mut SmallRng) {
+    black_box(state.place(task, rng).expect_err("fits nowhere"));
+}
+
+fn naive_refused(state: &mut ClusterState, _: &str, task: &TaskRequest, _: &mut SmallRng) {
+    black_box(reference::rank_all(state, task).expect_err("fits nowhere"));
+}
+
 fn placement(c: &mut Criterion) {
     let clusters: Vec<(usize, ClusterState)> = SIZES.iter().map(|&n| (n, cluster(n))).collect();
     let mut clusters = clusters;
-    for (group_name, tasks, place) in [
-        ("placement", 100, engine as fn(&mut _, &str, &_, &mut _)),
-        ("placement_batch", 10_000, engine),
-        ("placement_naive", 100, naive),
+    type Place = fn(&mut ClusterState, &str, &TaskRequest, &mut SmallRng);
+    for (group_name, tasks, place, refused) in [
+        (
+            "placement",
+            100,
+            engine as Place,
+            Some(engine_refused as Place),
+        ),
+        ("placement_batch", 10_000, engine, None),
+        ("placement_naive", 100, naive, Some(naive_refused)),
     ] {
         let mut group = c.benchmark_group(group_name);
         group
@@ -152,8 +216,13 @@ fn placement(c: &mut Criterion) {
             .warm_up_time(Duration::from_millis(500))
             .measurement_time(Duration::from_secs(2))
             .throughput(Throughput::Elements(tasks as u64));
-        for strategy in ["binpack", "spread_az", "member_of"] {
+        let growing = refused.map_or(&[][..], |_| &GROWING_ONCE[..]);
+        for &strategy in EVERY_GROUP.iter().chain(growing) {
             let t = task(strategy);
+            let place = match (strategy, refused) {
+                ("unplaceable", Some(refused)) => refused,
+                _ => place,
+            };
             for (size, state) in &mut clusters {
                 group.bench_function(BenchmarkId::new(strategy, *size), |b| {
                     b.iter_custom(|iters| run(state, &t, tasks, iters, place));

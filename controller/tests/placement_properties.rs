@@ -132,6 +132,10 @@ fn arb_task() -> impl Generator<Value = TaskRequest> {
 #[derive(Clone, Debug)]
 enum Op {
     Place(TaskRequest),
+    /// Place the n-th task asked for before (modulo how many), as a
+    /// service asks for its tasks one after another: an unplaceable one is
+    /// refused from memory, which must still agree with the reference.
+    Again(usize),
     /// Release the n-th live task (modulo how many there are).
     Release(usize),
     /// Flip an instance's draining or connected flag.
@@ -144,6 +148,7 @@ enum Op {
 fn arb_op() -> impl Generator<Value = Op> {
     prop_oneof![
         6 => arb_task().prop_map(Op::Place),
+        3 => any::<usize>().prop_map(Op::Again),
         2 => any::<usize>().prop_map(Op::Release),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(instance, drain)| Op::Flip { instance, drain }),
     ]
@@ -200,9 +205,15 @@ proptest! {
             specs.push(spec);
         }
         let mut live: Vec<String> = Vec::new();
+        let mut asked: Vec<TaskRequest> = Vec::new();
         for (n, op) in ops.into_iter().enumerate() {
+            let op = match op {
+                Op::Again(k) if !asked.is_empty() => Op::Place(asked[k % asked.len()].clone()),
+                op => op,
+            };
             match op {
                 Op::Place(task) => {
+                    asked.push(task.clone());
                     let expected = reference::rank_all(&state, &task);
                     match (state.place(&task, &mut rng), expected) {
                         (Ok(placed), Ok(ranked)) => {
@@ -241,7 +252,7 @@ proptest! {
                     if drain { spec.draining = !spec.draining } else { spec.connected = !spec.connected }
                     state.upsert_instance(spec.clone());
                 }
-                Op::Flip { .. } => {}
+                Op::Flip { .. } | Op::Again(_) => {}
             }
             assert_invariants(&state, &reserved);
         }

@@ -6,13 +6,17 @@
 //! `ClusterState::key`). The search narrows a candidate set strategy by
 //! strategy: `spread` over an attribute visits the classes whose value has
 //! the fewest tasks of the group first; `spread` over instances tries the
-//! instances without such a task first; `binpack` walks the classes'
-//! capacity indexes upward from what the task needs; `random` (and the end
-//! of the chain) samples. Ties left at the end are broken arbitrarily.
+//! instances without such a task first, then walks the classes' group
+//! indexes from the fewest; `binpack` walks the classes' capacity indexes
+//! upward from what the task needs, gathering ties for the rest of the
+//! chain until one reaches the lowest rank the rest can give; `random`
+//! (and the end of the chain) samples. Ties left at the end are broken
+//! arbitrarily. A task that fits nowhere is remembered with its reasons
+//! (`ClusterState::remember_refusal`), so its like is refused at once.
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap, HashSet},
+    collections::{BTreeMap, BinaryHeap, btree_set},
 };
 
 use rand::{Rng, RngExt};
@@ -48,6 +52,9 @@ impl ClusterState {
         task: &TaskRequest,
         rng: &mut impl Rng,
     ) -> Result<Placement, Unplaceable> {
+        if let Some(why) = self.refusal(task) {
+            return Err(why.clone());
+        }
         if task
             .strategy
             .contains(&Strategy::Binpack(BinpackField::Cpu))
@@ -83,7 +90,11 @@ impl ClusterState {
                     .expect("placed on a live instance")
                     .to_owned(),
             }),
-            None => Err(self.explain(&p)),
+            None => {
+                let why = self.explain(&p);
+                self.remember_refusal(task, &why);
+                Err(why)
+            }
         }
     }
 
@@ -236,31 +247,114 @@ impl ClusterState {
                     fresh_only,
                 },
             ) => {
-                let fresh = Candidates::Classes {
-                    classes: classes.clone(),
-                    fresh_only: true,
-                };
-                if let Some(found) = self.best(fresh, rest, p, rng) {
-                    return Some(found);
+                let fresh: Vec<ClassId> = classes
+                    .iter()
+                    .copied()
+                    .filter(|c| self.classes[*c].has_fresh(p.group))
+                    .collect();
+                if !fresh.is_empty() {
+                    let fresh = Candidates::Classes {
+                        classes: fresh,
+                        fresh_only: true,
+                    };
+                    if let Some(found) = self.best(fresh, rest, p, rng) {
+                        return Some(found);
+                    }
                 }
                 if fresh_only {
                     return None;
                 }
-                // Every candidate runs a task of the group: fewest first.
-                let members = p.group.and_then(|g| self.group_members.get(&g))?;
-                let classes: HashSet<ClassId> = classes.into_iter().collect();
-                let mut levels: BTreeMap<u32, Vec<InstanceId>> = BTreeMap::new();
-                for (id, count) in members {
-                    let instance = self.instance(*id).expect("members are live");
-                    if instance.schedulable() && classes.contains(&instance.class) {
-                        levels.entry(*count).or_default().push(*id);
-                    }
-                }
-                levels
-                    .into_values()
-                    .find_map(|ids| self.best(Candidates::List(ids), rest, p, rng))
+                self.fewest_of_group(&classes, rest, p, rng)
             }
         }
+    }
+
+    /// Every candidate runs a task of the group: the fitting ones with the
+    /// fewest, from the classes' group indexes in order. The rest of the
+    /// chain ranks that level; with nothing left to rank, one of its first
+    /// few is as good as any.
+    fn fewest_of_group(
+        &self,
+        classes: &[ClassId],
+        rest: &[Strategy],
+        p: &Prepared<'_>,
+        rng: &mut impl Rng,
+    ) -> Option<InstanceId> {
+        let group = p.group?;
+        let by_count = Merged::new(
+            classes
+                .iter()
+                .filter_map(|c| self.classes[*c].by_group.get(&group))
+                .map(|members| members.range(..))
+                .collect(),
+        );
+        let rest_ranks = ranks(rest);
+        let mut level = None;
+        let mut found = Vec::new();
+        for (count, id) in by_count {
+            if level.is_some_and(|level| count != level) {
+                break;
+            }
+            if !self.fits(id, false, p) {
+                continue;
+            }
+            level = Some(count);
+            found.push(id);
+            if !rest_ranks && found.len() == SAMPLES {
+                break;
+            }
+        }
+        if found.is_empty() {
+            None
+        } else if rest_ranks {
+            self.best(Candidates::List(found), rest, p, rng)
+        } else {
+            Some(found[rng.random_range(0..found.len())])
+        }
+    }
+
+    /// The lowest rank `chain` can give any candidate of `classes`, one
+    /// number per strategy as [`ClusterState::key`] has them: a candidate
+    /// that has it cannot be beaten.
+    fn floor(&self, chain: &[Strategy], classes: &[ClassId], p: &Prepared<'_>) -> Vec<i64> {
+        let mut floor = Vec::with_capacity(chain.len());
+        for strategy in chain {
+            floor.push(match strategy {
+                Strategy::Random => break,
+                Strategy::Binpack(BinpackField::Cpu) => i64::from(p.task.cpu),
+                Strategy::Binpack(BinpackField::Memory) => i64::from(p.task.memory),
+                Strategy::Spread(SpreadField::Instance) => {
+                    let Some(group) = p.group else {
+                        floor.push(0);
+                        continue;
+                    };
+                    // The fewest in any class: none where a member is
+                    // fresh, else its group index's first.
+                    let mut fewest = u32::MAX;
+                    for class in classes {
+                        let class = &self.classes[*class];
+                        let busy = class.by_group.get(&group);
+                        if class.members.len() > busy.map_or(0, |b| b.len()) {
+                            fewest = 0;
+                            break;
+                        }
+                        if let Some((count, _)) = busy.and_then(|b| b.first()) {
+                            fewest = fewest.min(*count);
+                        }
+                    }
+                    i64::from(if fewest == u32::MAX { 0 } else { fewest })
+                }
+                Strategy::Spread(SpreadField::Attribute(attribute)) => classes
+                    .iter()
+                    .map(|c| {
+                        let value = self.classes[*c].attributes.get(attribute);
+                        self.spread_count(p.group, attribute, value.map(String::as_str))
+                    })
+                    .min()
+                    .map_or(0, i64::from),
+            });
+        }
+        floor
     }
 
     /// Whether a schedulable member of an eligible class takes the task.
@@ -287,30 +381,31 @@ impl ClusterState {
             BinpackField::Cpu => p.task.cpu,
             BinpackField::Memory => p.task.memory,
         });
-        let mut cursors: Vec<_> = classes
-            .iter()
-            .map(|c| self.classes[*c].index(field).range((need, 0)..))
-            .collect();
-        let mut heap = BinaryHeap::with_capacity(cursors.len());
-        for (k, cursor) in cursors.iter_mut().enumerate() {
-            if let Some(&(remaining, id)) = cursor.next() {
-                heap.push(Reverse((remaining, id, k)));
-            }
-        }
-        let rest_ranks = !matches!(rest.first(), None | Some(Strategy::Random));
+        let by_remaining = Merged::new(
+            classes
+                .iter()
+                .map(|c| self.classes[*c].index(field).range((need, 0)..))
+                .collect(),
+        );
+        let rest_ranks = ranks(rest);
+        let mut floor = None;
+        let count =
+            |attribute: &str, value: Option<&str>| self.spread_count(p.group, attribute, value);
         let mut ties: Vec<InstanceId> = Vec::new();
         let mut best_remaining = None;
-        while let Some(Reverse((remaining, id, k))) = heap.pop() {
+        for (remaining, id) in by_remaining {
             if best_remaining.is_some_and(|best| remaining != best) {
                 break;
-            }
-            if let Some(&(next, next_id)) = cursors[k].next() {
-                heap.push(Reverse((next, next_id, k)));
             }
             if !self.fits(id, fresh_only, p) {
                 continue;
             }
             if !rest_ranks {
+                return Some(id);
+            }
+            let instance = self.instance(id).expect("indexed instances are live");
+            let floor = floor.get_or_insert_with(|| self.floor(rest, classes, p));
+            if self.key(instance, p, rest, &count) == *floor {
                 return Some(id);
             }
             best_remaining = Some(remaining);
@@ -414,6 +509,47 @@ impl ClusterState {
         }
         best.map(|(_, id)| id)
     }
+}
+
+/// Several classes' ordered indexes walked as one, in order.
+struct Merged<'a, K> {
+    cursors: Vec<btree_set::Range<'a, (K, InstanceId)>>,
+    heap: BinaryHeap<Reverse<(K, InstanceId, usize)>>,
+}
+
+impl<'a, K: Ord + Copy> Merged<'a, K> {
+    fn new(cursors: Vec<btree_set::Range<'a, (K, InstanceId)>>) -> Self {
+        let mut merged = Self {
+            heap: BinaryHeap::with_capacity(cursors.len()),
+            cursors,
+        };
+        for k in 0..merged.cursors.len() {
+            merged.advance(k);
+        }
+        merged
+    }
+
+    fn advance(&mut self, k: usize) {
+        if let Some(&(key, id)) = self.cursors[k].next() {
+            self.heap.push(Reverse((key, id, k)));
+        }
+    }
+}
+
+impl<K: Ord + Copy> Iterator for Merged<'_, K> {
+    type Item = (K, InstanceId);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Reverse((key, id, k)) = self.heap.pop()?;
+        self.advance(k);
+        Some((key, id))
+    }
+}
+
+/// Whether `chain` ranks candidates at all: `random` and an empty chain
+/// take any fit.
+fn ranks(chain: &[Strategy]) -> bool {
+    !matches!(chain.first(), None | Some(Strategy::Random))
 }
 
 /// The allocation a placed task holds.

@@ -94,6 +94,10 @@ impl Counts {
     pub(super) fn keys(&self) -> impl Iterator<Item = u32> + '_ {
         self.0.iter().map(|(k, _)| *k)
     }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.0.iter().copied()
+    }
 }
 
 impl Instance {
@@ -139,11 +143,42 @@ pub(super) struct Class {
     /// CPU) and memory (always: it also finds instances with room).
     pub(super) by_cpu: BTreeSet<(i64, InstanceId)>,
     pub(super) by_memory: BTreeSet<(i64, InstanceId)>,
+    /// Per group: the schedulable members running its tasks, by how many,
+    /// so that spread over instances finds the fewest without visiting
+    /// every task of the group.
+    pub(super) by_group: HashMap<GroupId, BTreeSet<(u32, InstanceId)>>,
     /// Results of attribute-only expressions, by source text.
     memo: HashMap<String, bool>,
 }
 
 impl Class {
+    /// Whether a schedulable member runs no task of `group` (any member,
+    /// when the group has no tasks at all).
+    pub(super) fn has_fresh(&self, group: Option<GroupId>) -> bool {
+        let busy = group
+            .and_then(|g| self.by_group.get(&g))
+            .map_or(0, BTreeSet::len);
+        self.members.len() > busy
+    }
+
+    /// Move a member from `before` tasks of `group` to `after`.
+    fn regroup(&mut self, id: InstanceId, group: GroupId, before: u32, after: u32) {
+        if !self.member_pos.contains_key(&id) {
+            return;
+        }
+        if before > 0
+            && let Some(set) = self.by_group.get_mut(&group)
+        {
+            set.remove(&(before, id));
+            if set.is_empty() {
+                self.by_group.remove(&group);
+            }
+        }
+        if after > 0 {
+            self.by_group.entry(group).or_default().insert((after, id));
+        }
+    }
+
     pub(super) fn index(&self, field: BinpackField) -> &BTreeSet<(i64, InstanceId)> {
         match field {
             BinpackField::Cpu => &self.by_cpu,
@@ -270,6 +305,9 @@ pub struct ClusterState {
     task_home: HashMap<String, InstanceId>,
     /// Whether the classes' `by_cpu` indexes are kept.
     cpu_indexed: bool,
+    /// Tasks found unplaceable and why, kept exact as allocations land
+    /// (see [`Self::remember_refusal`]).
+    refused: Vec<(TaskRequest, super::Unplaceable)>,
     /// Instances whose index keys are stale-high since an allocation.
     dirty: Vec<InstanceId>,
 }
@@ -348,12 +386,9 @@ impl ClusterState {
         self.slots.get(id as usize).and_then(Option::as_ref)
     }
 
-    fn instance_mut(&mut self, id: InstanceId) -> Option<&mut Instance> {
-        self.slots.get_mut(id as usize).and_then(Option::as_mut)
-    }
-
     /// Add an instance, or update it in place keeping its allocations.
     pub fn upsert_instance(&mut self, spec: InstanceSpec) -> InstanceId {
+        self.refused.clear();
         let kept = self
             .by_name
             .get(&spec.name)
@@ -416,9 +451,14 @@ impl ClusterState {
         if self.instance(id).is_none() {
             return Err(StateError::UnknownInstance(format!("#{id}")));
         }
+        let refusals_before = self.refusal_causes(id);
         let group = self.groups.intern(&allocation.group);
         let family = self.families.intern(&allocation.family);
-        let instance = self.instance_mut(id).expect("checked above");
+        let instance = self
+            .slots
+            .get_mut(id as usize)
+            .and_then(Option::as_mut)
+            .expect("checked above");
         instance.used_cpu += u64::from(allocation.cpu);
         instance.used_memory += u64::from(allocation.memory);
         let class = instance.class;
@@ -426,8 +466,10 @@ impl ClusterState {
         for port in &allocation.ports {
             *cold.used_ports.entry(*port).or_default() += 1;
         }
+        let before = cold.groups.get(group);
         cold.groups.add(group);
         cold.families.add(family);
+        self.classes[class].regroup(id, group, before, before + 1);
         let task = allocation.task.clone();
         cold.tasks.push(allocation);
         // Less remains now: the index keys become stale-high, which still
@@ -444,6 +486,7 @@ impl ClusterState {
             .entry(id)
             .or_default() += 1;
         self.count_spread(group, class, 1);
+        self.update_refusals(id, refusals_before);
         Ok(())
     }
 
@@ -465,6 +508,7 @@ impl ClusterState {
     /// Release a task's allocation, wherever it is.
     pub fn release(&mut self, task: &str) -> Option<(InstanceId, Allocation)> {
         let id = self.task_home.remove(task)?;
+        self.refused.clear();
         let (groups, families) = (&self.groups, &self.families);
         let instance = self
             .slots
@@ -487,9 +531,11 @@ impl ClusterState {
         let family = families
             .get(&allocation.family)
             .expect("interned on allocate");
+        let before = instance.cold.groups.get(group);
         instance.cold.groups.remove_one(group);
         instance.cold.families.remove_one(family);
         let class = instance.class;
+        self.classes[class].regroup(id, group, before, before - 1);
         // More remains now: a stale key could hide the room, so refile.
         self.refile(id);
         if let Some(members) = self.group_members.get_mut(&group) {
@@ -500,6 +546,7 @@ impl ClusterState {
     }
 
     fn take_instance(&mut self, id: InstanceId) -> Vec<Allocation> {
+        self.refused.clear();
         let tasks: Vec<String> = self
             .instance(id)
             .map(|i| i.cold.tasks.iter().map(|a| a.task.clone()).collect())
@@ -538,9 +585,13 @@ impl ClusterState {
             return;
         }
         let class_id = instance.class;
+        let groups: SmallVec<[(u32, u32); 4]> = instance.cold.groups.iter().collect();
         let class = &mut self.classes[class_id];
         class.member_pos.insert(id, class.members.len());
         class.members.push(id);
+        for (group, n) in groups {
+            class.regroup(id, group, 0, n);
+        }
         self.live_classes.insert(class_id);
         self.index_capacity(id);
     }
@@ -552,8 +603,12 @@ impl ClusterState {
             return;
         };
         let class_id = instance.class;
+        let groups: SmallVec<[(u32, u32); 4]> = instance.cold.groups.iter().collect();
         self.unindex_capacity(id);
         let class = &mut self.classes[class_id];
+        for (group, n) in groups {
+            class.regroup(id, group, n, 0);
+        }
         if let Some(pos) = class.member_pos.remove(&id) {
             class.members.swap_remove(pos);
             if let Some(moved) = class.members.get(pos) {
@@ -826,6 +881,69 @@ impl ClusterState {
             instances: self.len(),
             causes,
         }
+    }
+
+    /// The refusal remembered for a task equal to `task`, if nothing has
+    /// made room since.
+    pub(super) fn refusal(&self, task: &TaskRequest) -> Option<&super::Unplaceable> {
+        self.refused
+            .iter()
+            .find(|(refused, _)| refused == task)
+            .map(|(_, why)| why)
+    }
+
+    /// Remember that `task` fits nowhere, so that the next task asking the
+    /// same (a service's pending tasks are alike) is refused without a
+    /// scan. A release or an instance change forgets every refusal: room
+    /// may have appeared. An allocation can change only its instance's
+    /// cause, so it updates each refusal by that instance alone, and
+    /// forgets one that the instance now takes (a `task:group` expression
+    /// can admit a task where a new group runs).
+    pub(super) fn remember_refusal(&mut self, task: &TaskRequest, why: &super::Unplaceable) {
+        const KEPT: usize = 8;
+        if self.refused.len() == KEPT {
+            self.refused.remove(0);
+        }
+        self.refused.push((task.clone(), why.clone()));
+    }
+
+    /// Each remembered refusal's cause on `id`, before an allocation there.
+    fn refusal_causes(&self, id: InstanceId) -> Vec<Result<(), Cause>> {
+        let Some(instance) = self.instance(id) else {
+            return Vec::new();
+        };
+        self.refused
+            .iter()
+            .map(|(task, _)| self.check(instance, &self.prepare(task)))
+            .collect()
+    }
+
+    fn update_refusals(&mut self, id: InstanceId, before: Vec<Result<(), Cause>>) {
+        if before.is_empty() {
+            return;
+        }
+        let instance = self.instance(id).expect("allocated on a live instance");
+        let after: Vec<_> = self
+            .refused
+            .iter()
+            .map(|(task, _)| self.check(instance, &self.prepare(task)))
+            .collect();
+        let mut k = 0;
+        self.refused.retain_mut(|(_, why)| {
+            let (before, after) = (&before[k], &after[k]);
+            k += 1;
+            let Err(after) = after else { return false };
+            if let Err(before) = before
+                && let Some(n) = why.causes.get_mut(before)
+            {
+                *n -= 1;
+                if *n == 0 {
+                    why.causes.remove(before);
+                }
+            }
+            *why.causes.entry(after.clone()).or_default() += 1;
+            true
+        });
     }
 }
 
