@@ -24,43 +24,10 @@ use kube::{
 };
 use serde_json::json;
 
-use common::gantry::{Gantry, last};
-
-/// The no-over-commit invariant (docs/architecture.md, "Invariants") on
-/// one version of an instance.
-fn check_instance(ci: &ContainerInstance) -> Result<(), String> {
-    let registered = &ci.spec.registered_resources;
-    let allocations = ci.status.iter().flat_map(|s| &s.allocations);
-    let (mut cpu, mut memory) = (0u32, 0u32);
-    let mut ports = HashSet::new();
-    let mut tasks = HashSet::new();
-    for a in allocations {
-        cpu += a.cpu;
-        memory += a.memory;
-        for p in &a.ports {
-            if !ports.insert(*p) || registered.ports.contains(p) {
-                return Err(format!("port {p} allocated twice on {}", ci.name_any()));
-            }
-        }
-        if !tasks.insert(a.task_uid.clone()) {
-            return Err(format!(
-                "task {} allocated twice on {}",
-                a.task,
-                ci.name_any()
-            ));
-        }
-    }
-    if cpu > registered.cpu || memory > registered.memory {
-        return Err(format!(
-            "{} over-committed at {:?}: cpu {cpu}/{}, memory {memory}/{}",
-            ci.name_any(),
-            ci.resource_version(),
-            registered.cpu,
-            registered.memory
-        ));
-    }
-    Ok(())
-}
+use common::{
+    gantry::{Gantry, last},
+    invariant::check_instance,
+};
 
 /// Leader Leases long enough that a loaded CI machine does not move the
 /// leadership by itself (killing s1 still moves it); member Leases

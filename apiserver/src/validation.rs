@@ -3,6 +3,13 @@
 //! checks, `x-kubernetes-list-type` uniqueness, then the CEL
 //! `x-kubernetes-validations` rules (with `oldSelf` on updates).
 //!
+//! An update's unchanged top-level fields are not shown to the CEL rules,
+//! unless a rule under them compares with `oldSelf`: kube-apiserver ratchets
+//! those rules (an unchanged value keeps passing), and evaluating a Task's
+//! spec rules on each of its status writes was most of the API server's
+//! time at scale (docs/scale.md). Fields whose schema holds no rule at all
+//! are never shown.
+//!
 //! Errors carry the field path and the reason in the form `kubectl` prints
 //! for a 422 response, e.g.
 //! `spec.desiredCount: Invalid value: -1: spec.desiredCount in body should be greater than or equal to 0`.
@@ -125,11 +132,66 @@ impl fmt::Display for FieldErrors {
 
 impl std::error::Error for FieldErrors {}
 
+thread_local! {
+    /// One CEL environment per thread: building one registers every
+    /// Kubernetes CEL function, which cost more than most validations
+    /// (docs/scale.md). It is `Send` but not `Sync`.
+    static CEL: cel::Validator = cel::Validator::new();
+}
+
 /// A compiled validator for one version of one CRD.
 pub struct SchemaValidator {
     schema: Value,
     structural: jsonschema::Validator,
     cel: CompiledSchema,
+    /// The rules under each top-level field; `None` if the root itself has
+    /// rules (or compositions), which may read any field.
+    top_level: Option<std::collections::HashMap<String, Rules>>,
+}
+
+/// The CEL rules a schema node and its descendants hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rules {
+    None,
+    Plain,
+    /// Some rule reads `oldSelf`: it judges a change, so it runs on every
+    /// update.
+    Transition,
+}
+
+fn rules_in(compiled: &CompiledSchema) -> Rules {
+    let here = compiled.validations.iter().flatten().map(|r| {
+        if r.is_transition_rule {
+            Rules::Transition
+        } else {
+            Rules::Plain
+        }
+    });
+    let below = compiled
+        .properties
+        .values()
+        .chain(compiled.items.as_deref())
+        .chain(compiled.additional_properties.as_deref())
+        .chain(&compiled.all_of)
+        .chain(&compiled.one_of)
+        .chain(&compiled.any_of)
+        .map(rules_in);
+    here.chain(below).max().unwrap_or(Rules::None)
+}
+
+fn top_level_rules(compiled: &CompiledSchema) -> Option<std::collections::HashMap<String, Rules>> {
+    let root_reads_everything = !compiled.validations.is_empty()
+        || compiled.additional_properties.is_some()
+        || !compiled.all_of.is_empty()
+        || !compiled.one_of.is_empty()
+        || !compiled.any_of.is_empty();
+    (!root_reads_everything).then(|| {
+        compiled
+            .properties
+            .iter()
+            .map(|(name, child)| (name.clone(), rules_in(child)))
+            .collect()
+    })
 }
 
 impl fmt::Debug for SchemaValidator {
@@ -157,6 +219,7 @@ impl SchemaValidator {
         Ok(Self {
             schema: open_api_v3_schema.clone(),
             structural,
+            top_level: top_level_rules(&cel),
             cel,
         })
     }
@@ -226,11 +289,9 @@ impl SchemaValidator {
         check_list_types(&self.schema, &defaulted, &mut String::new(), &mut errors);
         // CEL rules assume a structurally valid object, as the server's do.
         if errors.is_empty()
-            && let Err(cel_errors) = cel::Validator::new().validate_compiled(
-                &self.cel,
-                &without_nulls(object),
-                old.map(without_nulls).as_ref(),
-            )
+            && let (object, old) = self.cel_view(object, old)
+            && let Err(cel_errors) =
+                CEL.with(|cel| cel.validate_compiled(&self.cel, &object, old.as_ref()))
         {
             errors.extend(cel_errors.into_vec().into_iter().map(|e| FieldError {
                 field: e.field_path.clone(),
@@ -244,6 +305,33 @@ impl SchemaValidator {
         } else {
             Err(FieldErrors(errors))
         }
+    }
+}
+
+impl SchemaValidator {
+    /// What of an object (and of the one it updates) the CEL rules see:
+    /// without nulls, and without the top-level fields no rule needs to
+    /// see (see the module's comment).
+    fn cel_view(&self, object: &Value, old: Option<&Value>) -> (Value, Option<Value>) {
+        let Some(top_level) = &self.top_level else {
+            return (without_nulls(object), old.map(without_nulls));
+        };
+        let shown = |field: &str| match top_level.get(field) {
+            Some(Rules::None) => false,
+            Some(Rules::Plain) => old.is_none_or(|old| old.get(field) != object.get(field)),
+            Some(Rules::Transition) | None => true,
+        };
+        let view = |value: &Value| match value {
+            Value::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .filter(|(k, v)| !v.is_null() && shown(k))
+                    .map(|(k, v)| (k.clone(), without_nulls(v)))
+                    .collect(),
+            ),
+            other => without_nulls(other),
+        };
+        (view(object), old.map(view))
     }
 }
 
@@ -735,6 +823,69 @@ mod tests {
         );
         let errs = errors(json!({"spec": {"items": [], "mode": "b"}}));
         assert_eq!(errs, vec!["spec.count: Invalid value: mode b needs count"]);
+    }
+
+    #[test]
+    fn an_update_leaves_unchanged_fields_to_their_earlier_judgement() {
+        let v = SchemaValidator::new(&json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {"count": {"type": "integer"}},
+                    "x-kubernetes-validations": [{"rule": "self.count < 10"}],
+                },
+                "limits": {
+                    "type": "object",
+                    "properties": {"floor": {"type": "integer"}},
+                    "x-kubernetes-validations": [
+                        {"rule": "self.floor >= oldSelf.floor", "message": "floor only rises"},
+                        {"rule": "self.floor != 7", "message": "not 7"},
+                    ],
+                },
+                "status": {"type": "object", "properties": {"seen": {"type": "integer"}}},
+            },
+        }))
+        .expect("compiles");
+        let messages = |object: Value, old: Option<Value>| match v.validate(&object, old.as_ref()) {
+            Ok(()) => Vec::new(),
+            Err(FieldErrors(errors)) => errors.into_iter().map(|e| e.detail).collect(),
+        };
+        // Stored before the rule: a status write leaves it be, as
+        // kube-apiserver's ratcheting does; a change to it is judged.
+        let old = json!({"spec": {"count": 12}, "limits": {"floor": 3}, "status": {"seen": 1}});
+        assert!(
+            messages(
+                json!({"spec": {"count": 12}, "limits": {"floor": 3}, "status": {"seen": 2}}),
+                Some(old.clone())
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            messages(
+                json!({"spec": {"count": 11}, "limits": {"floor": 3}}),
+                Some(old.clone())
+            ),
+            vec!["failed rule: self.count < 10"]
+        );
+        // A create is judged whole.
+        assert_eq!(messages(old.clone(), None).len(), 1);
+        // A field with a rule on oldSelf is judged on every update: its
+        // plain rules too.
+        assert_eq!(
+            messages(
+                json!({"spec": {"count": 1}, "limits": {"floor": 5}}),
+                Some(json!({"spec": {"count": 1}, "limits": {"floor": 6}}))
+            ),
+            vec!["floor only rises"]
+        );
+        assert_eq!(
+            messages(
+                json!({"spec": {"count": 1}, "limits": {"floor": 7}}),
+                Some(json!({"spec": {"count": 1}, "limits": {"floor": 7}}))
+            ),
+            vec!["not 7"]
+        );
     }
 
     #[test]

@@ -317,3 +317,4 @@ pub async fn install_crds(client: &kube::Client) {
         .expect("CRDs installed");
 }
 pub mod gantry;
+pub mod invariant;

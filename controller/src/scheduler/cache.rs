@@ -31,9 +31,11 @@ pub struct Cluster {
     instances: HashMap<String, Arc<ContainerInstance>>,
     /// Task uid → an instance whose stored allocations hold it.
     reserved: HashMap<String, String>,
-    /// Keys of every stored allocation (a task may briefly be stored on
-    /// two instances while schedulers race).
-    stored: HashSet<String>,
+    /// The uids of every stored allocation, by instance (a task may
+    /// briefly be stored on two instances while schedulers race). By
+    /// instance, so that taking in one instance costs what it holds, not
+    /// what the cluster holds.
+    stored: HashMap<String, HashSet<String>>,
     /// Reservations decided here and not yet confirmed, per instance.
     inflight: HashMap<String, Vec<Allocation>>,
     /// Tasks desired STOPPED (uids): their allocations keep their room
@@ -76,9 +78,7 @@ impl Cluster {
     pub fn remove(&mut self, name: &str) {
         self.state.remove_instance(name);
         self.instances.remove(name);
-        self.reserved.retain(|_, on| on != name);
-        let suffix = format!("@{name}");
-        self.stored.retain(|k| !k.ends_with(&suffix));
+        self.unstore(name);
         self.inflight.remove(name);
         self.changed = true;
     }
@@ -125,7 +125,7 @@ impl Cluster {
         if let Some(held) = self.inflight.get_mut(instance) {
             held.retain(|a| a.task != key);
         }
-        if !self.stored.contains(&key) {
+        if !self.stored.get(instance).is_some_and(|s| s.contains(uid)) {
             self.state.release(&key);
         }
     }
@@ -140,9 +140,7 @@ impl Cluster {
         for task in held {
             self.state.release(&task);
         }
-        self.reserved.retain(|_, on| on != name);
-        let suffix = format!("@{name}");
-        self.stored.retain(|k| !k.ends_with(&suffix));
+        self.unstore(name);
         let stored = self.instances[name]
             .status
             .as_ref()
@@ -156,12 +154,24 @@ impl Cluster {
             }
             if self.state.allocate(id, allocation).is_ok() {
                 self.reserved.insert(a.task_uid.clone(), name.to_owned());
-                self.stored.insert(key);
+                self.stored
+                    .entry(name.to_owned())
+                    .or_default()
+                    .insert(a.task_uid.clone());
             }
         }
         for allocation in self.inflight.get(name).into_iter().flatten() {
             // Already stored, or not: either way it is counted once.
             let _ = self.state.allocate(id, allocation.clone());
+        }
+    }
+
+    /// Forget what was stored on `name`.
+    fn unstore(&mut self, name: &str) {
+        for uid in self.stored.remove(name).into_iter().flatten() {
+            if self.reserved.get(&uid).is_some_and(|on| on == name) {
+                self.reserved.remove(&uid);
+            }
         }
     }
 }

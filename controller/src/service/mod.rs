@@ -4,14 +4,17 @@
 //! written. A deleted Service drains: it is DRAINING until its tasks have
 //! stopped, and they stay as STOPPED records (plan/deletion.rs).
 //!
-//! Tasks are listed from the API server on each reconcile rather than from
-//! a cache: a list is a consistent read, so a reconcile always sees the
-//! tasks the previous one created. Tasks are named by deployment slot
-//! (plan/slots.rs), so that two controllers reconciling at once without
-//! leader election start a slot once: the second create is a conflict.
+//! A reconcile reads the service's tasks from a cache filed by service
+//! ([`tasks`]) once that cache shows every write the previous reconciles
+//! made, and from the API server (a consistent read) until then, so it
+//! always sees the tasks the previous one created or stopped. Tasks are
+//! named by deployment slot (plan/slots.rs), so that two controllers
+//! reconciling at once without leader election start a slot once: the
+//! second create is a conflict.
 
 pub mod endpoints;
 pub mod plan;
+mod tasks;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -27,7 +30,7 @@ use crds::{
         TaskDefinition, TaskDefinitionRevision, TaskSpec, TaskStatus,
     },
 };
-use futures::{StreamExt, stream};
+use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::{
@@ -62,6 +65,8 @@ struct State {
     balancers: Store<LoadBalancer>,
     /// Every recorded task definition revision.
     revisions: Store<TaskDefinitionRevision>,
+    /// Every service's tasks, and what reconciles wrote to them.
+    tasks: Arc<tasks::ServiceTasks>,
 }
 
 pub async fn run(
@@ -99,6 +104,15 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    let service_tasks = Arc::new(tasks::ServiceTasks::default());
+    let filed = Arc::clone(&service_tasks);
+    let task_events = watcher(
+        Api::<Task>::all(client.clone()),
+        watcher::Config::default().labels(labels::SERVICE),
+    )
+    .default_backoff()
+    .inspect_ok(move |event| filed.apply(event))
+    .touched_objects();
     let controller = Controller::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -112,7 +126,7 @@ pub async fn run(
     // a new instance) concerns services; allocation writes do not.
     let seen: Mutex<HashMap<(String, String), Seen>> = Mutex::new(HashMap::new());
     let controller = controller
-        .owns(Api::<Task>::all(client.clone()), watcher::Config::default())
+        .owns_stream(task_events)
         .watches(
             Api::<TaskDefinition>::all(client.clone()),
             watcher::Config::default(),
@@ -177,6 +191,7 @@ pub async fn run(
         slices,
         balancers,
         revisions,
+        tasks: service_tasks,
     });
     let controller = controller.with_config(
         kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
@@ -251,7 +266,10 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         Err(Unresolved::Invalid(why) | Unresolved::Inactive(why)) => Definition::Invalid(why),
     };
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (owned, former) = tasks_of(&tasks, service).await?;
+    let (owned, former) = match state.tasks.read(&namespace, &service.name_any()) {
+        Some(cached) => of_service(cached, service),
+        None => tasks_of(&tasks, service).await?,
+    };
     let instances: Vec<_> = state
         .instances
         .state()
@@ -295,8 +313,17 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         .buffer_unordered(16)
         .collect()
         .await;
+    let mut writes = Vec::new();
+    let mut failed = None;
     for result in created.into_iter().chain(stopped).chain(released) {
-        result?;
+        match result {
+            Ok(w) => writes.extend(w),
+            Err(e) => failed = Some(e),
+        }
+    }
+    state.tasks.expect(&namespace, &service.name_any(), writes);
+    if let Some(e) = failed {
+        return Err(e);
     }
     crate::daemons::preempt(
         ctx,
@@ -358,12 +385,17 @@ async fn tasks_of(
         .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
         .await?
         .items;
+    Ok(of_service(listed, service))
+}
+
+/// Tasks labelled for the service: those it owns, and the others.
+fn of_service(labelled: Vec<Task>, service: &Service) -> (Vec<Task>, Vec<Task>) {
     let uid = service.uid();
-    Ok(listed.into_iter().partition(|t| {
+    labelled.into_iter().partition(|t| {
         t.owner_references()
             .iter()
             .any(|o| Some(&o.uid) == uid.as_ref())
-    }))
+    })
 }
 
 /// Add [`FINALIZER`], on the version read.
@@ -616,15 +648,29 @@ pub fn task_for(service: &Service, new: &NewTask) -> Task {
     }
 }
 
-async fn create(api: &Api<Task>, service: &Service, new: &NewTask) -> Result<(), kube::Error> {
+/// What a write left of a task, for the cache to show before it is read
+/// again ([`tasks`]); nothing if the write found the task gone.
+type Wrote = Option<tasks::Written>;
+
+fn wrote(task: &Task) -> Wrote {
+    Some(tasks::Written {
+        task: task.name_any(),
+        version: task.resource_version(),
+    })
+}
+
+async fn create(api: &Api<Task>, service: &Service, new: &NewTask) -> Result<Wrote, kube::Error> {
     match api
         .create(&PostParams::default(), &task_for(service, new))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(task) => Ok(wrote(&task)),
         // Taken: another reconcile that saw the same tasks started this
         // slot (see plan/slots.rs).
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Some(tasks::Written {
+            task: new.name.clone(),
+            version: None,
+        })),
         Err(e) => Err(e),
     }
 }
@@ -633,7 +679,7 @@ async fn create(api: &Api<Task>, service: &Service, new: &NewTask) -> Result<(),
 /// recorded first: the agent keeps the first stop cause it finds. Behind
 /// a load balancer a RUNNING task is deregistered first (DEACTIVATING);
 /// [`release`] moves it on once it has drained.
-async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<(), kube::Error> {
+async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<Wrote, kube::Error> {
     let params = PatchParams::default();
     // The plan stops no task that is stopping, so no cause is recorded to
     // keep.
@@ -658,22 +704,22 @@ async fn stop_task(api: &Api<Task>, stop: &Stop) -> Result<(), kube::Error> {
             .await
     };
     match result {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Ok(task) => Ok(wrote(&task)),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// A deregistered task has drained: on to STOPPING, where its agent stops
 /// it. A 409 means its agent reported meanwhile; the next round sees it.
-async fn release(api: &Api<Task>, task: &str, version: Option<&str>) -> Result<(), kube::Error> {
+async fn release(api: &Api<Task>, task: &str, version: Option<&str>) -> Result<Wrote, kube::Error> {
     let patch = stop::released(version);
     match api
         .patch_status(task, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        Ok(task) => Ok(wrote(&task)),
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
 }
