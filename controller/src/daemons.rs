@@ -227,7 +227,7 @@ pub async fn bound_to(
 pub async fn preempt(
     context: &Context,
     service: &Service,
-    tasks: &[Task],
+    tasks: &[std::sync::Arc<Task>],
     services: &[std::sync::Arc<Service>],
     instances: &[std::sync::Arc<ContainerInstance>],
 ) -> Result<(), kube::Error> {

@@ -89,7 +89,7 @@ type Group = (&'static str, Vec<(String, u16)>);
 #[must_use]
 pub fn desired(
     service: &Service,
-    tasks: &[Task],
+    tasks: &[std::sync::Arc<Task>],
     healthy: &BTreeSet<String>,
     host_ips: &HashMap<String, String>,
 ) -> Vec<EndpointSlice> {
@@ -228,6 +228,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn shared(tasks: &[Task]) -> Vec<std::sync::Arc<Task>> {
+        tasks.iter().cloned().map(std::sync::Arc::new).collect()
+    }
+
     fn service(lb: bool) -> Service {
         let mut spec = json!({"taskDefinition": "web", "desiredCount": 2});
         if lb {
@@ -289,7 +293,7 @@ mod tests {
         // to stop.
         let healthy = BTreeSet::from(["a".to_owned(), "e".to_owned()]);
         let ips = HashMap::from([("host-1".to_owned(), "10.0.0.1".to_owned())]);
-        let slices = desired(&service(false), &tasks, &healthy, &ips);
+        let slices = desired(&service(false), &shared(&tasks), &healthy, &ips);
         assert_eq!(
             summary(&slices),
             [(
@@ -324,10 +328,11 @@ mod tests {
             task("b", "RUNNING", "RUNNING", "127.0.0.2", 32769),
         ];
         let healthy = BTreeSet::from(["a".to_owned(), "b".to_owned()]);
-        let names: Vec<String> = desired(&service(true), &tasks, &healthy, &HashMap::new())
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
+        let names: Vec<String> =
+            desired(&service(true), &shared(&tasks), &healthy, &HashMap::new())
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect();
         assert_eq!(names, ["web-32768", "web-32769"]);
     }
 }

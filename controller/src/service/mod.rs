@@ -4,15 +4,17 @@
 //! written. A deleted Service drains: it is DRAINING until its tasks have
 //! stopped, and they stay as STOPPED records (plan/deletion.rs).
 //!
-//! A reconcile reads the service's tasks from a cache filed by service
-//! ([`tasks`]) once that cache shows every write the previous reconciles
-//! made, and from the API server (a consistent read) until then, so it
-//! always sees the tasks the previous one created or stopped. Tasks are
+//! A leader-elected reconcile reads the service's tasks from a cache filed
+//! by service ([`tasks`]) once that cache shows every write the previous
+//! reconciles made, and from the API server (a consistent read) until
+//! then, so it always sees the tasks the previous one created or stopped;
+//! without leader election it always lists them. Tasks are
 //! named by deployment slot (plan/slots.rs), so that two controllers
 //! reconciling at once without leader election start a slot once: the
 //! second create is a conflict.
 
 pub mod endpoints;
+mod instances;
 pub mod plan;
 mod tasks;
 
@@ -67,6 +69,8 @@ struct State {
     revisions: Store<TaskDefinitionRevision>,
     /// Every service's tasks, and what reconciles wrote to them.
     tasks: Arc<tasks::ServiceTasks>,
+    /// Every namespace's instances as the plan takes them.
+    specs: Arc<instances::InstanceSpecs>,
 }
 
 pub async fn run(
@@ -103,6 +107,15 @@ pub async fn run(
         ),
     )
     .default_backoff()
+    .touched_objects();
+    let instance_specs = Arc::new(instances::InstanceSpecs::default());
+    let converting = Arc::clone(&instance_specs);
+    let instance_events = watcher(
+        Api::<ContainerInstance>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .inspect_ok(move |event| converting.apply(event))
     .touched_objects();
     let service_tasks = Arc::new(tasks::ServiceTasks::default());
     let filed = Arc::clone(&service_tasks);
@@ -155,31 +168,27 @@ pub async fn run(
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .watches(
-            Api::<ContainerInstance>::all(client),
-            watcher::Config::default(),
-            move |ci| {
-                let key = (ci.namespace().unwrap_or_default(), ci.name_any());
-                let now = (
-                    ci.metadata.generation,
-                    ci.status.as_ref().is_some_and(|s| s.agent_connected),
-                );
-                let changed = seen
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(key.clone(), now)
-                    != Some(now);
-                if !changed {
-                    return Vec::new();
-                }
-                by_instance
-                    .state()
-                    .into_iter()
-                    .filter(|s| s.namespace().as_deref() == Some(key.0.as_str()))
-                    .map(|s| ObjectRef::from_obj(s.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        );
+        .watches_stream(instance_events, move |ci: ContainerInstance| {
+            let key = (ci.namespace().unwrap_or_default(), ci.name_any());
+            let now = (
+                ci.metadata.generation,
+                ci.status.as_ref().is_some_and(|s| s.agent_connected),
+            );
+            let changed = seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key.clone(), now)
+                != Some(now);
+            if !changed {
+                return Vec::new();
+            }
+            by_instance
+                .state()
+                .into_iter()
+                .filter(|s| s.namespace().as_deref() == Some(key.0.as_str()))
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect::<Vec<_>>()
+        });
     let reconciler = runner::Reconciler {
         retry: Duration::from_secs(2),
         ..runner::Reconciler::new("service", &context.metrics)
@@ -192,6 +201,7 @@ pub async fn run(
         balancers,
         revisions,
         tasks: service_tasks,
+        specs: instance_specs,
     });
     let controller = controller.with_config(
         kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)),
@@ -266,17 +276,20 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
         Err(Unresolved::Invalid(why) | Unresolved::Inactive(why)) => Definition::Invalid(why),
     };
     let tasks: Api<Task> = Api::namespaced(ctx.client.clone(), &namespace);
-    let (owned, former) = match state.tasks.read(&namespace, &service.name_any()) {
+    // Without leader election another controller may be writing these
+    // tasks too, and a cache shows its writes late: two controllers that
+    // saw different subsets of each other's creates would number new
+    // slots apart (plan/slots.rs). Then only a consistent read will do.
+    let cached = ctx
+        .config
+        .leader_election
+        .as_ref()
+        .and_then(|_| state.tasks.read(&namespace, &service.name_any()));
+    let (owned, former) = match cached {
         Some(cached) => of_service(cached, service),
         None => tasks_of(&tasks, service).await?,
     };
-    let instances: Vec<_> = state
-        .instances
-        .state()
-        .iter()
-        .filter(|ci| ci.namespace().as_deref() == Some(namespace.as_str()))
-        .map(|ci| convert::instance_spec(ci))
-        .collect();
+    let instances = state.specs.of(&namespace);
     let targets = targets(service, &namespace, state).await;
     let plan = plan::plan(&plan::Input {
         service,
@@ -325,14 +338,18 @@ async fn reconcile(service: &Service, state: &State) -> Result<Action, kube::Err
     if let Some(e) = failed {
         return Err(e);
     }
-    crate::daemons::preempt(
-        ctx,
-        service,
-        &owned,
-        &state.services.state(),
-        &state.instances.state(),
-    )
-    .await?;
+    // Only a DAEMON service preempts (daemons::preempt): the copies of
+    // every service and instance are not made for the others.
+    if service.spec.scheduling_strategy == SchedulingStrategy::Daemon {
+        crate::daemons::preempt(
+            ctx,
+            service,
+            &owned,
+            &state.services.state(),
+            &state.instances.state(),
+        )
+        .await?;
+    }
     publish_endpoints(service, &namespace, &owned, &plan.healthy, state).await?;
     if !written(service, &plan.status) {
         write_status(service, &plan.status, ctx).await?;
@@ -379,17 +396,20 @@ fn ours(finalizer: &str) -> bool {
 async fn tasks_of(
     api: &Api<Task>,
     service: &Service,
-) -> Result<(Vec<Task>, Vec<Task>), kube::Error> {
+) -> Result<(Vec<Arc<Task>>, Vec<Arc<Task>>), kube::Error> {
     let name = service.name_any();
     let listed = api
         .list(&ListParams::default().labels(&format!("{}={name}", labels::SERVICE)))
         .await?
         .items;
-    Ok(of_service(listed, service))
+    Ok(of_service(
+        listed.into_iter().map(Arc::new).collect(),
+        service,
+    ))
 }
 
 /// Tasks labelled for the service: those it owns, and the others.
-fn of_service(labelled: Vec<Task>, service: &Service) -> (Vec<Task>, Vec<Task>) {
+fn of_service(labelled: Vec<Arc<Task>>, service: &Service) -> (Vec<Arc<Task>>, Vec<Arc<Task>>) {
     let uid = service.uid();
     labelled.into_iter().partition(|t| {
         t.owner_references()
@@ -511,16 +531,19 @@ async fn keep_record(api: &Api<Task>, task: &Task) -> Result<(), kube::Error> {
 async fn publish_endpoints(
     service: &Service,
     namespace: &str,
-    tasks: &[Task],
+    tasks: &[Arc<Task>],
     healthy: &BTreeSet<String>,
     state: &State,
 ) -> Result<(), kube::Error> {
-    let host_ips: HashMap<String, String> = state
-        .instances
-        .state()
+    // Only the instances the tasks are on: a scan of every instance on
+    // each reconcile would cost what the cluster holds.
+    let host_ips: HashMap<String, String> = tasks
         .iter()
-        .filter(|ci| ci.namespace().as_deref() == Some(namespace))
-        .filter_map(|ci| Some((ci.name_any(), ci.spec.host_ip.clone()?)))
+        .filter_map(|t| plan::facts::instance(t))
+        .filter_map(|i| {
+            let ci = state.instances.get(&ObjectRef::new(i).within(namespace))?;
+            Some((i.to_owned(), ci.spec.host_ip.clone()?))
+        })
         .collect();
     let want = endpoints::desired(service, tasks, healthy, &host_ips);
     let name = service.name_any();

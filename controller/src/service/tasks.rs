@@ -136,7 +136,7 @@ impl ServiceTasks {
 
     /// The tasks labelled for the service, from the cache, once it holds
     /// every write of the service's earlier reconciles; `None` until then.
-    pub fn read(&self, namespace: &str, service: &str) -> Option<Vec<Task>> {
+    pub fn read(&self, namespace: &str, service: &str) -> Option<Vec<Arc<Task>>> {
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         if !index.ready {
             return None;
@@ -158,7 +158,7 @@ impl ServiceTasks {
             tasks
                 .into_iter()
                 .flat_map(BTreeMap::values)
-                .map(|t| Task::clone(t))
+                .cloned()
                 .collect(),
         )
     }
@@ -207,8 +207,8 @@ mod tests {
         }
     }
 
-    fn names(tasks: Option<Vec<Task>>) -> Option<Vec<String>> {
-        tasks.map(|t| t.iter().map(ResourceExt::name_any).collect())
+    fn names(tasks: Option<Vec<Arc<Task>>>) -> Option<Vec<String>> {
+        tasks.map(|t| t.iter().map(|t| t.name_any()).collect())
     }
 
     fn listed(cache: &ServiceTasks, tasks: &[Task]) {

@@ -26,7 +26,7 @@ pub struct Desired<'a> {
 pub fn desired<'a>(
     spec: &ServiceSpec,
     definition: Definition<'_>,
-    instances: &'a [InstanceSpec],
+    instances: &'a [std::sync::Arc<InstanceSpec>],
 ) -> Desired<'a> {
     if spec.scheduling_strategy == SchedulingStrategy::Replica {
         return Desired {
@@ -48,6 +48,7 @@ pub fn desired<'a>(
         .collect();
     let (eligible, disconnected): (Vec<&InstanceSpec>, Vec<&InstanceSpec>) = instances
         .iter()
+        .map(std::sync::Arc::as_ref)
         .filter(|i| qualifies(i, &constraints))
         .partition(|i| i.connected);
     let names = |instances: Vec<&'a InstanceSpec>| -> Vec<&'a str> {
@@ -63,7 +64,10 @@ pub fn desired<'a>(
 
 /// Count, too, the disconnected instances that still hold a live task of
 /// the service: the task is wanted there, and kept.
-pub fn held_while_disconnected(desired: &mut Desired<'_>, tasks: &[crds::v1alpha1::Task]) {
+pub fn held_while_disconnected(
+    desired: &mut Desired<'_>,
+    tasks: &[std::sync::Arc<crds::v1alpha1::Task>],
+) {
     let held = desired
         .disconnected
         .iter()

@@ -40,7 +40,7 @@ pub mod starts;
 pub mod status;
 pub mod targets;
 
-use std::{cmp::Reverse, collections::BTreeSet, time::Duration};
+use std::{cmp::Reverse, collections::BTreeSet, sync::Arc, time::Duration};
 
 use crds::{
     stop,
@@ -73,11 +73,11 @@ pub struct Input<'a> {
     pub service: &'a Service,
     pub definition: Definition<'a>,
     /// The tasks this Service owns.
-    pub tasks: &'a [Task],
+    pub tasks: &'a [Arc<Task>],
     /// Tasks an earlier Service of the same name left as STOPPED records
     /// when it was deleted: not this Service's, but their names are taken.
-    pub former: &'a [Task],
-    pub instances: &'a [InstanceSpec],
+    pub former: &'a [Arc<Task>],
+    pub instances: &'a [Arc<InstanceSpec>],
     /// What the service's load balancers report.
     pub targets: &'a targets::Targets,
     pub now: Timestamp,
@@ -509,7 +509,11 @@ impl<'a> Round<'a> {
         let names = slots::next(
             &self.name,
             deployment,
-            self.input.tasks.iter().chain(self.input.former),
+            self.input
+                .tasks
+                .iter()
+                .chain(self.input.former)
+                .map(Arc::as_ref),
             on.len(),
         );
         on.into_iter()

@@ -14,7 +14,7 @@
 //! the scheduler's choice even the spread out, so a move never undoes
 //! another.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use crds::v1alpha1::{PlacementConstraint, PlacementStrategy, TaskDefinitionSpec};
 
@@ -50,7 +50,7 @@ pub struct Spread<'a> {
     /// The service's and its definition's constraints.
     pub constraints: &'a [PlacementConstraint],
     pub definition: &'a TaskDefinitionSpec,
-    pub instances: &'a [InstanceSpec],
+    pub instances: &'a [Arc<InstanceSpec>],
 }
 
 /// The leading spread's imbalance among `running`, if a move would even
@@ -73,7 +73,7 @@ pub fn imbalance(spread: &Spread<'_>, running: &[&Facts<'_>]) -> Option<Imbalanc
     let by_name: BTreeMap<&str, &InstanceSpec> = spread
         .instances
         .iter()
-        .map(|i| (i.name.as_str(), i))
+        .map(|i| (i.name.as_str(), &**i))
         .collect();
     let value = |instance: &InstanceSpec| scale_in::spread_value(field, instance).to_owned();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -97,6 +97,7 @@ pub fn imbalance(spread: &Spread<'_>, running: &[&Facts<'_>]) -> Option<Imbalanc
     let emptiest = spread
         .instances
         .iter()
+        .map(Arc::as_ref)
         .filter(|i| i.connected && !i.draining && !i.awaiting_daemons)
         .filter(|i| {
             let (left_cpu, left_memory) = i.reported_remaining.unwrap_or((i.cpu, i.memory));

@@ -8,7 +8,7 @@
 //! most room would be left). Then the instance with the most tasks of the
 //! service, then the youngest task. `random` states no preference.
 
-use std::{cmp::Reverse, collections::HashMap};
+use std::{cmp::Reverse, collections::HashMap, sync::Arc};
 
 use crds::v1alpha1::PlacementStrategy;
 
@@ -30,7 +30,7 @@ impl<'a> Balance<'a> {
     /// The service's strategy (ECS's service default when empty; a link
     /// the engine refuses is left out) over these instances.
     #[must_use]
-    pub fn new(strategy: &[PlacementStrategy], instances: &'a [InstanceSpec]) -> Self {
+    pub fn new(strategy: &[PlacementStrategy], instances: &'a [Arc<InstanceSpec>]) -> Self {
         let chain = if strategy.is_empty() {
             Strategy::service_default()
         } else {
@@ -44,7 +44,7 @@ impl<'a> Balance<'a> {
                 .into_iter()
                 .filter(|s| *s != Strategy::Random)
                 .collect(),
-            instances: instances.iter().map(|i| (i.name.as_str(), i)).collect(),
+            instances: instances.iter().map(|i| (i.name.as_str(), &**i)).collect(),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::service::plan::{Definition, desired::desired};
 fn replica_wants_desired_count_and_no_instances() {
     for (count, wanted) in [(json!(3), 3), (json!(0), 0), (json!(null), 0)] {
         let svc = service(json!({"desiredCount": count}));
-        let instances = [instance("a", &[])];
+        let instances = super::shared(&[instance("a", &[])]);
         let d = desired(&svc.spec, Definition::Missing, &instances);
         assert!(!d.daemon);
         assert_eq!(d.count, wanted, "desiredCount {count}");
@@ -42,12 +42,13 @@ fn daemon_wants_one_task_per_active_connected_instance_that_meets_the_constraint
         revision: 1,
         spec: &def,
     };
+    let instances = super::shared(&instances);
     let d = desired(&svc.spec, valid, &instances);
     assert!(d.daemon);
     assert_eq!(d.eligible, ["big-1", "big-2"]);
     assert_eq!(d.count, 2);
 
-    let no_size = [instance("plain", &[]), instance("big", &[("size", "big")])];
+    let no_size = super::shared(&[instance("plain", &[]), instance("big", &[("size", "big")])]);
     assert_eq!(desired(&svc.spec, valid, &no_size).eligible, ["big"]);
     // Without a valid definition only the service's constraints count.
     assert_eq!(

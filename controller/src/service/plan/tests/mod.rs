@@ -122,6 +122,11 @@ pub fn condition(type_: &str, status: &str, message: &str) -> Condition {
     }
 }
 
+/// Tasks or instances as the plan takes them, shared.
+pub fn shared<T: Clone>(items: &[T]) -> Vec<std::sync::Arc<T>> {
+    items.iter().cloned().map(std::sync::Arc::new).collect()
+}
+
 pub fn facts(tasks: &[Task], health_checked: bool) -> Vec<Facts<'_>> {
     tasks.iter().map(|t| Facts::of(t, health_checked)).collect()
 }

@@ -19,6 +19,8 @@ use crate::{
 
 fn run(svc: &Service, revision: i64, tasks: &[Task], instances: &[InstanceSpec], now: i64) -> Plan {
     let def = definition(false);
+    let tasks = &super::shared(tasks);
+    let instances = &super::shared(instances);
     plan(&Input {
         service: svc,
         definition: Definition::Valid {
@@ -274,7 +276,7 @@ fn an_unhealthy_task_is_replaced_start_first_when_maximum_percent_allows() {
                 revision: 1,
                 spec: &health_checked,
             },
-            tasks,
+            tasks: &super::shared(tasks),
             instances: &[],
             targets: &crate::service::plan::targets::Targets::default(),
             former: &[],

@@ -35,6 +35,7 @@ fn a_zone_with_room_two_tasks_below_the_fullest_is_an_imbalance() {
         in_zone("b1", "az-b"),
         in_zone("c1", "az-c"),
     ];
+    let instances = super::shared(&instances);
     let spread = Spread {
         strategy: &[],
         constraints: &[],
@@ -81,7 +82,7 @@ fn a_zone_with_room_two_tasks_below_the_fullest_is_an_imbalance() {
             ..in_zone("c1", "az-c")
         },
     ] {
-        let instances = [in_zone("a1", "az-a"), in_zone("b1", "az-b"), unfit];
+        let instances = super::shared(&[in_zone("a1", "az-a"), in_zone("b1", "az-b"), unfit]);
         let spread = Spread {
             instances: &instances,
             ..spread
@@ -93,7 +94,7 @@ fn a_zone_with_room_two_tasks_below_the_fullest_is_an_imbalance() {
 #[test]
 fn a_spread_off_by_one_or_led_by_binpack_is_left_alone() {
     let definition = definition(false);
-    let instances = [in_zone("a1", "az-a"), in_zone("b1", "az-b")];
+    let instances = super::shared(&[in_zone("a1", "az-a"), in_zone("b1", "az-b")]);
     let spread = Spread {
         strategy: &[],
         constraints: &[],

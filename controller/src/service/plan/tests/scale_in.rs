@@ -156,7 +156,8 @@ fn scale_in_keeps_the_zones_balanced_first_then_the_instances() {
         ),
     ];
     for (strategy, instances, desired, expected) in cases {
-        let balance = Balance::new(&strategy, instances);
+        let instances = super::shared(instances);
+        let balance = Balance::new(&strategy, &instances);
         assert_eq!(
             names(victims(&keep, desired, &balance)),
             expected,

@@ -26,10 +26,11 @@ fn report_at(
     degraded: Option<Degraded>,
     now: i64,
 ) -> (crds::v1alpha1::ServiceStatus, Vec<(&'static str, String)>) {
+    let shared = super::shared(tasks);
     let input = Input {
         service: svc,
         definition: Definition::Missing,
-        tasks,
+        tasks: &shared,
         instances: &[],
         targets: &crate::service::plan::targets::Targets::default(),
         former: &[],

@@ -163,7 +163,7 @@ fn stops_behind_a_load_balancer_drain_first() {
             revision: 1,
             spec: &def,
         },
-        tasks: &tasks,
+        tasks: &super::shared(&tasks),
         instances: &[],
         targets: &targets,
         former: &[],
@@ -250,6 +250,7 @@ fn a_deleted_service_drains_its_tasks_before_it_goes() {
         deactivating("b", 100),
         pending.clone(),
     ];
+    let tasks = super::shared(&tasks);
     let d = crate::service::plan::deletion::deletion(&input(&tasks));
     let stops: Vec<(&str, bool, &str)> = d
         .stop
@@ -286,13 +287,14 @@ fn a_deleted_service_drains_its_tasks_before_it_goes() {
     // Once b has drained and a is stopping, the finalizer may go.
     let mut a = deactivating("a", 150);
     a.status.get_or_insert_default().last_status = Some(TaskLastStatus::Stopping);
-    let tasks = [a, deactivating("c", 150)];
+    let tasks = super::shared(&[a, deactivating("c", 150)]);
     let d = crate::service::plan::deletion::deletion(&input(&tasks));
     let released: Vec<&str> = d.release.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(released, ["c"], "c is listed nowhere: drained");
     assert!(!d.done, "c is still DEACTIVATING");
     let mut c = deactivating("c", 150);
     c.status.get_or_insert_default().last_status = Some(TaskLastStatus::Stopping);
-    let d = crate::service::plan::deletion::deletion(&input(std::slice::from_ref(&c)));
+    let c = super::shared(std::slice::from_ref(&c));
+    let d = crate::service::plan::deletion::deletion(&input(&c));
     assert!(d.done && d.stop.is_empty());
 }
