@@ -11,6 +11,14 @@
 //!   100 and 1,000 watchers;
 //! - list latency for 10,000 objects, including encoding the list as JSON;
 //! - resident memory after loading those objects.
+//!
+//! Then, as the anchor for the first figure, the same conditional updates
+//! against etcd (`"layer":"etcd"`): one member started here on loopback
+//! ports from `GANTRY_ETCD`, `.cache/tools/etcd` (scripts/fetch-etcd) or
+//! `etcd` on the PATH, reached with the etcd-client crate, each update a
+//! read and a transaction comparing the key's mod_revision, as
+//! kube-apiserver writes to etcd. Without an etcd binary it says so and
+//! goes on.
 
 use std::{
     sync::{
@@ -47,6 +55,24 @@ fn emit(line: Value) {
     println!("{line}");
 }
 
+/// `writers` writers at once, each given its number and the time to stop
+/// and counting its writes: the writes per second of them all.
+async fn writes_per_second<W, F>(writers: usize, run_for: Duration, writer: W) -> f64
+where
+    W: Fn(usize, Instant) -> F,
+    F: std::future::Future<Output = u64> + Send + 'static,
+{
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| tokio::spawn(writer(w, start + run_for)))
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("writer");
+    }
+    total as f64 / start.elapsed().as_secs_f64()
+}
+
 async fn conditional_updates(store: &Store, writers: usize, run_for: Duration) -> f64 {
     for w in 0..writers {
         store
@@ -54,14 +80,12 @@ async fn conditional_updates(store: &Store, writers: usize, run_for: Duration) -
             .await
             .expect("created");
     }
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..writers {
+    writes_per_second(writers, run_for, |w, deadline| {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let key = format!("/cas/{writers}/{w}");
             let mut done = 0u64;
-            while start.elapsed() < run_for {
+            while Instant::now() < deadline {
                 let (read, _) = store.get(&key).expect("present");
                 store
                     .update(&key, object("cas", done), Some(read))
@@ -70,13 +94,150 @@ async fn conditional_updates(store: &Store, writers: usize, run_for: Duration) -
                 done += 1;
             }
             done
-        }));
+        }
+    })
+    .await
+}
+
+/// An etcd member of its own, on free loopback ports, stopped when dropped.
+struct Etcd {
+    child: std::process::Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.expect("writer");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn etcd_binary() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("GANTRY_ETCD") {
+        return Some(path.into());
     }
-    total as f64 / start.elapsed().as_secs_f64()
+    let fetched = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.cache/tools/etcd");
+    if fetched.exists() {
+        return Some(fetched);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.exists())
+    })
+}
+
+/// Start one etcd member; `Err` says why not.
+async fn start_etcd() -> Result<(Etcd, etcd_client::Client), String> {
+    let binary =
+        etcd_binary().ok_or("no etcd binary: run scripts/fetch-etcd or set GANTRY_ETCD")?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let (client_port, peer_port) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(&binary)
+        .arg("--name=bench")
+        .arg(format!("--data-dir={}", dir.path().join("data").display()))
+        .arg(format!("--listen-client-urls={client_url}"))
+        .arg(format!("--advertise-client-urls={client_url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=bench={peer_url}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    let etcd = Etcd {
+        child,
+        endpoint: client_url,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut client) = etcd_client::Client::connect([&etcd.endpoint], None).await
+            && client.status().await.is_ok()
+        {
+            return Ok((etcd, client));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("etcd at {} did not answer in 20 s", etcd.endpoint));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// [`conditional_updates`] against etcd: a read, then a transaction that
+/// writes only if the key's mod_revision is still the one read.
+async fn etcd_conditional_updates(
+    client: &etcd_client::Client,
+    writers: usize,
+    run_for: Duration,
+) -> f64 {
+    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+    let body = |n| serde_json::to_vec(&object("cas", n)).expect("encodes");
+    for w in 0..writers {
+        client
+            .kv_client()
+            .put(format!("/cas/{writers}/{w}"), body(0), None)
+            .await
+            .expect("created");
+    }
+    writes_per_second(writers, run_for, |w, deadline| {
+        let mut kv = client.kv_client();
+        async move {
+            let key = format!("/cas/{writers}/{w}");
+            let mut done = 0u64;
+            while Instant::now() < deadline {
+                let read = kv.get(key.as_str(), None).await.expect("read");
+                let revision = read.kvs().first().expect("present").mod_revision();
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        key.as_str(),
+                        CompareOp::Equal,
+                        revision,
+                    )])
+                    .and_then([TxnOp::put(key.as_str(), body(done), None)]);
+                let written = kv.txn(txn).await.expect("transaction");
+                assert!(written.succeeded(), "no other writer on this key");
+                done += 1;
+            }
+            done
+        }
+    })
+    .await
+}
+
+async fn etcd() {
+    match start_etcd().await {
+        Ok((etcd, mut client)) => {
+            let version = client
+                .status()
+                .await
+                .map(|s| s.version().to_owned())
+                .unwrap_or_default();
+            for writers in [1, 4, 16] {
+                let value =
+                    etcd_conditional_updates(&client, writers, Duration::from_secs(3)).await;
+                emit(json!({
+                    "metric": "conditional_updates_per_s", "layer": "etcd", "writers": writers,
+                    "value": value.round(), "etcd": version, "members": 1,
+                }));
+            }
+            drop(etcd);
+        }
+        Err(why) => {
+            emit(json!({"metric": "conditional_updates_per_s", "layer": "etcd", "skipped": why}))
+        }
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -171,15 +332,13 @@ async fn http_conditional_updates(api: &Api<ConfigMap>, writers: usize, run_for:
         .await
         .expect("created");
     }
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..writers {
+    writes_per_second(writers, run_for, |w, deadline| {
         let api = api.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let name = format!("cas-{writers}-{w}");
             let mut current = api.get(&name).await.expect("got");
             let mut done = 0u64;
-            while start.elapsed() < run_for {
+            while Instant::now() < deadline {
                 current.data = Some([("n".to_owned(), done.to_string())].into());
                 // The replace carries the resourceVersion read: a conditional update.
                 current = api
@@ -189,13 +348,9 @@ async fn http_conditional_updates(api: &Api<ConfigMap>, writers: usize, run_for:
                 done += 1;
             }
             done
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await.expect("writer");
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+        }
+    })
+    .await
 }
 
 async fn http_watch_latency(api: &Api<ConfigMap>, watchers: usize, updates: u64) -> (f64, f64) {
@@ -352,4 +507,5 @@ async fn main() {
     drop(store);
     let dir = tempfile::tempdir().expect("tempdir");
     http(dir.path()).await;
+    etcd().await;
 }
