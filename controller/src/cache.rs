@@ -9,7 +9,7 @@ use kube::{
     runtime::{
         WatchStreamExt,
         reflector::{self, Store},
-        watcher::{self, watcher},
+        watcher::{self, Event, watcher},
     },
 };
 use serde::de::DeserializeOwned;
@@ -37,4 +37,46 @@ where
             futures::future::ready(())
         });
     (store, feed)
+}
+
+/// What a reconciler files from a watch of `K` its own way: each applied
+/// object taken in, each deleted one let go.
+pub trait Index<K>: Default {
+    fn insert(&mut self, object: &K);
+    fn remove(&mut self, object: &K);
+}
+
+/// An [`Index`] kept by a watch. A relist fills a fresh one, swapped in
+/// when it is done, so that readers never see half a list.
+#[derive(Debug, Default)]
+pub struct Watched<I> {
+    pub live: I,
+    relisting: Option<I>,
+    /// The first list is in.
+    pub ready: bool,
+}
+
+impl<I> Watched<I> {
+    /// Take in one event of the watch.
+    pub fn apply<K>(&mut self, event: &Event<K>)
+    where
+        I: Index<K>,
+    {
+        match event {
+            Event::Apply(object) => self.live.insert(object),
+            Event::Delete(object) => self.live.remove(object),
+            Event::Init => self.relisting = Some(I::default()),
+            Event::InitApply(object) => {
+                if let Some(relisting) = &mut self.relisting {
+                    relisting.insert(object);
+                }
+            }
+            Event::InitDone => {
+                if let Some(relisted) = self.relisting.take() {
+                    self.live = relisted;
+                }
+                self.ready = true;
+            }
+        }
+    }
 }

@@ -226,11 +226,8 @@ pub async fn sync(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::plan::tests::shared;
     use serde_json::json;
-
-    fn shared(tasks: &[Task]) -> Vec<std::sync::Arc<Task>> {
-        tasks.iter().cloned().map(std::sync::Arc::new).collect()
-    }
 
     fn service(lb: bool) -> Service {
         let mut spec = json!({"taskDefinition": "web", "desiredCount": 2});

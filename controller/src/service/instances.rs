@@ -14,21 +14,21 @@ use std::{
 use crds::v1alpha1::ContainerInstance;
 use kube::{ResourceExt, runtime::watcher::Event};
 
-use crate::{convert, placement::InstanceSpec};
+use crate::{
+    cache::{Index, Watched},
+    convert,
+    placement::InstanceSpec,
+};
 
 pub type Snapshot = Arc<Vec<Arc<InstanceSpec>>>;
 
 #[derive(Default)]
 pub struct InstanceSpecs {
-    inner: Mutex<Inner>,
+    inner: Mutex<Watched<Namespaces>>,
 }
 
 #[derive(Default)]
-struct Inner {
-    namespaces: HashMap<String, Namespace>,
-    /// A relist under way, swapped in when it is done.
-    relisting: Option<HashMap<String, Namespace>>,
-}
+struct Namespaces(HashMap<String, Namespace>);
 
 #[derive(Default)]
 struct Namespace {
@@ -37,49 +37,38 @@ struct Namespace {
     snapshot: Option<Snapshot>,
 }
 
-impl Namespace {
+impl Index<ContainerInstance> for Namespaces {
     fn insert(&mut self, ci: &ContainerInstance) {
-        self.by_name
+        let ns = self
+            .0
+            .entry(ci.namespace().unwrap_or_default())
+            .or_default();
+        ns.by_name
             .insert(ci.name_any(), Arc::new(convert::instance_spec(ci)));
-        self.snapshot = None;
+        ns.snapshot = None;
+    }
+
+    fn remove(&mut self, ci: &ContainerInstance) {
+        if let Some(ns) = self.0.get_mut(&ci.namespace().unwrap_or_default()) {
+            ns.by_name.remove(&ci.name_any());
+            ns.snapshot = None;
+        }
     }
 }
 
 impl InstanceSpecs {
     /// Take in one event of the instance watch.
     pub fn apply(&self, event: &Event<ContainerInstance>) {
-        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let namespace = |ci: &ContainerInstance| ci.namespace().unwrap_or_default();
-        match event {
-            Event::Apply(ci) => inner
-                .namespaces
-                .entry(namespace(ci))
-                .or_default()
-                .insert(ci),
-            Event::Delete(ci) => {
-                if let Some(ns) = inner.namespaces.get_mut(&namespace(ci)) {
-                    ns.by_name.remove(&ci.name_any());
-                    ns.snapshot = None;
-                }
-            }
-            Event::Init => inner.relisting = Some(HashMap::new()),
-            Event::InitApply(ci) => {
-                if let Some(relisting) = &mut inner.relisting {
-                    relisting.entry(namespace(ci)).or_default().insert(ci);
-                }
-            }
-            Event::InitDone => {
-                if let Some(relisted) = inner.relisting.take() {
-                    inner.namespaces = relisted;
-                }
-            }
-        }
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(event);
     }
 
     /// The namespace's instances, in name order.
     pub fn of(&self, namespace: &str) -> Snapshot {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(ns) = inner.namespaces.get_mut(namespace) else {
+        let Some(ns) = inner.live.0.get_mut(namespace) else {
             return Snapshot::default();
         };
         Arc::clone(

@@ -21,6 +21,8 @@ use std::{
 use crds::{labels, v1alpha1::Task};
 use kube::{ResourceExt, runtime::watcher::Event};
 
+use crate::cache::{Index, Watched};
+
 /// A service: its namespace and name.
 type ServiceKey = (String, String);
 
@@ -31,17 +33,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
 pub struct ServiceTasks {
-    index: RwLock<Index>,
+    index: RwLock<Watched<Filed>>,
     expected: Mutex<HashMap<ServiceKey, Vec<Expected>>>,
-}
-
-#[derive(Default)]
-struct Index {
-    live: Filed,
-    /// A relist under way, swapped in when it is done.
-    relisting: Option<Filed>,
-    /// The first list is in.
-    ready: bool,
 }
 
 #[derive(Default)]
@@ -64,11 +57,11 @@ struct Expected {
     at: Instant,
 }
 
-impl Filed {
+impl Index<Task> for Filed {
     fn insert(&mut self, task: &Task) {
         let namespace = task.namespace().unwrap_or_default();
         let name = task.name_any();
-        self.remove(&namespace, &name);
+        self.forget(&namespace, &name);
         let Some(service) = task.labels().get(labels::SERVICE) else {
             return;
         };
@@ -79,7 +72,13 @@ impl Filed {
         self.service_of.insert((namespace, name), service.clone());
     }
 
-    fn remove(&mut self, namespace: &str, name: &str) {
+    fn remove(&mut self, task: &Task) {
+        self.forget(&task.namespace().unwrap_or_default(), &task.name_any());
+    }
+}
+
+impl Filed {
+    fn forget(&mut self, namespace: &str, name: &str) {
         let Some(service) = self
             .service_of
             .remove(&(namespace.to_owned(), name.to_owned()))
@@ -99,25 +98,10 @@ impl Filed {
 impl ServiceTasks {
     /// Take in one event of the watch of services' tasks.
     pub fn apply(&self, event: &Event<Task>) {
-        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
-        match event {
-            Event::Apply(task) => index.live.insert(task),
-            Event::Delete(task) => index
-                .live
-                .remove(&task.namespace().unwrap_or_default(), &task.name_any()),
-            Event::Init => index.relisting = Some(Filed::default()),
-            Event::InitApply(task) => {
-                if let Some(relisting) = &mut index.relisting {
-                    relisting.insert(task);
-                }
-            }
-            Event::InitDone => {
-                if let Some(relisted) = index.relisting.take() {
-                    index.live = relisted;
-                }
-                index.ready = true;
-            }
-        }
+        self.index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .apply(event);
     }
 
     /// Remember what a reconcile of the service wrote to its tasks.

@@ -636,4 +636,4 @@ fn snapshot_of(input: &Input<'_>, revision: i64) -> Option<TaskDefinitionSpec> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
