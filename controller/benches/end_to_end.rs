@@ -19,6 +19,10 @@
 //!   choice was checked against the newer instance (`rechecks`), the
 //!   placements started over (`retries`), and Omega's conflict fraction:
 //!   placements started over per placement;
+//! - `"store_limit"`, after each of those: the store's writes (revisions)
+//!   per placement in it, and the conditional writes per second the store
+//!   takes from 64 writers through the same client; their quotient is what
+//!   the store allows a scheduler at most (placements per second);
 //! - `"service"`: a Service of desiredCount 1,000 created with the service
 //!   and task-definition reconcilers and one scheduler running: from the
 //!   create call to each of its tasks' binding, p50, p99 and the last.
@@ -37,7 +41,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{WatchStreamExt, wait::await_condition, watcher},
 };
@@ -230,10 +234,12 @@ async fn placements(schedulers_n: usize, strategy: &str, mode: Mode) {
         .collect::<Vec<()>>()
         .await;
     let (stop, stopped) = watch::channel(false);
+    let revision_before = revision(&client).await;
     let start = Instant::now();
     let metrics = schedulers(&client, schedulers_n, mode, &stopped);
     let times = bindings(&client, TASKS, start).await;
     let elapsed = times.last().copied().unwrap_or_default();
+    let writes = revision(&client).await - revision_before;
     let _ = stop.send(true);
     // A binding is seen before the round that wrote it has counted it.
     let [mut placed, mut conflicts, mut rechecks, mut retries] = [0; 4];
@@ -261,7 +267,76 @@ async fn placements(schedulers_n: usize, strategy: &str, mode: Mode) {
         "retries": retries,
         "conflict_fraction": round(retries as f64 / placed.max(1) as f64),
     }));
+    let writes_per_placement = writes as f64 / TASKS as f64;
+    let store = store_writes_per_second(&client).await;
+    emit(&json!({
+        "bench": "store_limit",
+        "label": format!("{}-{strategy}-{schedulers_n}", mode.label()),
+        "writes_per_placement": round(writes_per_placement),
+        "store_writes_per_second": round(store),
+        "limit_placements_per_second": round(store / writes_per_placement),
+    }));
     server.shutdown().await;
+}
+
+/// The store's revision: every write takes the next one.
+async fn revision(client: &Client) -> u64 {
+    let api: Api<Task> = Api::namespaced(client.clone(), NS);
+    let list = api
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .expect("tasks listed");
+    list.metadata
+        .resource_version
+        .and_then(|rv| rv.parse().ok())
+        .expect("a numeric resourceVersion")
+}
+
+/// What the store takes of the writes a placement makes, through the same
+/// client and with as many in flight as a scheduler keeps
+/// (`scheduler::Options::concurrency`): conditional merge patches, half
+/// of instance status and half of tasks (a label, as a binding adds),
+/// each writer on its own instance and task so none conflicts.
+async fn store_writes_per_second(client: &Client) -> f64 {
+    const WRITES: usize = 4_000;
+    let writers = scheduler::Options::new("gantry").concurrency;
+    let instances: Api<ContainerInstance> = Api::namespaced(client.clone(), NS);
+    let tasks: Api<Task> = Api::namespaced(client.clone(), NS);
+    let start = Instant::now();
+    futures::stream::iter(0..writers)
+        .map(|w| {
+            let (instances, tasks) = (instances.clone(), tasks.clone());
+            async move {
+                let instance = format!("i-{w:04}");
+                let task = format!("t-{w:05}");
+                let mut instance_rv = instances
+                    .get(&instance)
+                    .await
+                    .expect("instance")
+                    .resource_version();
+                let mut task_rv = tasks.get(&task).await.expect("task").resource_version();
+                for j in 0..WRITES / writers {
+                    let params = PatchParams::default();
+                    if j % 2 == 0 {
+                        let patch = Patch::Merge(json!({
+                            "metadata": {"resourceVersion": instance_rv},
+                            "status": {"pendingTasksCount": j}}));
+                        let written = instances.patch_status(&instance, &params, &patch).await;
+                        instance_rv = written.expect("instance written").resource_version();
+                    } else {
+                        let patch = Patch::Merge(json!({"metadata": {
+                            "resourceVersion": task_rv,
+                            "labels": {"bench/write": j.to_string()}}}));
+                        let written = tasks.patch(&task, &params, &patch).await;
+                        task_rv = written.expect("task written").resource_version();
+                    }
+                }
+            }
+        })
+        .buffer_unordered(writers)
+        .collect::<Vec<()>>()
+        .await;
+    (WRITES / writers * writers) as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn service() {

@@ -3,12 +3,8 @@
 //! checks, `x-kubernetes-list-type` uniqueness, then the CEL
 //! `x-kubernetes-validations` rules (with `oldSelf` on updates).
 //!
-//! An update's unchanged top-level fields are not shown to the CEL rules,
-//! unless a rule under them compares with `oldSelf`: kube-apiserver ratchets
-//! those rules (an unchanged value keeps passing), and evaluating a Task's
-//! spec rules on each of its status writes was most of the API server's
-//! time at scale (docs/scale.md). Fields whose schema holds no rule at all
-//! are never shown.
+//! On an update the CEL rules of unchanged fields keep their earlier
+//! judgement, as kube-apiserver ratchets them ([`rules`]).
 //!
 //! Errors carry the field path and the reason in the form `kubectl` prints
 //! for a 422 response, e.g.
@@ -20,8 +16,9 @@ use jsonschema::{
     Draft, ValidationError as SchemaError, error::ValidationErrorKind, paths::LocationSegment,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::core::cel::{self, CompiledSchema};
 use serde_json::{Map, Value};
+
+mod rules;
 
 /// Why a schema could not be turned into a validator.
 #[derive(Debug, thiserror::Error)]
@@ -132,66 +129,11 @@ impl fmt::Display for FieldErrors {
 
 impl std::error::Error for FieldErrors {}
 
-thread_local! {
-    /// One CEL environment per thread: building one registers every
-    /// Kubernetes CEL function, which cost more than most validations
-    /// (docs/scale.md). It is `Send` but not `Sync`.
-    static CEL: cel::Validator = cel::Validator::new();
-}
-
 /// A compiled validator for one version of one CRD.
 pub struct SchemaValidator {
     schema: Value,
     structural: jsonschema::Validator,
-    cel: CompiledSchema,
-    /// The rules under each top-level field; `None` if the root itself has
-    /// rules (or compositions), which may read any field.
-    top_level: Option<std::collections::HashMap<String, Rules>>,
-}
-
-/// The CEL rules a schema node and its descendants hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Rules {
-    None,
-    Plain,
-    /// Some rule reads `oldSelf`: it judges a change, so it runs on every
-    /// update.
-    Transition,
-}
-
-fn rules_in(compiled: &CompiledSchema) -> Rules {
-    let here = compiled.validations.iter().flatten().map(|r| {
-        if r.is_transition_rule {
-            Rules::Transition
-        } else {
-            Rules::Plain
-        }
-    });
-    let below = compiled
-        .properties
-        .values()
-        .chain(compiled.items.as_deref())
-        .chain(compiled.additional_properties.as_deref())
-        .chain(&compiled.all_of)
-        .chain(&compiled.one_of)
-        .chain(&compiled.any_of)
-        .map(rules_in);
-    here.chain(below).max().unwrap_or(Rules::None)
-}
-
-fn top_level_rules(compiled: &CompiledSchema) -> Option<std::collections::HashMap<String, Rules>> {
-    let root_reads_everything = !compiled.validations.is_empty()
-        || compiled.additional_properties.is_some()
-        || !compiled.all_of.is_empty()
-        || !compiled.one_of.is_empty()
-        || !compiled.any_of.is_empty();
-    (!root_reads_everything).then(|| {
-        compiled
-            .properties
-            .iter()
-            .map(|(name, child)| (name.clone(), rules_in(child)))
-            .collect()
-    })
+    rules: rules::Node,
 }
 
 impl fmt::Debug for SchemaValidator {
@@ -212,15 +154,10 @@ impl SchemaValidator {
             .should_validate_formats(false)
             .build(&nullable_as_type(open_api_v3_schema))
             .map_err(|e| Error::InvalidSchema(e.to_string()))?;
-        let cel = cel::compile_schema(open_api_v3_schema);
-        if let Some(err) = cel.compilation_errors().first() {
-            return Err(Error::InvalidRule(err.to_string()));
-        }
         Ok(Self {
             schema: open_api_v3_schema.clone(),
             structural,
-            top_level: top_level_rules(&cel),
-            cel,
+            rules: rules::Node::new(open_api_v3_schema)?,
         })
     }
 
@@ -271,7 +208,7 @@ impl SchemaValidator {
     /// `object` with the schema's defaults filled in, as the server stores it.
     #[must_use]
     pub fn default(&self, object: &Value) -> Value {
-        cel::apply_defaults(&self.schema, object)
+        with_defaults(&self.schema, object)
     }
 
     /// Validate `object` (a create, or an update of `old`), defaults
@@ -287,51 +224,21 @@ impl SchemaValidator {
             .map(|e| from_schema_error(&e))
             .collect();
         check_list_types(&self.schema, &defaulted, &mut String::new(), &mut errors);
-        // CEL rules assume a structurally valid object, as the server's do.
-        if errors.is_empty()
-            && let (object, old) = self.cel_view(object, old)
-            && let Err(cel_errors) =
-                CEL.with(|cel| cel.validate_compiled(&self.cel, &object, old.as_ref()))
-        {
-            errors.extend(cel_errors.into_vec().into_iter().map(|e| FieldError {
-                field: e.field_path.clone(),
-                kind: FieldErrorKind::from_cel_reason(e.reason.as_deref()),
-                value: None,
-                detail: e.message,
-            }));
+        // CEL rules assume a structurally valid object, as the server's do,
+        // and see no null value (a structurally valid one is only left on a
+        // nullable field, which is not defaulted). The stored object is
+        // defaulted as kube-apiserver defaults what it reads from storage.
+        if errors.is_empty() && self.rules.has_rules() {
+            let old = old.map(|old| without_nulls(&self.default(old)));
+            let object = without_nulls(&defaulted);
+            self.rules
+                .judge(&object, old.as_ref(), true, "", &mut errors);
         }
         if errors.is_empty() {
             Ok(())
         } else {
             Err(FieldErrors(errors))
         }
-    }
-}
-
-impl SchemaValidator {
-    /// What of an object (and of the one it updates) the CEL rules see:
-    /// without nulls, and without the top-level fields no rule needs to
-    /// see (see the module's comment).
-    fn cel_view(&self, object: &Value, old: Option<&Value>) -> (Value, Option<Value>) {
-        let Some(top_level) = &self.top_level else {
-            return (without_nulls(object), old.map(without_nulls));
-        };
-        let shown = |field: &str| match top_level.get(field) {
-            Some(Rules::None) => false,
-            Some(Rules::Plain) => old.is_none_or(|old| old.get(field) != object.get(field)),
-            Some(Rules::Transition) | None => true,
-        };
-        let view = |value: &Value| match value {
-            Value::Object(fields) => Value::Object(
-                fields
-                    .iter()
-                    .filter(|(k, v)| !v.is_null() && shown(k))
-                    .map(|(k, v)| (k.clone(), without_nulls(v)))
-                    .collect(),
-            ),
-            other => without_nulls(other),
-        };
-        (view(object), old.map(view))
     }
 }
 
@@ -432,6 +339,50 @@ fn prune(
             }
         }
         _ => {}
+    }
+}
+
+/// `value` with the `default` of each declared property it lacks, at every
+/// level the schema declares (a present null is kept, and a default is
+/// taken as it is written), in one pass: kube-cel's `apply_defaults`, with
+/// the same rules, copies each subtree once per level above it, and
+/// defaulting was a sixth of an update's cost (docs/scale.md).
+fn with_defaults(schema: &Value, value: &Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let preserve = schema
+                .get("x-kubernetes-preserve-unknown-fields")
+                .and_then(Value::as_bool)
+                == Some(true);
+            let additional = schema
+                .get("additionalProperties")
+                .filter(|a| a.is_object() && !preserve);
+            if properties.is_none_or(Map::is_empty) && additional.is_none() {
+                return value.clone();
+            }
+            let mut out: Map<String, Value> = fields
+                .iter()
+                .map(|(k, v)| {
+                    let below = properties.and_then(|p| p.get(k)).or(additional);
+                    let v = below.map_or_else(|| v.clone(), |s| with_defaults(s, v));
+                    (k.clone(), v)
+                })
+                .collect();
+            for (k, property) in properties.into_iter().flatten() {
+                if let Some(default) = property.get("default")
+                    && !out.contains_key(k)
+                {
+                    out.insert(k.clone(), default.clone());
+                }
+            }
+            Value::Object(out)
+        }
+        Value::Array(items) => match schema.get("items") {
+            Some(below) => Value::Array(items.iter().map(|i| with_defaults(below, i)).collect()),
+            None => value.clone(),
+        },
+        other => other.clone(),
     }
 }
 
@@ -823,6 +774,43 @@ mod tests {
         );
         let errs = errors(json!({"spec": {"items": [], "mode": "b"}}));
         assert_eq!(errs, vec!["spec.count: Invalid value: mode b needs count"]);
+    }
+
+    #[test]
+    fn defaults_are_filled_in_as_kube_cel_fills_them() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "mode": {"type": "string", "default": "a"},
+                        "limits": {"type": "object", "default": {"cpu": 1},
+                                   "properties": {"cpu": {"type": "integer"}, "memory": {"type": "integer", "default": 2}}},
+                        "items": {"type": "array", "items": {"type": "object",
+                                  "properties": {"port": {"type": "integer", "default": 80}}}},
+                        "labels": {"type": "object", "additionalProperties": {"type": "object",
+                                   "properties": {"weight": {"type": "integer", "default": 1}}}},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true,
+                                 "additionalProperties": {"type": "object",
+                                   "properties": {"weight": {"type": "integer", "default": 1}}}},
+                    },
+                },
+            },
+        });
+        for object in [
+            json!({"spec": {}}),
+            json!({"spec": {"mode": null, "limits": {}, "items": [{}, {"port": 8080}], "labels": {"x": {}}, "free": {"y": {}}}}),
+            json!({"spec": {"mode": "b", "items": "not a list", "other": {"z": 1}}, "status": {"n": 1}}),
+        ] {
+            let filled = with_defaults(&schema, &object);
+            assert_eq!(
+                filled,
+                kube::core::cel::apply_defaults(&schema, &object),
+                "{object}"
+            );
+            assert_ne!(filled, object, "something was defaulted in {object}");
+        }
     }
 
     #[test]
