@@ -41,6 +41,10 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+/// The gantry binary's allocator (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn object(name: &str, n: u64) -> Value {
     json!({
         "apiVersion": "gantry.dev/v1alpha1",

@@ -48,6 +48,10 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinHandle};
 
+/// The gantry binary's allocator (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const NS: &str = "bench";
 const INSTANCES: usize = 1_000;
 const TASKS: usize = 2_000;
