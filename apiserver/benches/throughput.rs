@@ -19,6 +19,10 @@
 //! read and a transaction comparing the key's mod_revision, as
 //! kube-apiserver writes to etcd. Without an etcd binary it says so and
 //! goes on.
+//!
+//! `cargo bench -p apiserver --bench throughput -- WORD` runs only the
+//! measurements whose label (`store-updates`, `store-watch`, `store-list`,
+//! `http-updates`, `http-watch`, `http-list`, `etcd`) contains the word.
 
 use std::{
     sync::{
@@ -439,7 +443,9 @@ async fn http_list_latency(api: &Api<ConfigMap>, objects: usize, runs: usize) ->
     (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
-async fn http(dir: &std::path::Path) {
+/// The whole server through the kube-rs client: the measurements whose
+/// label `wanted` takes.
+async fn http(dir: &std::path::Path, wanted: &impl Fn(&str) -> bool) {
     let server = Server::start(Config::local(dir))
         .await
         .expect("server starts");
@@ -449,16 +455,26 @@ async fn http(dir: &std::path::Path) {
         .expect("config");
     let api: Api<ConfigMap> = Api::namespaced(Client::try_from(config).expect("client"), "default");
     for writers in [1, 4, 16] {
+        if !wanted("http-updates") {
+            break;
+        }
         let value = http_conditional_updates(&api, writers, Duration::from_secs(3)).await;
         emit(
             json!({"metric": "conditional_updates_per_s", "layer": "http", "writers": writers, "value": value.round()}),
         );
     }
     for watchers in [100, 1000] {
+        if !wanted("http-watch") {
+            break;
+        }
         let (p50, p99) = http_watch_latency(&api, watchers, 100).await;
         emit(
             json!({"metric": "watch_latency_ms", "layer": "http", "watchers": watchers, "p50": p50, "p99": p99}),
         );
+    }
+    if !wanted("http-list") {
+        server.shutdown().await;
+        return;
     }
     let (p50, p99) = http_list_latency(&api, 10_000, 20).await;
     emit(
@@ -487,19 +503,53 @@ fn rss_mib() -> Option<f64> {
 
 #[tokio::main]
 async fn main() {
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_default();
+    let wanted = |label: &str| label.contains(&only);
+    if ["updates", "watch", "list"]
+        .iter()
+        .any(|m| wanted(&format!("store-{m}")))
+    {
+        store(&wanted).await;
+    }
+    if ["updates", "watch", "list"]
+        .iter()
+        .any(|m| wanted(&format!("http-{m}")))
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        http(dir.path(), &wanted).await;
+    }
+    if wanted("etcd") {
+        etcd().await;
+    }
+}
+
+/// The store alone: the measurements whose label `wanted` takes.
+async fn store(wanted: &impl Fn(&str) -> bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), Options::default()).expect("opens");
     for writers in [1, 4, 16] {
+        if !wanted("store-updates") {
+            break;
+        }
         let value = conditional_updates(&store, writers, Duration::from_secs(3)).await;
         emit(
             json!({"metric": "conditional_updates_per_s", "layer": "store", "writers": writers, "value": value.round()}),
         );
     }
     for watchers in [100, 1000] {
+        if !wanted("store-watch") {
+            break;
+        }
         let (p50, p99) = watch_latency(&store, watchers, 300).await;
         emit(
             json!({"metric": "watch_latency_ms", "layer": "store", "watchers": watchers, "p50": p50, "p99": p99}),
         );
+    }
+    if !wanted("store-list") {
+        return;
     }
     let (p50, p99) = list_latency(&store, 10_000, 30).await;
     emit(
@@ -508,8 +558,4 @@ async fn main() {
     if let Some(rss) = rss_mib() {
         emit(json!({"metric": "rss_mib", "layer": "store", "objects": 10_000, "value": rss}));
     }
-    drop(store);
-    let dir = tempfile::tempdir().expect("tempdir");
-    http(dir.path()).await;
-    etcd().await;
 }

@@ -264,6 +264,8 @@ async fn placements(schedulers_n: usize, strategy: &str, mode: Mode) {
         "tasks": TASKS,
         "seconds": round(elapsed.as_secs_f64()),
         "placements_per_second": round(TASKS as f64 / elapsed.as_secs_f64()),
+        "first_binding_seconds": round(times.first().copied().unwrap_or_default().as_secs_f64()),
+        "steady_placements_per_second": round(steady_rate(&times)),
         "placements_counted": placed,
         "conflicts": conflicts,
         "conflicts_per_placement": round(conflicts as f64 / placed.max(1) as f64),
@@ -281,6 +283,18 @@ async fn placements(schedulers_n: usize, strategy: &str, mode: Mode) {
         "limit_placements_per_second": round(store / writes_per_placement),
     }));
     server.shutdown().await;
+}
+
+/// Placements per second between the tenth and the ninetieth percentile
+/// of the binding times: the rate once every scheduler is at work,
+/// without the start (lists, member Leases settling) or the last few.
+fn steady_rate(times: &[Duration]) -> f64 {
+    let (low, high) = (times.len() / 10, times.len() * 9 / 10);
+    let span = times.get(high).zip(times.get(low)).map(|(h, l)| *h - *l);
+    match span {
+        Some(span) if !span.is_zero() => (high - low) as f64 / span.as_secs_f64(),
+        _ => 0.0,
+    }
 }
 
 /// The store's revision: every write takes the next one.
