@@ -454,36 +454,28 @@ async fn http(dir: &std::path::Path, wanted: &impl Fn(&str) -> bool) {
         .await
         .expect("config");
     let api: Api<ConfigMap> = Api::namespaced(Client::try_from(config).expect("client"), "default");
-    for writers in [1, 4, 16] {
-        if !wanted("http-updates") {
-            break;
-        }
+    for writers in [1, 4, 16].into_iter().filter(|_| wanted("http-updates")) {
         let value = http_conditional_updates(&api, writers, Duration::from_secs(3)).await;
         emit(
             json!({"metric": "conditional_updates_per_s", "layer": "http", "writers": writers, "value": value.round()}),
         );
     }
-    for watchers in [100, 1000] {
-        if !wanted("http-watch") {
-            break;
-        }
+    for watchers in [100, 1000].into_iter().filter(|_| wanted("http-watch")) {
         let (p50, p99) = http_watch_latency(&api, watchers, 100).await;
         emit(
             json!({"metric": "watch_latency_ms", "layer": "http", "watchers": watchers, "p50": p50, "p99": p99}),
         );
     }
-    if !wanted("http-list") {
-        server.shutdown().await;
-        return;
-    }
-    let (p50, p99) = http_list_latency(&api, 10_000, 20).await;
-    emit(
-        json!({"metric": "list_latency_ms", "layer": "http", "objects": 10_000, "p50": p50, "p99": p99}),
-    );
-    if let Some(rss) = rss_mib() {
+    if wanted("http-list") {
+        let (p50, p99) = http_list_latency(&api, 10_000, 20).await;
         emit(
-            json!({"metric": "rss_mib", "layer": "http", "objects": 10_000, "value": rss, "note": "server and client in one process"}),
+            json!({"metric": "list_latency_ms", "layer": "http", "objects": 10_000, "p50": p50, "p99": p99}),
         );
+        if let Some(rss) = rss_mib() {
+            emit(
+                json!({"metric": "rss_mib", "layer": "http", "objects": 10_000, "value": rss, "note": "server and client in one process"}),
+            );
+        }
     }
     server.shutdown().await;
 }
@@ -508,16 +500,15 @@ async fn main() {
         .find(|a| !a.starts_with('-'))
         .unwrap_or_default();
     let wanted = |label: &str| label.contains(&only);
-    if ["updates", "watch", "list"]
-        .iter()
-        .any(|m| wanted(&format!("store-{m}")))
-    {
+    let any_of = |layer: &str| {
+        ["updates", "watch", "list"]
+            .iter()
+            .any(|m| wanted(&format!("{layer}-{m}")))
+    };
+    if any_of("store") {
         store(&wanted).await;
     }
-    if ["updates", "watch", "list"]
-        .iter()
-        .any(|m| wanted(&format!("http-{m}")))
-    {
+    if any_of("http") {
         let dir = tempfile::tempdir().expect("tempdir");
         http(dir.path(), &wanted).await;
     }
@@ -530,19 +521,13 @@ async fn main() {
 async fn store(wanted: &impl Fn(&str) -> bool) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), Options::default()).expect("opens");
-    for writers in [1, 4, 16] {
-        if !wanted("store-updates") {
-            break;
-        }
+    for writers in [1, 4, 16].into_iter().filter(|_| wanted("store-updates")) {
         let value = conditional_updates(&store, writers, Duration::from_secs(3)).await;
         emit(
             json!({"metric": "conditional_updates_per_s", "layer": "store", "writers": writers, "value": value.round()}),
         );
     }
-    for watchers in [100, 1000] {
-        if !wanted("store-watch") {
-            break;
-        }
+    for watchers in [100, 1000].into_iter().filter(|_| wanted("store-watch")) {
         let (p50, p99) = watch_latency(&store, watchers, 300).await;
         emit(
             json!({"metric": "watch_latency_ms", "layer": "store", "watchers": watchers, "p50": p50, "p99": p99}),

@@ -291,12 +291,21 @@ async fn placements(schedulers_n: usize, strategy: &str, mode: Mode) {
 /// of the binding times: the rate once every scheduler is at work,
 /// without the start (lists, member Leases settling) or the last few.
 fn steady_rate(times: &[Duration]) -> f64 {
-    let (low, high) = (times.len() / 10, times.len() * 9 / 10);
-    let span = times.get(high).zip(times.get(low)).map(|(h, l)| *h - *l);
-    match span {
-        Some(span) if !span.is_zero() => (high - low) as f64 / span.as_secs_f64(),
-        _ => 0.0,
+    if times.is_empty() {
+        return 0.0;
     }
+    let (low, high) = (rank(times.len(), 0.1), rank(times.len(), 0.9));
+    let span = times[high] - times[low];
+    if span.is_zero() {
+        return 0.0;
+    }
+    (high - low) as f64 / span.as_secs_f64()
+}
+
+/// The index of the `q` quantile of `len` sorted values (nearest rank);
+/// `len` must not be 0.
+fn rank(len: usize, q: f64) -> usize {
+    ((len as f64 * q).ceil() as usize).clamp(1, len) - 1
 }
 
 /// The store's revision: every write takes the next one.
@@ -415,7 +424,7 @@ async fn service() {
         .expect("service created");
     let times = bindings(&client, SERVICE_TASKS, start).await;
     let _ = stop.send(true);
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    let at = |q: f64| times[rank(times.len(), q)];
     emit(&json!({
         "bench": "service",
         "instances": INSTANCES,
